@@ -1,0 +1,255 @@
+//! Configuration: the TOML file, loaded in two steps.
+//!
+//! 1. `raw`: serde structs that reject unknown keys and keep the span of every value;
+//! 2. `validate`: checks every rule, collects *all* problems with file, line, column and key,
+//!    and only then returns a [`Config`], the checked runtime type the rest of the agent uses.
+
+pub mod duration;
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+
+pub use validate::{load_str, Problem};
+
+/// Default `[agent] listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+/// Default round interval when neither the chain nor `[agent]` sets one.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// Default probe timeout when neither the hop, the chain nor `[agent]` sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default global cap on probes in flight.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// Default bound on the response body a probe reads.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+
+/// A config that failed to load.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read; these are all the problems found in it, in file order.
+    #[error("{}", render_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn render_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and validates a config file. The file name in error messages is the path as given.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_str(&path.display().to_string(), &text, &|name| std::env::var(name).ok())
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub agent: Agent,
+    pub chains: Vec<Arc<Chain>>,
+}
+
+/// Agent-wide settings.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub listen: SocketAddr,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+}
+
+/// One private integration: an ordered list of hops, outermost first, target last.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub name: String,
+    pub kind: Kind,
+    pub interval: Duration,
+    pub reuse_connections: bool,
+    pub hops: Vec<Hop>,
+}
+
+impl Chain {
+    /// The longest timeout of any hop: how long a round can last at most.
+    pub fn round_timeout(&self) -> Duration {
+        self.hops
+            .iter()
+            .map(|h| h.timeout)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// One hop's own entry point, probed directly.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    pub name: String,
+    pub role: Role,
+    pub url: HopUrl,
+    pub method: Method,
+    pub headers: Vec<Header>,
+    pub expect_status: StatusSet,
+    pub expect_body: Option<regex_lite::Regex>,
+    pub timeout: Duration,
+    pub max_body: usize,
+    /// TLS server name when it differs from the URL host (set for per-address probes later).
+    pub tls_server_name: Option<String>,
+    /// Extra PEM CA bundle trusted for this hop (private CAs are common on internal ALBs).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A request header. Values that came from the environment are secret: they are marked
+/// sensitive for hyper and never rendered by `Debug`.
+#[derive(Clone)]
+pub struct Header {
+    pub name: HeaderName,
+    pub value: HeaderValue,
+}
+
+impl fmt::Debug for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_sensitive() {
+            write!(f, "{}: <redacted>", self.name)
+        } else {
+            write!(f, "{}: {:?}", self.name, self.value)
+        }
+    }
+}
+
+/// A parsed hop URL.
+#[derive(Debug, Clone)]
+pub struct HopUrl {
+    /// The URL as written, for output.
+    pub text: String,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// `Host` header value: host, plus the port when it is not the scheme's default.
+    pub authority: String,
+    pub path_and_query: String,
+}
+
+impl HopUrl {
+    /// The host when it is an IP literal, so no DNS lookup is needed.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()
+    }
+}
+
+/// The set of status codes a hop must answer with to pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(Vec<(u16, u16)>);
+
+impl StatusSet {
+    /// 200–299, the default.
+    pub fn success() -> Self {
+        StatusSet(vec![(200, 299)])
+    }
+    /// Builds a set from inclusive ranges.
+    pub fn from_ranges(ranges: Vec<(u16, u16)>) -> Self {
+        StatusSet(ranges)
+    }
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+}
+
+macro_rules! closed_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// The name used in the config and in output.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+            /// Parses the config name.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+closed_enum!(
+    /// The topology of a chain (brief §1, T1–T6), or `custom`.
+    Kind {
+        /// T1: REST API → VPC link v1 → NLB → targets.
+        RestNlb = "rest-nlb",
+        /// T2: REST API → VPC link v1 → NLB → ALB → targets.
+        RestNlbAlb = "rest-nlb-alb",
+        /// T3: REST API → VPC link v2 → ALB → targets.
+        RestAlb = "rest-alb",
+        /// T4: HTTP API → VPC link → ALB → targets.
+        HttpAlb = "http-alb",
+        /// T5: HTTP API → VPC link → NLB → targets.
+        HttpNlb = "http-nlb",
+        /// T6: HTTP API → VPC link → Cloud Map → instances.
+        HttpCloudmap = "http-cloudmap",
+        /// Any ordered list of hops with explicit roles.
+        Custom = "custom",
+    }
+);
+
+closed_enum!(
+    /// What a hop is.
+    Role {
+        Gateway = "gateway",
+        Nlb = "nlb",
+        Alb = "alb",
+        Cloudmap = "cloudmap",
+        Target = "target",
+    }
+);
+
+impl Kind {
+    /// The roles of the hops, outermost first, that this kind implies; `None` for `custom`.
+    pub fn shape(self) -> Option<&'static [Role]> {
+        use Role::*;
+        Some(match self {
+            Kind::RestNlb | Kind::HttpNlb => &[Gateway, Nlb, Target],
+            Kind::RestNlbAlb => &[Gateway, Nlb, Alb, Target],
+            Kind::RestAlb | Kind::HttpAlb => &[Gateway, Alb, Target],
+            Kind::HttpCloudmap => &[Gateway, Cloudmap, Target],
+            Kind::Custom => return None,
+        })
+    }
+
+    /// The integration timeout API Gateway enforces, when it cannot be raised: HTTP APIs stop
+    /// at 30 s. (REST APIs default to 29 s but regional and private ones can raise it, so no
+    /// limit is imposed there.)
+    pub fn gateway_hard_limit(self) -> Option<Duration> {
+        match self {
+            Kind::HttpAlb | Kind::HttpNlb | Kind::HttpCloudmap => Some(Duration::from_secs(30)),
+            _ => None,
+        }
+    }
+}

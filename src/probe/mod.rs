@@ -1,0 +1,698 @@
+//! One HTTP(S) probe of one hop, with phase timings and a closed outcome class.
+//!
+//! The client is built from hyper's HTTP/1 connection API on a socket this module opens itself,
+//! because a pooled client (reqwest) hides exactly what we measure: DNS, connect and TLS.
+
+pub mod tls;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, HOST, USER_AGENT};
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::config::Hop;
+
+/// What a probe came to. A small closed set: metrics are labelled with it, never with error
+/// text, so the number of series stays bounded whatever a target does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Expected status and body.
+    Ok,
+    /// The host name did not resolve.
+    Dns,
+    /// The connection was actively refused (RST to the SYN): nothing listens there.
+    ConnectRefused,
+    /// No answer to the SYN within the timeout, or no route: a security group or NACL drop.
+    ConnectTimeout,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// Connected, but the whole exchange did not finish within the timeout.
+    Timeout,
+    /// The connection was reset or closed before the response was complete.
+    Reset,
+    /// A complete response with a status outside the expected set.
+    HttpStatus,
+    /// Expected status, but the body did not match `expect_body`.
+    BodyMismatch,
+    /// The peer did not speak valid HTTP/1.x.
+    Protocol,
+    /// The response head or body exceeded its bound.
+    TooLarge,
+}
+
+impl Outcome {
+    /// Every class, in a stable order (for pre-registering series and for docs).
+    pub const ALL: [Outcome; 11] = [
+        Outcome::Ok,
+        Outcome::Dns,
+        Outcome::ConnectRefused,
+        Outcome::ConnectTimeout,
+        Outcome::Tls,
+        Outcome::Timeout,
+        Outcome::Reset,
+        Outcome::HttpStatus,
+        Outcome::BodyMismatch,
+        Outcome::Protocol,
+        Outcome::TooLarge,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Dns => "dns",
+            Outcome::ConnectRefused => "connect_refused",
+            Outcome::ConnectTimeout => "connect_timeout",
+            Outcome::Tls => "tls",
+            Outcome::Timeout => "timeout",
+            Outcome::Reset => "reset",
+            Outcome::HttpStatus => "http_status",
+            Outcome::BodyMismatch => "body_mismatch",
+            Outcome::Protocol => "protocol",
+            Outcome::TooLarge => "too_large",
+        }
+    }
+
+    pub fn is_ok(self) -> bool {
+        self == Outcome::Ok
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The phases of one probe. Each is `None` when it did not happen (no DNS for an IP literal, no
+/// TLS for `http://`, no connect phases on a reused connection) or did not complete.
+///
+/// They are measured between consecutive marks on one clock, so the phases that completed add
+/// up to the total: `dns + connect + tls + ttfb + transfer == total` on success.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    pub dns: Option<Duration>,
+    pub connect: Option<Duration>,
+    pub tls: Option<Duration>,
+    /// From the connection being ready (request about to be written) to the first response byte.
+    pub ttfb: Option<Duration>,
+    /// From the first response byte to the end of the body.
+    pub transfer: Option<Duration>,
+}
+
+/// Names of the phases as used in the `phase` label and in JSON.
+pub const PHASE_NAMES: [&str; 5] = ["dns", "connect", "tls", "ttfb", "transfer"];
+
+impl Phases {
+    /// The phases in [`PHASE_NAMES`] order.
+    pub fn as_array(&self) -> [Option<Duration>; 5] {
+        [self.dns, self.connect, self.tls, self.ttfb, self.transfer]
+    }
+}
+
+/// Response headers a diagnosis needs (brief §3); everything else is dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// `Server` (`awselb/2.0` marks an ALB-made error).
+    pub server: Option<String>,
+    /// First value of `x-amzn-ErrorType` (API Gateway).
+    pub error_type: Option<String>,
+    /// `x-amzn-RequestId` or `apigw-requestid`.
+    pub request_id: Option<String>,
+}
+
+/// Everything one probe learnt.
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub outcome: Outcome,
+    /// HTTP status when a response head arrived.
+    pub status: Option<u16>,
+    /// From the start of the probe to its end (success, failure or timeout).
+    pub total: Duration,
+    pub phases: Phases,
+    /// Wall-clock start, for timestamps in exports.
+    pub started_at: SystemTime,
+    /// The address connected to.
+    pub remote: Option<SocketAddr>,
+    pub evidence: Evidence,
+    /// The body as read, at most `max_body` bytes.
+    pub body: Bytes,
+    /// Human detail for logs and `check` output. Never a metric label.
+    pub detail: Option<String>,
+}
+
+/// Where a probe was when it stopped, so a timeout can be classified by phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Dns,
+    Connect,
+    Tls,
+    Exchange,
+}
+
+/// Marks of one probe, filled in as it goes; read after a timeout cancelled the work.
+struct Marks {
+    start: Instant,
+    dns: Option<Instant>,
+    connect: Option<Instant>,
+    tls: Option<Instant>,
+    /// When the request was handed to the connection.
+    ready: Option<Instant>,
+    /// Shared with the connection's I/O wrapper, which sets it on the first byte read.
+    first_byte: Arc<FirstByte>,
+    stage: Stage,
+    remote: Option<SocketAddr>,
+}
+
+/// First-byte time as nanoseconds after `base`; 0 = not yet.
+struct FirstByte {
+    base: Instant,
+    nanos: AtomicU64,
+}
+
+impl FirstByte {
+    fn new(base: Instant) -> Arc<Self> {
+        Arc::new(FirstByte {
+            base,
+            nanos: AtomicU64::new(0),
+        })
+    }
+    fn mark(&self) {
+        if self.nanos.load(Ordering::Relaxed) == 0 {
+            let nanos = (self.base.elapsed().as_nanos() as u64).max(1);
+            let _ = self
+                .nanos
+                .compare_exchange(0, nanos, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+    fn reset(&self) {
+        self.nanos.store(0, Ordering::Relaxed);
+    }
+    fn get(&self) -> Option<Instant> {
+        match self.nanos.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n)),
+        }
+    }
+}
+
+/// A stream that notes when the first response byte arrives.
+struct Timed<S> {
+    inner: S,
+    first_byte: Arc<FirstByte>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.first_byte.mark();
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Aborts the connection task when the probe is done with it (or was cancelled by its timeout).
+struct ConnTask(JoinHandle<()>);
+
+impl Drop for ConnTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A kept-alive connection, for hops with `reuse_connections`.
+struct Kept {
+    sender: http1::SendRequest<Empty<Bytes>>,
+    first_byte: Arc<FirstByte>,
+    remote: SocketAddr,
+    _task: ConnTask,
+}
+
+/// Per-hop state kept between probes: the open connection when reuse is on.
+#[derive(Default)]
+pub struct HopConn {
+    kept: Mutex<Option<Kept>>,
+}
+
+/// Probes hops. Cheap to clone; holds the TLS configs built at start.
+#[derive(Clone)]
+pub struct Prober {
+    tls: tls::TlsConfigs,
+    user_agent: http::HeaderValue,
+}
+
+/// Why a probe stopped early: its class and a human detail.
+struct Failure(Outcome, String);
+
+impl Prober {
+    /// Builds a prober able to reach every hop of the given config (loads each `ca_file`).
+    pub fn new(tls: tls::TlsConfigs) -> Self {
+        Prober {
+            tls,
+            user_agent: http::HeaderValue::from_static(concat!(
+                "hopwatch/",
+                env!("CARGO_PKG_VERSION")
+            )),
+        }
+    }
+
+    /// Probes `hop` once. Never fails: every failure is a classified [`ProbeResult`].
+    /// `reuse` is the hop's connection state when connection reuse is on.
+    pub async fn probe(&self, hop: &Hop, reuse: Option<&HopConn>) -> ProbeResult {
+        let started_at = SystemTime::now();
+        let start = Instant::now();
+        let mut marks = Marks {
+            start,
+            dns: None,
+            connect: None,
+            tls: None,
+            ready: None,
+            first_byte: FirstByte::new(start),
+            stage: Stage::Dns,
+            remote: None,
+        };
+        let deadline = tokio::time::Instant::from_std(start + hop.timeout);
+        let work = self.run(hop, reuse, &mut marks);
+        let outcome = tokio::time::timeout_at(deadline, work).await;
+        let end = Instant::now();
+        let exchanged = matches!(outcome, Ok(Ok(_)));
+        let (outcome, status, evidence, body, detail) = match outcome {
+            Ok(Ok(done)) => (done.outcome, Some(done.status), done.evidence, done.body, done.detail),
+            Ok(Err(Failure(class, detail))) => {
+                (class, None, Evidence::default(), Bytes::new(), Some(detail))
+            }
+            Err(_elapsed) => {
+                let (class, what) = match marks.stage {
+                    Stage::Dns => (Outcome::Dns, "DNS lookup"),
+                    Stage::Connect => (Outcome::ConnectTimeout, "TCP connect"),
+                    Stage::Tls => (Outcome::Timeout, "TLS handshake"),
+                    Stage::Exchange if marks.first_byte.get().is_some() => {
+                        (Outcome::Timeout, "response")
+                    }
+                    Stage::Exchange => (Outcome::Timeout, "first response byte"),
+                };
+                let detail = format!(
+                    "timed out after {} waiting for the {what}",
+                    crate::config::duration::format_duration(hop.timeout)
+                );
+                (class, None, Evidence::default(), Bytes::new(), Some(detail))
+            }
+        };
+        let phases = marks.phases(end, exchanged);
+        if let Some(kept) = reuse {
+            if !outcome.is_ok() {
+                // Never reuse a connection that just failed: the next probe starts clean.
+                *kept.kept.lock().await = None;
+            }
+        }
+        ProbeResult {
+            outcome,
+            status,
+            total: end - start,
+            phases,
+            started_at,
+            remote: marks.remote,
+            evidence,
+            body,
+            detail,
+        }
+    }
+
+    async fn run(
+        &self,
+        hop: &Hop,
+        reuse: Option<&HopConn>,
+        marks: &mut Marks,
+    ) -> Result<Exchange, Failure> {
+        if let Some(conn) = reuse {
+            let mut guard = conn.kept.lock().await;
+            if let Some(kept) = guard.as_mut() {
+                if kept.sender.is_ready() {
+                    marks.stage = Stage::Exchange;
+                    marks.remote = Some(kept.remote);
+                    kept.first_byte.reset();
+                    // Reused connections measure first byte on their own clock base.
+                    marks.first_byte = kept.first_byte.clone();
+                    marks.ready = Some(Instant::now());
+                    let request = self.request(hop, false)?;
+                    return exchange(&mut kept.sender, request, hop).await;
+                }
+                *guard = None;
+            }
+            let (mut sender, task, remote) = self.connect(hop, marks).await?;
+            marks.ready = Some(Instant::now());
+            let request = self.request(hop, false)?;
+            let result = exchange(&mut sender, request, hop).await;
+            if result.is_ok() {
+                *guard = Some(Kept {
+                    sender,
+                    first_byte: marks.first_byte.clone(),
+                    remote,
+                    _task: task,
+                });
+            }
+            return result;
+        }
+        let (mut sender, _task, _) = self.connect(hop, marks).await?;
+        marks.ready = Some(Instant::now());
+        let request = self.request(hop, true)?;
+        exchange(&mut sender, request, hop).await
+    }
+
+    fn request(&self, hop: &Hop, close: bool) -> Result<Request<Empty<Bytes>>, Failure> {
+        let mut builder = Request::builder()
+            .method(hop.method.clone())
+            .uri(hop.url.path_and_query.as_str());
+        let headers = builder.headers_mut().ok_or_else(|| {
+            Failure(Outcome::Protocol, "request could not be built".to_string())
+        })?;
+        headers.insert(USER_AGENT, self.user_agent.clone());
+        if close {
+            headers.insert(CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        match http::HeaderValue::from_str(&hop.url.authority) {
+            Ok(host) => {
+                headers.insert(HOST, host);
+            }
+            Err(_) => return Err(Failure(Outcome::Protocol, "invalid Host".to_string())),
+        }
+        // Configured headers last, so a user can override Host or User-Agent.
+        for header in &hop.headers {
+            headers.insert(header.name.clone(), header.value.clone());
+        }
+        builder
+            .body(Empty::new())
+            .map_err(|e| Failure(Outcome::Protocol, format!("request could not be built: {e}")))
+    }
+
+    async fn connect(
+        &self,
+        hop: &Hop,
+        marks: &mut Marks,
+    ) -> Result<(http1::SendRequest<Empty<Bytes>>, ConnTask, SocketAddr), Failure> {
+        marks.stage = Stage::Dns;
+        let addr = match hop.url.ip() {
+            Some(ip) => SocketAddr::new(ip, hop.url.port),
+            None => {
+                let found = tokio::net::lookup_host((hop.url.host.as_str(), hop.url.port))
+                    .await
+                    .map_err(|e| Failure(Outcome::Dns, format!("{}: {e}", hop.url.host)))?;
+                let addr = found.into_iter().next().ok_or_else(|| {
+                    Failure(Outcome::Dns, format!("{}: no address", hop.url.host))
+                })?;
+                marks.dns = Some(Instant::now());
+                addr
+            }
+        };
+        marks.remote = Some(addr);
+        marks.stage = Stage::Connect;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| Failure(classify_connect(&e), format!("connect {addr}: {e}")))?;
+        // Latency probes must not wait on Nagle.
+        let _ = tcp.set_nodelay(true);
+        marks.connect = Some(Instant::now());
+        if !hop.url.tls {
+            let (sender, task) = handshake(tcp, marks.first_byte.clone()).await?;
+            marks.stage = Stage::Exchange;
+            return Ok((sender, task, addr));
+        }
+        marks.stage = Stage::Tls;
+        let name = hop
+            .tls_server_name
+            .as_deref()
+            .unwrap_or(hop.url.host.trim_start_matches('[').trim_end_matches(']'));
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
+            .map_err(|e| Failure(Outcome::Tls, format!("server name {name:?}: {e}")))?;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.get(hop.ca_file.as_deref()));
+        let stream = connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| Failure(classify_tls(&e), format!("TLS handshake: {e}")))?;
+        marks.tls = Some(Instant::now());
+        let (sender, task) = handshake(stream, marks.first_byte.clone()).await?;
+        marks.stage = Stage::Exchange;
+        Ok((sender, task, addr))
+    }
+}
+
+impl Marks {
+    fn phases(&self, end: Instant, complete: bool) -> Phases {
+        let mut last = self.start;
+        let mut step = |mark: Option<Instant>| {
+            mark.map(|at| {
+                let d = at.saturating_duration_since(last);
+                last = at;
+                d
+            })
+        };
+        let dns = step(self.dns);
+        let connect = step(self.connect);
+        let tls = step(self.tls);
+        // The gap between the TLS mark and the request being handed over is tiny but real;
+        // it belongs to time-to-first-byte so that the phases add up to the total.
+        let first_byte = self.first_byte.get();
+        let ttfb = match (self.ready, first_byte) {
+            (Some(_), Some(at)) => step(Some(at)),
+            _ => None,
+        };
+        let transfer = match (ttfb, complete) {
+            (Some(_), true) => step(Some(end)),
+            _ => None,
+        };
+        Phases {
+            dns,
+            connect,
+            tls,
+            ttfb,
+            transfer,
+        }
+    }
+}
+
+async fn handshake<S>(
+    stream: S,
+    first_byte: Arc<FirstByte>,
+) -> Result<(http1::SendRequest<Empty<Bytes>>, ConnTask), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(Timed {
+        inner: stream,
+        first_byte,
+    });
+    let (sender, conn) = http1::Builder::new()
+        .max_headers(100)
+        .max_buf_size(64 * 1024)
+        .handshake(io)
+        .await
+        .map_err(|e| Failure(classify_hyper(&e), e.to_string()))?;
+    let task = tokio::spawn(async move {
+        // Its errors surface through the response and body futures as well; they are
+        // classified there, with context.
+        let _ = conn.await;
+    });
+    Ok((sender, ConnTask(task)))
+}
+
+/// What a completed HTTP exchange gave.
+struct Exchange {
+    outcome: Outcome,
+    status: u16,
+    evidence: Evidence,
+    body: Bytes,
+    detail: Option<String>,
+}
+
+async fn exchange(
+    sender: &mut http1::SendRequest<Empty<Bytes>>,
+    request: Request<Empty<Bytes>>,
+    hop: &Hop,
+) -> Result<Exchange, Failure> {
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| Failure(classify_hyper(&e), describe_hyper(&e)))?;
+    let status = response.status().as_u16();
+    let evidence = evidence(response.headers());
+    let mut body = response.into_body();
+    let mut buf = BytesMut::new();
+    let mut too_large = false;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Failure(classify_hyper(&e), describe_hyper(&e)))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > hop.max_body {
+                let room = hop.max_body - buf.len();
+                buf.extend_from_slice(&data[..room]);
+                too_large = true;
+                break;
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    let body = buf.freeze();
+    let (outcome, detail) = if too_large {
+        (
+            Outcome::TooLarge,
+            Some(format!("body exceeds max_body ({} bytes)", hop.max_body)),
+        )
+    } else if !hop.expect_status.contains(status) {
+        (Outcome::HttpStatus, Some(format!("unexpected status {status}")))
+    } else if let Some(re) = &hop.expect_body {
+        if re.is_match(&String::from_utf8_lossy(&body)) {
+            (Outcome::Ok, None)
+        } else {
+            (
+                Outcome::BodyMismatch,
+                Some(format!("body does not match {:?}", re.as_str())),
+            )
+        }
+    } else {
+        (Outcome::Ok, None)
+    };
+    Ok(Exchange {
+        outcome,
+        status,
+        evidence,
+        body,
+        detail,
+    })
+}
+
+fn evidence(headers: &HeaderMap) -> Evidence {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(128).collect::<String>())
+    };
+    Evidence {
+        server: text("server"),
+        // API Gateway may send two comma-separated values; the first is the one that matters.
+        error_type: text("x-amzn-errortype")
+            .map(|v| v.split([',', ':']).next().unwrap_or("").trim().to_string()),
+        request_id: text("x-amzn-requestid").or_else(|| text("apigw-requestid")),
+    }
+}
+
+fn classify_connect(err: &io::Error) -> Outcome {
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => Outcome::ConnectRefused,
+        io::ErrorKind::ConnectionReset => Outcome::Reset,
+        // No route / host unreachable: the SYN went nowhere, which is what a dropped packet
+        // looks like to the user too.
+        _ => Outcome::ConnectTimeout,
+    }
+}
+
+fn classify_tls(err: &io::Error) -> Outcome {
+    if let Some(inner) = err.get_ref() {
+        if inner.downcast_ref::<rustls::Error>().is_some() {
+            return Outcome::Tls;
+        }
+    }
+    match err.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionAborted => Outcome::Reset,
+        // EOF during the handshake or garbage instead of a ServerHello: the TLS exchange failed.
+        _ => Outcome::Tls,
+    }
+}
+
+fn io_source<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn classify_hyper(err: &hyper::Error) -> Outcome {
+    if err.is_parse_too_large() {
+        return Outcome::TooLarge;
+    }
+    if err.is_parse() || err.is_parse_status() {
+        return Outcome::Protocol;
+    }
+    if let Some(io) = io_source(err) {
+        if io.get_ref().is_some_and(|e| e.downcast_ref::<rustls::Error>().is_some()) {
+            return Outcome::Tls;
+        }
+        return match io.kind() {
+            io::ErrorKind::TimedOut => Outcome::Timeout,
+            io::ErrorKind::InvalidData => Outcome::Protocol,
+            _ => Outcome::Reset,
+        };
+    }
+    if err.is_incomplete_message() || err.is_closed() || err.is_canceled() {
+        return Outcome::Reset;
+    }
+    // An early EOF in a length-delimited body reaches us as a body error with no io source.
+    if err.to_string().contains("incomplete") || err.to_string().contains("end of file") {
+        return Outcome::Reset;
+    }
+    Outcome::Protocol
+}
+
+fn describe_hyper(err: &hyper::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
