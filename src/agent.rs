@@ -1,0 +1,149 @@
+//! The long-running agent: schedule → probe → record → export, wired together.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::export::prometheus::Metrics;
+use crate::export::server::{serve, Endpoint};
+use crate::probe::{tls::TlsConfigs, Prober};
+use crate::schedule::{run_chain, Round};
+
+/// Rounds waiting to be recorded. Recording a round takes microseconds, so this only fills if
+/// something is badly wrong; then rounds are dropped and counted rather than delay probing.
+const ROUND_QUEUE: usize = 4096;
+
+/// Something that wants to see every round after it is recorded (the demo's live table).
+pub type Observer = Box<dyn Fn(&Round) + Send + Sync>;
+
+/// A started agent.
+pub struct Running {
+    /// The address `/metrics` is served on (useful when listening on port 0).
+    pub metrics_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops scheduling, lets in-flight rounds end (each within its timeout) and waits.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Builds the prober for a config: loads every `ca_file` once.
+pub fn prober_for(config: &Config) -> anyhow::Result<Prober> {
+    let ca_files = config
+        .chains
+        .iter()
+        .flat_map(|c| c.hops.iter())
+        .filter_map(|h| h.ca_file.as_deref());
+    let tls = TlsConfigs::new(ca_files).map_err(anyhow::Error::msg)?;
+    Ok(Prober::new(tls))
+}
+
+/// Starts the agent: binds `listen`, then runs every chain until [`Running::shutdown`].
+pub async fn start(
+    config: Config,
+    listen: SocketAddr,
+    observers: Vec<Observer>,
+) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let metrics_addr = listener.local_addr()?;
+    let prober = prober_for(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let endpoint = Endpoint::new(metrics.clone());
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(serve(listener, endpoint.clone(), stop_rx.clone())));
+
+    let (tx, mut rx) = mpsc::channel::<Round>(ROUND_QUEUE);
+    let limit = Arc::new(Semaphore::new(config.agent.max_in_flight));
+    let epoch = Instant::now();
+    let mut chain_tasks = Vec::new();
+    for chain in &config.chains {
+        chain_tasks.push(tokio::spawn(run_chain(
+            chain.clone(),
+            prober.clone(),
+            limit.clone(),
+            epoch,
+            tx.clone(),
+            stop_rx.clone(),
+            metrics.clone(),
+        )));
+    }
+    drop(tx);
+
+    let expected: HashSet<String> = config.chains.iter().map(|c| c.name.clone()).collect();
+    let recorder_metrics = metrics.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut seen = HashSet::new();
+        let mut last_ok: std::collections::HashMap<(String, String), bool> = Default::default();
+        // Ends when every chain task has stopped and dropped its sender.
+        while let Some(round) = rx.recv().await {
+            recorder_metrics.observe(&round);
+            log_changes(&round, &mut last_ok);
+            if seen.len() < expected.len() && seen.insert(round.chain.name.clone())
+                && seen.len() == expected.len()
+            {
+                endpoint.ready.store(true, Ordering::Relaxed);
+                tracing::info!("every chain has completed a round; ready");
+            }
+            for observer in &observers {
+                observer(&round);
+            }
+        }
+    }));
+    tasks.splice(0..0, chain_tasks);
+    tracing::info!(
+        listen = %metrics_addr,
+        chains = config.chains.len(),
+        hops = config.chains.iter().map(|c| c.hops.len()).sum::<usize>(),
+        "hopwatch agent started"
+    );
+    Ok(Running {
+        metrics_addr,
+        metrics,
+        stop,
+        tasks,
+    })
+}
+
+/// One log event per hop whose pass/fail changed, with what it changed to and why.
+fn log_changes(round: &Round, last_ok: &mut std::collections::HashMap<(String, String), bool>) {
+    for (hop, result) in round.chain.hops.iter().zip(&round.results) {
+        let ok = result.outcome.is_ok();
+        let key = (round.chain.name.clone(), hop.name.clone());
+        let before = last_ok.insert(key, ok);
+        if before == Some(ok) {
+            continue;
+        }
+        let detail = result.detail.as_deref().unwrap_or("");
+        if ok {
+            tracing::info!(chain = %round.chain.name, hop = %hop.name, result = %result.outcome, "hop passes");
+        } else {
+            tracing::warn!(
+                chain = %round.chain.name,
+                hop = %hop.name,
+                result = %result.outcome,
+                status = result.status.unwrap_or(0),
+                detail,
+                "hop fails"
+            );
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Where numbers go. Each exporter owns its own state; none of them can block probing.
+
+pub mod prometheus;
+pub mod server;

@@ -1,0 +1,306 @@
+//! The Prometheus exposition. Metric names and labels here are a contract with dashboards and
+//! alert rules: change them only with a migration note.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, UNIX_EPOCH};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary};
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::probe::PHASE_NAMES;
+use crate::record::{Window, DEFAULT_WINDOW};
+use crate::schedule::Round;
+
+/// Buckets for probe latency, seconds: sub-millisecond (same-AZ hops) to 30 s (the HTTP API
+/// integration limit).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Buckets for the agent's own scheduling lag, seconds.
+const LAG_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+/// Quantiles of `hopwatch_probe_latency_seconds`.
+pub const QUANTILES: &[f64] = &[0.5, 0.9, 0.99, 0.999];
+
+type Windows = Arc<Mutex<BTreeMap<(String, String), Window>>>;
+
+/// Every metric the agent exports, in one registry.
+pub struct Metrics {
+    registry: Registry,
+    probes: IntCounterVec,
+    duration: HistogramVec,
+    phase: HistogramVec,
+    hop_up: IntGaugeVec,
+    http_status: IntGaugeVec,
+    last_probe: GaugeVec,
+    lag: Histogram,
+    rounds_dropped: IntCounter,
+    windows: Windows,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name((*k).to_string());
+            l.set_value((*v).to_string());
+            l
+        })
+        .collect()
+}
+
+/// `hopwatch_probe_latency_seconds`: a summary whose quantiles come from the hdrhistogram window.
+struct LatencySummary {
+    desc: Desc,
+    windows: Windows,
+}
+
+impl Collector for LatencySummary {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let now = Instant::now();
+        let mut metrics = Vec::new();
+        // A poisoned lock means a panic elsewhere; the data is still usable for a scrape.
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        for ((chain, hop), window) in windows.iter_mut() {
+            let (_, values) = window.quantiles(now, QUANTILES);
+            let (count, sum) = window.cumulative();
+            let mut summary = Summary::default();
+            summary.set_sample_count(count);
+            summary.set_sample_sum(sum);
+            summary.set_quantile(
+                QUANTILES
+                    .iter()
+                    .zip(values)
+                    .map(|(q, v)| {
+                        let mut quantile = Quantile::default();
+                        quantile.set_quantile(*q);
+                        quantile.set_value(v);
+                        quantile
+                    })
+                    .collect(),
+            );
+            let mut metric = Metric::from_label(labels(&[("chain", chain), ("hop", hop)]));
+            metric.set_summary(summary);
+            metrics.push(metric);
+        }
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(MetricType::SUMMARY);
+        family.set_metric(metrics);
+        vec![family]
+    }
+}
+
+/// Registering a metric only fails on a duplicate name or invalid label, both programming
+/// errors caught by the first test that builds a `Metrics`.
+fn reg<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique and valid");
+    c
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let hop = &["chain", "hop"];
+        let probes = reg(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("hopwatch_probes_total", "Probes made, by outcome class."),
+                &["chain", "hop", "result"],
+            )
+            .expect("valid"),
+        );
+        let duration = reg(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "hopwatch_probe_duration_seconds",
+                    "Total time of successful probes.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                hop,
+            )
+            .expect("valid"),
+        );
+        let phase = reg(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "hopwatch_probe_phase_duration_seconds",
+                    "Time of each phase (dns, connect, tls, ttfb, transfer) of successful probes.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["chain", "hop", "phase"],
+            )
+            .expect("valid"),
+        );
+        let hop_up = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("hopwatch_hop_up", "1 when the hop's last probe passed, else 0."),
+                hop,
+            )
+            .expect("valid"),
+        );
+        let http_status = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_probe_http_status",
+                    "HTTP status of the hop's last probe; 0 when no response arrived.",
+                ),
+                hop,
+            )
+            .expect("valid"),
+        );
+        let last_probe = reg(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "hopwatch_last_probe_timestamp_seconds",
+                    "Unix time at which the hop's last probe started.",
+                ),
+                hop,
+            )
+            .expect("valid"),
+        );
+        let lag = reg(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "hopwatch_schedule_lag_seconds",
+                    "Actual start of a round minus its planned start.",
+                )
+                .buckets(LAG_BUCKETS.to_vec()),
+            )
+            .expect("valid"),
+        );
+        let rounds_dropped = reg(
+            &registry,
+            IntCounter::new(
+                "hopwatch_rounds_dropped_total",
+                "Rounds whose results were dropped because recording fell behind.",
+            )
+            .expect("valid"),
+        );
+        let build = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("hopwatch_build_info", "Build of the running agent; always 1."),
+                &["version"],
+            )
+            .expect("valid"),
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let windows: Windows = Arc::default();
+        registry
+            .register(Box::new(LatencySummary {
+                desc: Desc::new(
+                    "hopwatch_probe_latency_seconds".to_string(),
+                    "Latency quantiles of successful probes over the last 5 minutes (hdrhistogram)."
+                        .to_string(),
+                    vec!["chain".to_string(), "hop".to_string()],
+                    Default::default(),
+                )
+                .expect("valid"),
+                windows: windows.clone(),
+            }))
+            .expect("metric names are unique and valid");
+        Metrics {
+            registry,
+            probes,
+            duration,
+            phase,
+            hop_up,
+            http_status,
+            last_probe,
+            lag,
+            rounds_dropped,
+            windows,
+        }
+    }
+
+    /// Records one round. `up[i]` is the state of hop `i` as the diagnosis settled it.
+    pub fn observe(&self, round: &Round) {
+        let chain = round.chain.name.as_str();
+        self.lag.observe(round.lag().as_secs_f64());
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        for (hop, result) in round.chain.hops.iter().zip(&round.results) {
+            let name = hop.name.as_str();
+            let labels = [chain, name];
+            self.probes
+                .with_label_values(&[chain, name, result.outcome.as_str()])
+                .inc();
+            self.hop_up
+                .with_label_values(&labels)
+                .set(i64::from(result.outcome.is_ok()));
+            self.http_status
+                .with_label_values(&labels)
+                .set(i64::from(result.status.unwrap_or(0)));
+            let started = result
+                .started_at
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.last_probe.with_label_values(&labels).set(started);
+            let window = windows
+                .entry((chain.to_string(), name.to_string()))
+                .or_insert_with(|| Window::new(DEFAULT_WINDOW));
+            if !result.outcome.is_ok() {
+                continue;
+            }
+            self.duration
+                .with_label_values(&labels)
+                .observe(result.total.as_secs_f64());
+            for (phase, value) in PHASE_NAMES.iter().zip(result.phases.as_array()) {
+                if let Some(d) = value {
+                    self.phase
+                        .with_label_values(&[chain, name, phase])
+                        .observe(d.as_secs_f64());
+                }
+            }
+            window.record(round.started, result.total, &result.phases);
+        }
+    }
+
+    /// Counts a round the scheduler could not hand over.
+    pub fn round_dropped(&self) {
+        self.rounds_dropped.inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::with_capacity(64 * 1024);
+        // Encoding into a Vec cannot fail except on invalid metric data, which we never build.
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %err, "could not encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The registry, for exporters that add metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,111 @@
+//! The agent's HTTP endpoint: `/metrics`, `/-/healthy`, `/-/ready`.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use super::prometheus::Metrics;
+
+/// At most this many scrape connections at once; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 64;
+
+/// What the endpoint serves.
+pub struct Endpoint {
+    pub metrics: Arc<Metrics>,
+    /// True once every chain has completed a round: before that `/metrics` says little.
+    pub ready: AtomicBool,
+}
+
+impl Endpoint {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Endpoint {
+            metrics,
+            ready: AtomicBool::new(false),
+        })
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn handle(endpoint: &Endpoint, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    match request.uri().path() {
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, endpoint.metrics.render());
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        "/-/healthy" => text(StatusCode::OK, "hopwatch is healthy\n"),
+        "/-/ready" if endpoint.ready.load(Ordering::Relaxed) => {
+            text(StatusCode::OK, "hopwatch is ready\n")
+        }
+        "/-/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "hopwatch is starting: not every chain has completed a round\n",
+        ),
+        "/" => text(
+            StatusCode::OK,
+            "hopwatch\n  /metrics    Prometheus exposition\n  /-/healthy  liveness\n  /-/ready    readiness\n",
+        ),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Serves until `stop` turns true.
+pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(err) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %err, "accept failed on the metrics listener");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let response = handle(&endpoint, &req);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,177 @@
+//! Rounds: every chain probes all its hops together once per interval.
+//!
+//! Chains start at a stable offset inside their interval (a hash of the name), plus a little
+//! jitter per round, so a hundred chains with the same interval never fire at once. A chain's
+//! rounds run one after another in one task, so they cannot overlap; a global semaphore caps
+//! probes in flight across chains.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::config::Chain;
+use crate::probe::{HopConn, ProbeResult, Prober};
+
+/// The results of one round of one chain; `results[i]` belongs to `chain.hops[i]`.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub chain: Arc<Chain>,
+    /// When the round was meant to start.
+    pub planned: Instant,
+    /// When it did start; `started - planned` is the scheduling lag.
+    pub started: Instant,
+    pub started_wall: SystemTime,
+    pub results: Vec<ProbeResult>,
+}
+
+impl Round {
+    /// Actual start minus planned start.
+    pub fn lag(&self) -> Duration {
+        self.started.saturating_duration_since(self.planned)
+    }
+}
+
+/// Probes every hop of `chain` concurrently, each under a permit of `limit`.
+pub async fn run_round(
+    chain: &Arc<Chain>,
+    prober: &Prober,
+    limit: &Arc<Semaphore>,
+    conns: &Arc<Vec<HopConn>>,
+) -> Vec<ProbeResult> {
+    let mut handles = Vec::with_capacity(chain.hops.len());
+    for index in 0..chain.hops.len() {
+        let chain = chain.clone();
+        let prober = prober.clone();
+        let limit = limit.clone();
+        let conns = conns.clone();
+        handles.push(tokio::spawn(async move {
+            // The semaphore is never closed, so acquiring only fails if it were; probe anyway.
+            let _permit = limit.acquire_owned().await.ok();
+            let hop = &chain.hops[index];
+            let reuse = chain.reuse_connections.then(|| &conns[index]);
+            prober.probe(hop, reuse).await
+        }));
+    }
+    let mut results = Vec::with_capacity(handles.len());
+    for (handle, hop) in handles.into_iter().zip(&chain.hops) {
+        match handle.await {
+            Ok(result) => results.push(result),
+            // A panic inside a probe is a bug; it must not take the chain's schedule with it.
+            Err(err) => {
+                tracing::error!(chain = %chain.name, hop = %hop.name, error = %err, "probe task failed");
+                results.push(ProbeResult {
+                    outcome: crate::probe::Outcome::Protocol,
+                    status: None,
+                    total: Duration::ZERO,
+                    phases: Default::default(),
+                    started_at: SystemTime::now(),
+                    remote: None,
+                    evidence: Default::default(),
+                    body: Default::default(),
+                    detail: Some(format!("probe task failed: {err}")),
+                });
+            }
+        }
+    }
+    results
+}
+
+/// A stable offset in `[0, interval)` from the chain name (FNV-1a), so restarts keep the spread.
+pub fn offset(name: &str, interval: Duration) -> Duration {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let nanos = interval.as_nanos().max(1) as u64;
+    Duration::from_nanos(hash % nanos)
+}
+
+/// Up to 1 % of the interval, at most 100 ms: enough to keep chains that hash close together
+/// from locking step, small enough not to blur the interval.
+fn jitter(state: &mut u64, interval: Duration) -> Duration {
+    // xorshift64*: statistical quality is irrelevant here, and it needs no dependency.
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let max = (interval / 100).min(Duration::from_millis(100)).as_nanos() as u64;
+    if max == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(r % max)
+}
+
+/// Runs `chain` round after round until `stop` turns true, sending each round to `out`.
+/// A full `out` drops the round (counted in `hopwatch_rounds_dropped_total`) rather than delay
+/// the next one.
+pub async fn run_chain(
+    chain: Arc<Chain>,
+    prober: Prober,
+    limit: Arc<Semaphore>,
+    epoch: Instant,
+    out: mpsc::Sender<Round>,
+    mut stop: watch::Receiver<bool>,
+    metrics: Arc<crate::export::prometheus::Metrics>,
+) {
+    let conns: Arc<Vec<HopConn>> = Arc::new(chain.hops.iter().map(|_| HopConn::default()).collect());
+    let mut seed = offset(&chain.name, Duration::from_secs(1 << 30)).as_nanos() as u64 | 1;
+    let mut next = epoch + offset(&chain.name, chain.interval);
+    loop {
+        let planned = next + jitter(&mut seed, chain.interval);
+        tokio::select! {
+            _ = tokio::time::sleep_until(planned.into()) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let started = Instant::now();
+        let started_wall = SystemTime::now();
+        let results = run_round(&chain, &prober, &limit, &conns).await;
+        let round = Round {
+            chain: chain.clone(),
+            planned,
+            started,
+            started_wall,
+            results,
+        };
+        if out.try_send(round).is_err() {
+            metrics.round_dropped();
+            tracing::warn!(chain = %chain.name, "recorder is behind; dropped one round");
+        }
+        next += chain.interval;
+        let now = Instant::now();
+        if next < now {
+            // Missed whole intervals (the process was paused, or probes waited on the global
+            // cap): skip them rather than fire a burst of catch-up rounds.
+            let behind = (now - next).as_nanos() / chain.interval.as_nanos().max(1) + 1;
+            next += chain.interval * behind as u32;
+            tracing::warn!(chain = %chain.name, skipped = behind as u64, "rounds skipped: the agent fell behind");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_stable_and_inside_the_interval() {
+        let interval = Duration::from_secs(15);
+        let a = offset("orders", interval);
+        assert_eq!(a, offset("orders", interval));
+        assert!(a < interval);
+        let spread: std::collections::HashSet<_> = (0..50)
+            .map(|i| offset(&format!("chain-{i}"), interval).as_secs())
+            .collect();
+        assert!(spread.len() >= 10, "50 chains land in only {} distinct seconds", spread.len());
+    }
+
+    #[test]
+    fn jitter_is_bounded() {
+        let mut s = 42;
+        for _ in 0..1000 {
+            assert!(jitter(&mut s, Duration::from_secs(15)) < Duration::from_millis(100));
+            assert!(jitter(&mut s, Duration::from_secs(1)) < Duration::from_millis(10));
+        }
+    }
+}
