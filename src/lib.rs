@@ -4,3 +4,7 @@ pub mod record;
 pub mod schedule;
 pub mod export;
 pub mod agent;
+pub mod check;
+pub mod echo;
+pub mod demo;
+pub mod cli;

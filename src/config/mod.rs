@@ -116,6 +116,27 @@ pub struct Hop {
     pub ca_file: Option<PathBuf>,
 }
 
+impl Hop {
+    /// A plain `GET` expecting 2xx, with every other setting at its default. For requests the
+    /// agent makes on its own behalf (ECS task metadata) and for built-in chains.
+    pub fn get(name: &str, role: Role, url: &str, timeout: Duration) -> Result<Hop, String> {
+        let url = HopUrl::parse(url).map_err(|why| format!("url ({url:?}) {why}"))?;
+        Ok(Hop {
+            name: name.to_string(),
+            role,
+            url,
+            method: Method::GET,
+            headers: Vec::new(),
+            expect_status: StatusSet::success(),
+            expect_body: None,
+            timeout,
+            max_body: DEFAULT_MAX_BODY,
+            tls_server_name: None,
+            ca_file: None,
+        })
+    }
+}
+
 /// A request header. Values that came from the environment are secret: they are marked
 /// sensitive for hyper and never rendered by `Debug`.
 #[derive(Clone)]
@@ -148,6 +169,42 @@ pub struct HopUrl {
 }
 
 impl HopUrl {
+    /// Parses an absolute `http://` or `https://` URL; the error completes "url (...) ".
+    pub fn parse(text: &str) -> Result<HopUrl, &'static str> {
+        let uri: http::Uri = text.parse().map_err(|_| "is not a valid URL")?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(_) => return Err("must start with http:// or https://"),
+            None => return Err("must be absolute, starting with http:// or https://"),
+        };
+        let authority = uri.authority().ok_or("has no host")?;
+        if authority.as_str().contains('@') {
+            return Err("must not carry user info; send credentials in headers");
+        }
+        if authority.host().is_empty() {
+            return Err("has no host");
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let port = authority.port_u16().unwrap_or(default_port);
+        let host = authority.host().to_string();
+        let authority = if port == default_port {
+            host.clone()
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(HopUrl {
+            text: text.to_string(),
+            tls,
+            host,
+            port,
+            authority,
+            path_and_query: uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+        })
+    }
+
     /// The host when it is an IP literal, so no DNS lookup is needed.
     pub fn ip(&self) -> Option<std::net::IpAddr> {
         self.host

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method, Uri};
+use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
 use super::duration::{format_duration, parse_duration, parse_size};
@@ -698,48 +698,13 @@ impl<'a> Checker<'a> {
     }
 
     fn url(&mut self, raw: &Spanned<String>, scope: &str) -> Option<HopUrl> {
-        let text = raw.get_ref();
-        let fail = |checker: &mut Self, why: &str| {
-            checker.report(&raw.span(), scope, format!("url ({text:?}) {why}"));
-            None
-        };
-        let uri: Uri = match text.parse() {
-            Ok(uri) => uri,
-            Err(_) => return fail(self, "is not a valid URL"),
-        };
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            Some(_) => return fail(self, "must start with http:// or https://"),
-            None => return fail(self, "must be absolute, starting with http:// or https://"),
-        };
-        let Some(authority) = uri.authority() else {
-            return fail(self, "has no host");
-        };
-        if authority.as_str().contains('@') {
-            return fail(self, "must not carry user info; send credentials in headers");
+        match HopUrl::parse(raw.get_ref()) {
+            Ok(url) => Some(url),
+            Err(why) => {
+                self.report(&raw.span(), scope, format!("url ({:?}) {why}", raw.get_ref()));
+                None
+            }
         }
-        if authority.host().is_empty() {
-            return fail(self, "has no host");
-        }
-        let default_port = if tls { 443 } else { 80 };
-        let port = authority.port_u16().unwrap_or(default_port);
-        let host = authority.host().to_string();
-        let authority_text = if port == default_port {
-            host.clone()
-        } else {
-            format!("{host}:{port}")
-        };
-        Some(HopUrl {
-            text: text.clone(),
-            tls,
-            host,
-            port,
-            authority: authority_text,
-            path_and_query: uri
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
-        })
     }
 
     fn header(

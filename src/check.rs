@@ -1,0 +1,166 @@
+//! `hopwatch check`: one round of every chain, printed as a per-hop table or as JSON.
+//! Like traceroute for a private integration.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::config::{Chain, Config};
+use crate::probe::{HopConn, ProbeResult, Prober};
+use crate::schedule::run_round;
+
+/// The `--json` document.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub chains: Vec<ChainReport>,
+}
+
+/// One chain's round.
+#[derive(Debug, Serialize)]
+pub struct ChainReport {
+    pub name: String,
+    pub kind: String,
+    /// The outermost hop, the path users take, passed.
+    pub up: bool,
+    pub hops: Vec<HopReport>,
+}
+
+/// One hop's probe.
+#[derive(Debug, Serialize)]
+pub struct HopReport {
+    pub name: String,
+    pub role: String,
+    pub url: String,
+    /// Outcome class (`ok`, `connect_timeout`, ...).
+    pub result: String,
+    /// HTTP status, null when no response arrived.
+    pub status: Option<u16>,
+    pub duration_ms: f64,
+    pub phases: PhaseReport,
+    /// The address connected to.
+    pub remote: Option<String>,
+    /// Why it failed, for humans; null on success.
+    pub detail: Option<String>,
+}
+
+/// Phase timings in milliseconds; null when the phase did not happen or did not complete.
+#[derive(Debug, Serialize)]
+pub struct PhaseReport {
+    pub dns: Option<f64>,
+    pub connect: Option<f64>,
+    pub tls: Option<f64>,
+    pub ttfb: Option<f64>,
+    pub transfer: Option<f64>,
+}
+
+fn ms(d: Duration) -> f64 {
+    // Microsecond resolution is what the probe measures meaningfully.
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+impl ChainReport {
+    /// Builds the report of one round.
+    pub fn new(chain: &Chain, results: &[ProbeResult]) -> Self {
+        let hops = chain
+            .hops
+            .iter()
+            .zip(results)
+            .map(|(hop, r)| HopReport {
+                name: hop.name.clone(),
+                role: hop.role.to_string(),
+                url: hop.url.text.clone(),
+                result: r.outcome.to_string(),
+                status: r.status,
+                duration_ms: ms(r.total),
+                phases: PhaseReport {
+                    dns: r.phases.dns.map(ms),
+                    connect: r.phases.connect.map(ms),
+                    tls: r.phases.tls.map(ms),
+                    ttfb: r.phases.ttfb.map(ms),
+                    transfer: r.phases.transfer.map(ms),
+                },
+                remote: r.remote.map(|a| a.to_string()),
+                detail: r.detail.clone(),
+            })
+            .collect();
+        ChainReport {
+            name: chain.name.clone(),
+            kind: chain.kind.to_string(),
+            up: results.first().is_some_and(|r| r.outcome.is_ok()),
+            hops,
+        }
+    }
+}
+
+/// Runs one round of each selected chain, all chains at once.
+pub async fn check(config: &Config, prober: &Prober, only: Option<&str>) -> Report {
+    let limit = Arc::new(Semaphore::new(config.agent.max_in_flight));
+    let mut handles = Vec::new();
+    for chain in config
+        .chains
+        .iter()
+        .filter(|c| only.is_none_or(|name| c.name == name))
+    {
+        let chain = chain.clone();
+        let prober = prober.clone();
+        let limit = limit.clone();
+        handles.push(tokio::spawn(async move {
+            let conns = Arc::new(chain.hops.iter().map(|_| HopConn::default()).collect());
+            let results = run_round(&chain, &prober, &limit, &conns).await;
+            ChainReport::new(&chain, &results)
+        }));
+    }
+    let mut chains = Vec::new();
+    for handle in handles {
+        if let Ok(report) = handle.await {
+            chains.push(report);
+        }
+    }
+    Report { chains }
+}
+
+fn cell(d: Option<f64>) -> String {
+    match d {
+        Some(v) if v >= 1000.0 => format!("{:.2}s", v / 1000.0),
+        Some(v) => format!("{v:.1}ms"),
+        None => "-".to_string(),
+    }
+}
+
+/// The human table.
+pub fn render_table(report: &Report) -> String {
+    let mut out = String::new();
+    for chain in &report.chains {
+        let state = if chain.up { "UP" } else { "DOWN" };
+        let _ = writeln!(out, "chain {} ({})  {state}", chain.name, chain.kind);
+        let name_w = chain.hops.iter().map(|h| h.name.len()).max().unwrap_or(3).max(3);
+        let _ = writeln!(
+            out,
+            "  {:<name_w$}  {:<8}  {:<15}  {:>6}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  DETAIL",
+            "HOP", "ROLE", "RESULT", "STATUS", "TOTAL", "DNS", "CONNECT", "TLS", "TTFB", "TRANSFER"
+        );
+        for hop in &chain.hops {
+            let status = hop.status.map_or("-".to_string(), |s| s.to_string());
+            let _ = writeln!(
+                out,
+                "  {:<name_w$}  {:<8}  {:<15}  {:>6}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {}",
+                hop.name,
+                hop.role,
+                hop.result,
+                status,
+                cell(Some(hop.duration_ms)),
+                cell(hop.phases.dns),
+                cell(hop.phases.connect),
+                cell(hop.phases.tls),
+                cell(hop.phases.ttfb),
+                cell(hop.phases.transfer),
+                hop.detail.as_deref().unwrap_or(""),
+            );
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,305 @@
+//! The command line. `main.rs` only calls [`main`].
+
+use std::io::{IsTerminal, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::io::AsyncBufReadExt;
+
+use crate::config::{self, duration::parse_duration, Config, ConfigError};
+
+/// Exit code for usage and config errors.
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "hopwatch", version, about = "Hop-by-hop prober for private API Gateway integrations")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: probe every chain each interval and serve /metrics.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Overrides [agent] listen.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Probe every chain once and print a per-hop table (exit 0: all up, 1: some down, 2: error).
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this chain.
+        #[arg(long)]
+        chain: Option<String>,
+        /// Print one JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a config file and print every problem in it (exit 0 or 2).
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// The responder to place at targets: answers with the source address it saw.
+    Echo {
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        /// Artificial delay before each answer, e.g. "20ms" (at most 10s; off by default).
+        #[arg(long, value_parser = parse_delay)]
+        delay: Option<Duration>,
+    },
+    /// Run a local T2-shaped chain in-process and watch it (no AWS, no root).
+    Demo {
+        /// Where the demo agent serves /metrics.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: SocketAddr,
+    },
+}
+
+fn parse_delay(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration such as \"20ms\""))?;
+    if d > crate::echo::MAX_DELAY {
+        return Err(format!("delay must be at most {}", config::duration::format_duration(crate::echo::MAX_DELAY)));
+    }
+    Ok(d)
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Parses the arguments, runs the command, returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let default_level = match cli.command {
+        // The demo's live table is the output; logs would scroll it away.
+        Command::Check { .. } | Command::Validate { .. } | Command::Demo { .. } => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("hopwatch: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("hopwatch: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|err| {
+        match &err {
+            ConfigError::Invalid(problems) => {
+                for p in problems {
+                    eprintln!("{p}");
+                }
+                eprintln!("{}: {} problem(s); nothing was started", path.display(), problems.len());
+            }
+            ConfigError::Read { .. } => eprintln!("hopwatch: {err}"),
+        }
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate { config } => Ok(match load(&config) {
+            Ok(c) => {
+                let hops: usize = c.chains.iter().map(|c| c.hops.len()).sum();
+                println!("{}: ok ({} chains, {hops} hops)", config.display(), c.chains.len());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        }),
+        Command::Check { config, chain, json } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            if let Some(name) = &chain {
+                if !config.chains.iter().any(|c| &c.name == name) {
+                    eprintln!("hopwatch: no chain named {name:?} in the config");
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+            }
+            let prober = crate::agent::prober_for(&config)?;
+            let report = crate::check::check(&config, &prober, chain.as_deref()).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::check::render_table(&report));
+            }
+            Ok(if report.chains.iter().all(|c| c.up) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Run { config, listen } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let listen = listen.unwrap_or(config.agent.listen);
+            let running = crate::agent::start(config, listen, Vec::new()).await?;
+            shutdown_signal().await;
+            tracing::info!("stopping: letting in-flight probes finish");
+            running.shutdown().await;
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Echo { listen, delay } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let prober = crate::probe::Prober::new(
+                crate::probe::tls::TlsConfigs::new([]).map_err(anyhow::Error::msg)?,
+            );
+            let options = crate::echo::EchoOptions {
+                delay: delay.unwrap_or_default(),
+                identity: crate::echo::identity(&prober).await,
+            };
+            tracing::info!(listen = %listener.local_addr()?, delay = ?options.delay, "hopwatch echo listening");
+            let (stop, stop_rx) = tokio::sync::watch::channel(false);
+            let server = tokio::spawn(crate::echo::serve(listener, options, stop_rx));
+            shutdown_signal().await;
+            let _ = stop.send(true);
+            let _ = server.await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { listen } => demo(listen).await,
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    let chain = crate::demo::start().await?;
+    let config = config::load_str("demo.toml", &chain.config_toml, &|_| None)
+        .map_err(|e| anyhow::anyhow!("the built-in demo config is invalid:\n{e}"))?;
+    let tty = std::io::stdout().is_terminal();
+    let banner = Arc::new(Mutex::new(String::new()));
+    let printer_banner = banner.clone();
+    let observer: crate::agent::Observer = Box::new(move |round| {
+        let report = crate::check::Report {
+            chains: vec![crate::check::ChainReport::new(&round.chain, &round.results)],
+        };
+        let mut out = String::new();
+        if tty {
+            out.push_str("\x1b[2J\x1b[H");
+        }
+        out.push_str(&printer_banner.lock().map(|b| b.clone()).unwrap_or_default());
+        out.push_str(&crate::check::render_table(&report));
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(out.as_bytes());
+        let _ = stdout.flush();
+    });
+    let running = crate::agent::start(config, listen, vec![observer])
+        .await
+        .with_context(|| "is another hopwatch demo running? pass --listen 127.0.0.1:0 for any free port")?;
+    {
+        let mut text = format!(
+            "hopwatch demo: a T2 chain on loopback (gateway {} -> nlb {} -> alb {} -> targets {}, {})\n\
+             metrics: http://{}/metrics\n\
+             type `break PART` or `fix PART` (PART: gateway, nlb, alb, target-a, target-b), Ctrl-C to stop\n",
+            chain.addrs[0], chain.addrs[1], chain.addrs[2], chain.addrs[3], chain.addrs[4], running.metrics_addr
+        );
+        if chain.single_address {
+            text.push_str("note: this OS has only 127.0.0.1, so parts differ by port and every hop sees 127.0.0.1\n");
+        }
+        text.push('\n');
+        print!("{text}");
+        if let Ok(mut b) = banner.lock() {
+            *b = text;
+        }
+    }
+    let faults = chain.faults.clone();
+    let console = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["break", part] | ["fix", part] => {
+                    let broken = words[0] == "break";
+                    if faults.set(part, broken) {
+                        println!("{} {part}", if broken { "broke" } else { "fixed" });
+                    } else {
+                        println!("no part named {part:?}");
+                    }
+                }
+                [] => {}
+                _ => println!("commands: break PART, fix PART"),
+            }
+        }
+    });
+    shutdown_signal().await;
+    console.abort();
+    running.shutdown().await;
+    chain.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,253 @@
+//! `hopwatch echo`: the responder a team places at its targets. It answers every request with
+//! what it saw of the connection (TCP peer, its own address, the forwarding headers, who it is),
+//! so the agent learns the source address each target sees.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+/// Longest `--delay` accepted: it exists for tests and benchmarks, not to simulate outages.
+pub const MAX_DELAY: Duration = Duration::from_secs(10);
+/// Request bodies beyond this are refused with 413.
+const MAX_REQUEST_BODY: usize = 64 * 1024;
+/// Request head (line and headers) bound; hyper's smallest allowed buffer.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// Reflected header values are cut to this length.
+const MAX_REFLECTED: usize = 1024;
+const MAX_CONNECTIONS: usize = 4096;
+
+/// Who the responder is: ECS task metadata when present, else the host name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Identity {
+    pub hostname: String,
+    pub task_arn: Option<String>,
+    pub cluster: Option<String>,
+    pub availability_zone: Option<String>,
+}
+
+/// The JSON body of every answer. The field names are read by the agent (and by people).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EchoReply {
+    /// Always "hopwatch-echo": lets the agent tell an echo answer from an application's.
+    pub service: String,
+    /// The TCP peer: the address the target's security group must allow.
+    pub peer: String,
+    /// The responder's own address for this connection.
+    pub local: String,
+    pub method: String,
+    pub path: String,
+    pub host: Option<String>,
+    pub x_forwarded_for: Option<String>,
+    pub x_forwarded_proto: Option<String>,
+    pub x_forwarded_port: Option<String>,
+    pub x_amzn_trace_id: Option<String>,
+    /// Artificial delay actually applied before answering, in microseconds.
+    pub delay_us: u64,
+    pub identity: Identity,
+}
+
+/// Echo responder settings.
+#[derive(Debug, Clone)]
+pub struct EchoOptions {
+    /// Delay before each answer (bounded by [`MAX_DELAY`]).
+    pub delay: Duration,
+    pub identity: Identity,
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).map(|v| {
+        let text = String::from_utf8_lossy(v.as_bytes());
+        text.chars().take(MAX_REFLECTED).collect()
+    })
+}
+
+/// Sleeps `delay` precisely. Tokio's timer has millisecond ticks and fires up to a tick late,
+/// which would blur a target meant to have a known latency; the coarse part is slept on the
+/// timer and the last stretch on a blocking thread with the OS's fine-grained sleep.
+async fn precise_sleep(delay: Duration) {
+    const FINE: Duration = Duration::from_millis(2);
+    let deadline = Instant::now() + delay;
+    if delay > FINE {
+        tokio::time::sleep_until((deadline - FINE).into()).await;
+    }
+    let rest = deadline.saturating_duration_since(Instant::now());
+    if !rest.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+    }
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+async fn answer(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    options: Arc<EchoOptions>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    // Drain (bounded) so the connection stays usable; the content is not reflected.
+    if Limited::new(body, MAX_REQUEST_BODY).collect().await.is_err() {
+        return json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            br#"{"error":"request body too large"}"#.to_vec(),
+        );
+    }
+    let start = Instant::now();
+    if !options.delay.is_zero() {
+        precise_sleep(options.delay).await;
+    }
+    let reply = EchoReply {
+        service: "hopwatch-echo".to_string(),
+        peer: peer.to_string(),
+        local: local.to_string(),
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .chars()
+            .take(MAX_REFLECTED)
+            .collect(),
+        host: header(&parts.headers, "host"),
+        x_forwarded_for: header(&parts.headers, "x-forwarded-for"),
+        x_forwarded_proto: header(&parts.headers, "x-forwarded-proto"),
+        x_forwarded_port: header(&parts.headers, "x-forwarded-port"),
+        x_amzn_trace_id: header(&parts.headers, "x-amzn-trace-id"),
+        delay_us: if options.delay.is_zero() {
+            0
+        } else {
+            start.elapsed().as_micros() as u64
+        },
+        identity: options.identity.clone(),
+    };
+    let mut body = serde_json::to_vec(&reply).unwrap_or_default();
+    body.push(b'\n');
+    json(StatusCode::OK, body)
+}
+
+/// Serves one accepted connection.
+pub async fn serve_connection(stream: TcpStream, options: Arc<EchoOptions>) {
+    let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req| {
+        let options = options.clone();
+        async move { Ok::<_, Infallible>(answer(req, peer, local, options).await) }
+    });
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// Accepts connections until `stop` turns true.
+pub async fn serve(listener: TcpListener, options: EchoOptions, mut stop: watch::Receiver<bool>) {
+    let options = Arc::new(options);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "echo: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let options = options.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, options).await;
+            drop(permit);
+        });
+    }
+}
+
+/// The host name, from the kernel (no extra dependency), else `$HOSTNAME`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Reads who we are from ECS task metadata v4 when `ECS_CONTAINER_METADATA_URI_V4` is set
+/// (only inside ECS: nothing is sent anywhere otherwise).
+pub async fn identity(prober: &crate::probe::Prober) -> Identity {
+    let mut identity = Identity {
+        hostname: hostname(),
+        ..Identity::default()
+    };
+    let Ok(base) = std::env::var("ECS_CONTAINER_METADATA_URI_V4") else {
+        return identity;
+    };
+    let url = format!("{}/task", base.trim_end_matches('/'));
+    let hop = match crate::config::Hop::get(
+        "ecs-metadata",
+        crate::config::Role::Target,
+        &url,
+        Duration::from_secs(2),
+    ) {
+        // Task metadata lists every container: allow more than a probe's default body.
+        Ok(hop) => crate::config::Hop {
+            max_body: 1 << 20,
+            ..hop
+        },
+        Err(err) => {
+            tracing::warn!(error = %err, "ECS_CONTAINER_METADATA_URI_V4 is not a usable URL");
+            return identity;
+        }
+    };
+    let result = prober.probe(&hop, None).await;
+    if !result.outcome.is_ok() {
+        tracing::warn!(result = %result.outcome, "could not read ECS task metadata");
+        return identity;
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Task {
+        cluster: Option<String>,
+        #[serde(rename = "TaskARN")]
+        task_arn: Option<String>,
+        availability_zone: Option<String>,
+    }
+    match serde_json::from_slice::<Task>(&result.body) {
+        Ok(task) => {
+            identity.cluster = task.cluster;
+            identity.task_arn = task.task_arn;
+            identity.availability_zone = task.availability_zone;
+        }
+        Err(err) => tracing::warn!(error = %err, "ECS task metadata is not the expected JSON"),
+    }
+    identity
+}
