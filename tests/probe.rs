@@ -1,0 +1,321 @@
+//! The probe against real servers on 127.0.0.1 that really behave each way: every outcome class,
+//! phase timings that add up, and a delayed target measured to within a millisecond.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use hopwatch::echo::{EchoOptions, Identity};
+use hopwatch::probe::{tls::TlsConfigs, Outcome, ProbeResult, Prober};
+use tokio::io::AsyncWriteExt;
+
+fn prober() -> Prober {
+    Prober::new(TlsConfigs::new([]).expect("tls"))
+}
+
+async fn probe(url: &str, extra: &str) -> ProbeResult {
+    let hop = hop(url, extra);
+    prober().probe(&hop, None).await
+}
+
+async fn echo(delay: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    // Leaked on purpose: the server lives as long as the test process.
+    std::mem::forget(stop);
+    let options = EchoOptions {
+        delay,
+        identity: Identity::default(),
+    };
+    tokio::spawn(hopwatch::echo::serve(listener, options, rx));
+    addr
+}
+
+fn assert_adds_up(r: &ProbeResult) {
+    let sum: Duration = r.phases.as_array().iter().flatten().sum();
+    let diff = if sum > r.total { sum - r.total } else { r.total - sum };
+    assert!(
+        diff <= Duration::from_micros(50),
+        "phases {:?} add up to {sum:?}, total is {:?}",
+        r.phases,
+        r.total
+    );
+}
+
+#[tokio::test]
+async fn ok_phases_add_up_to_the_total() {
+    let addr = echo(Duration::from_millis(5)).await;
+    let r = probe(&format!("http://{addr}/health"), "").await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.detail);
+    assert_eq!(r.status, Some(200));
+    assert!(r.phases.dns.is_none(), "an IP literal needs no DNS");
+    assert!(r.phases.tls.is_none(), "plain HTTP has no TLS phase");
+    assert!(r.phases.connect.is_some() && r.phases.ttfb.is_some() && r.phases.transfer.is_some());
+    assert_adds_up(&r);
+    let reply: hopwatch::echo::EchoReply = serde_json::from_slice(&r.body).expect("echo JSON");
+    assert_eq!(reply.path, "/health");
+    assert!(reply.peer.starts_with("127.0.0.1:"));
+}
+
+#[tokio::test]
+async fn dns_phase_is_measured_for_host_names() {
+    let addr = echo(Duration::ZERO).await;
+    // "localhost" resolves from /etc/hosts: no query leaves the machine.
+    let r = probe(&format!("http://localhost:{}/", addr.port()), "").await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.detail);
+    assert!(r.phases.dns.is_some());
+    assert_adds_up(&r);
+}
+
+#[tokio::test]
+async fn a_delayed_target_is_measured_within_a_millisecond() {
+    let delay = Duration::from_millis(20);
+    let addr = echo(delay).await;
+    let hop = hop(&format!("http://{addr}/"), "");
+    let prober = prober();
+    let mut errors = Vec::new();
+    for _ in 0..7 {
+        let r = prober.probe(&hop, None).await;
+        assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.detail);
+        let ttfb = r.phases.ttfb.expect("ttfb");
+        errors.push(ttfb.as_secs_f64() - delay.as_secs_f64());
+    }
+    errors.sort_by(f64::total_cmp);
+    let median = errors[errors.len() / 2];
+    println!("time to first byte minus the 20 ms delay, per probe (ms): {:?}", errors.iter().map(|e| e * 1e3).collect::<Vec<_>>());
+    assert!(
+        (0.0..0.001).contains(&median),
+        "median ttfb error {:.3} ms is not within [0, 1) ms of the delay",
+        median * 1e3
+    );
+}
+
+#[tokio::test]
+async fn refused_port_is_connect_refused() {
+    let r = probe(&format!("http://{}/", refused_port()), "").await;
+    assert_eq!(r.outcome, Outcome::ConnectRefused, "{:?}", r.detail);
+    assert!(r.phases.connect.is_none());
+}
+
+#[tokio::test]
+async fn full_accept_queue_drops_syns_and_is_connect_timeout() {
+    // Linux drops a SYN when the listener's accept queue is full, as a security group drops
+    // it: no RST, no answer. Fill a backlog-1 listener that never accepts.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let _listener = socket.listen(1).expect("listen");
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let r = probe(&format!("http://{addr}/"), "timeout = \"500ms\"").await;
+    assert_eq!(r.outcome, Outcome::ConnectTimeout, "{:?}", r.detail);
+    assert!(r.total >= Duration::from_millis(500) && r.total < Duration::from_millis(700), "{:?}", r.total);
+}
+
+#[tokio::test]
+async fn accept_but_never_answer_is_timeout_at_the_deadline() {
+    let addr = raw_server(|stream| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(stream);
+    })
+    .await;
+    let r = probe(&format!("http://{addr}/"), "timeout = \"300ms\"").await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{:?}", r.detail);
+    assert!(r.phases.connect.is_some(), "it did connect");
+    assert!(r.total >= Duration::from_millis(300) && r.total < Duration::from_millis(450), "{:?}", r.total);
+}
+
+#[tokio::test]
+async fn reset_mid_body_is_reset() {
+    let addr = raw_server(|mut stream| async move {
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial body")
+            .await;
+        let _ = stream.flush().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        reset(stream);
+    })
+    .await;
+    let r = probe(&format!("http://{addr}/"), "").await;
+    assert_eq!(r.outcome, Outcome::Reset, "{:?}", r.detail);
+    assert_eq!(r.status, None, "a half-read response has no verdict on status");
+}
+
+#[tokio::test]
+async fn close_right_after_accept_is_reset() {
+    let addr = raw_server(|stream| async move { drop(stream) }).await;
+    let r = probe(&format!("http://{addr}/"), "").await;
+    assert_eq!(r.outcome, Outcome::Reset, "{:?}", r.detail);
+}
+
+#[tokio::test]
+async fn wrong_status_is_http_status() {
+    let addr = raw_server(|stream| {
+        respond(stream, b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nServer: awselb/2.0\r\n\r\ndown".to_vec())
+    })
+    .await;
+    let r = probe(&format!("http://{addr}/"), "").await;
+    assert_eq!(r.outcome, Outcome::HttpStatus);
+    assert_eq!(r.status, Some(503));
+    assert_eq!(r.evidence.server.as_deref(), Some("awselb/2.0"));
+    assert_eq!(&r.body[..], b"down");
+    // The same answer passes when 503 is expected.
+    let r = probe(&format!("http://{addr}/"), "expect_status = [503]").await;
+    assert_eq!(r.outcome, Outcome::Ok);
+}
+
+#[tokio::test]
+async fn gateway_error_type_keeps_the_first_value() {
+    let addr = raw_server(|stream| {
+        respond(stream, b"HTTP/1.1 500 Internal Server Error\r\nx-amzn-ErrorType: InternalServerErrorException:http://internal.amazon.com/coral/com.amazon.coral.service/,Other\r\nContent-Length: 36\r\n\r\n{\"message\": \"Internal server error\"}".to_vec())
+    })
+    .await;
+    let r = probe(&format!("http://{addr}/"), "").await;
+    assert_eq!(r.outcome, Outcome::HttpStatus);
+    assert_eq!(r.evidence.error_type.as_deref(), Some("InternalServerErrorException"));
+}
+
+#[tokio::test]
+async fn body_not_matching_is_body_mismatch() {
+    let addr = raw_server(|stream| {
+        respond(stream, b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nstarting".to_vec())
+    })
+    .await;
+    let r = probe(&format!("http://{addr}/"), "expect_body = \"^ready$\"").await;
+    assert_eq!(r.outcome, Outcome::BodyMismatch);
+    let r = probe(&format!("http://{addr}/"), "expect_body = \"^start\"").await;
+    assert_eq!(r.outcome, Outcome::Ok);
+}
+
+#[tokio::test]
+async fn oversized_body_is_too_large_and_reading_stops_at_the_bound() {
+    let addr = raw_server(|mut stream| async move {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10485760\r\n\r\n").await;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..160 {
+            if stream.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let r = probe(&format!("http://{addr}/"), "").await;
+    assert_eq!(r.outcome, Outcome::TooLarge, "{:?}", r.detail);
+    assert_eq!(r.body.len(), 64 * 1024, "the body kept is exactly the bound");
+}
+
+#[tokio::test]
+async fn garbage_instead_of_http_is_protocol() {
+    let addr = raw_server(|stream| respond(stream, b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec())).await;
+    let r = probe(&format!("http://{addr}/"), "").await;
+    assert_eq!(r.outcome, Outcome::Protocol, "{:?}", r.detail);
+}
+
+#[tokio::test]
+async fn too_many_headers_is_protocol_not_a_crash() {
+    let addr = raw_server(|stream| async move {
+        let mut response = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..1000 {
+            response.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+        }
+        response.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        respond(stream, response).await;
+    })
+    .await;
+    let r = probe(&format!("http://{addr}/"), "").await;
+    assert!(matches!(r.outcome, Outcome::Protocol | Outcome::TooLarge), "{:?} {:?}", r.outcome, r.detail);
+}
+
+/// A TLS server on 127.0.0.1 with a certificate for `names`, signed by a CA written to `ca_pem`.
+async fn tls_server(names: &[&str]) -> (std::net::SocketAddr, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .expect("params");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let cert = params.signed_by(&key, &issuer).expect("cert");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(stream).await {
+                    let mut buf = [0u8; 4096];
+                    let _ = tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await;
+                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    (addr, ca.pem())
+}
+
+#[tokio::test]
+async fn untrusted_certificate_is_tls() {
+    let (addr, _ca) = tls_server(&["localhost"]).await;
+    let r = probe(&format!("https://localhost:{}/", addr.port()), "").await;
+    assert_eq!(r.outcome, Outcome::Tls, "{:?}", r.detail);
+    assert!(r.phases.connect.is_some() && r.phases.tls.is_none());
+}
+
+#[tokio::test]
+async fn trusted_certificate_times_the_tls_phase() {
+    let (addr, ca) = tls_server(&["localhost"]).await;
+    let dir = std::env::temp_dir().join(format!("hopwatch-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca).expect("write ca");
+    let extra = format!("ca_file = \"{}\"", ca_path.display());
+    let hop = hop(&format!("https://localhost:{}/", addr.port()), &extra);
+    let prober = Prober::new(TlsConfigs::new([ca_path.as_path()]).expect("tls"));
+    let r = prober.probe(&hop, None).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.detail);
+    assert!(r.phases.tls.is_some());
+    assert_adds_up(&r);
+    // Same server, wrong name: the certificate is for localhost only.
+    let wrong = hopwatch::config::Hop { tls_server_name: Some("orders.internal".into()), ..hop };
+    let r = prober.probe(&wrong, None).await;
+    assert_eq!(r.outcome, Outcome::Tls, "{:?}", r.detail);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn reused_connection_skips_connect_phases() {
+    let addr = echo(Duration::ZERO).await;
+    let hop = hop(&format!("http://{addr}/"), "");
+    let conn = hopwatch::probe::HopConn::default();
+    let prober = prober();
+    let first = prober.probe(&hop, Some(&conn)).await;
+    let second = prober.probe(&hop, Some(&conn)).await;
+    assert_eq!((first.outcome, second.outcome), (Outcome::Ok, Outcome::Ok));
+    assert!(first.phases.connect.is_some());
+    assert!(second.phases.connect.is_none(), "second probe reused the connection");
+    assert_adds_up(&second);
+    let a: hopwatch::echo::EchoReply = serde_json::from_slice(&first.body).expect("json");
+    let b: hopwatch::echo::EchoReply = serde_json::from_slice(&second.body).expect("json");
+    assert_eq!(a.peer, b.peer, "same client port: same connection");
+}
