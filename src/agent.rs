@@ -69,7 +69,11 @@ pub async fn start(
     let endpoint = Endpoint::new(metrics.clone());
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(serve(listener, endpoint.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(serve(
+        listener,
+        endpoint.clone(),
+        stop_rx.clone(),
+    )));
 
     let (tx, mut rx) = mpsc::channel::<Round>(ROUND_QUEUE);
     let limit = Arc::new(Semaphore::new(config.agent.max_in_flight));
@@ -97,7 +101,8 @@ pub async fn start(
         while let Some(round) = rx.recv().await {
             recorder_metrics.observe(&round);
             log_changes(&round, &mut last_ok);
-            if seen.len() < expected.len() && seen.insert(round.chain.name.clone())
+            if seen.len() < expected.len()
+                && seen.insert(round.chain.name.clone())
                 && seen.len() == expected.len()
             {
                 endpoint.ready.store(true, Ordering::Relaxed);

@@ -136,7 +136,13 @@ pub fn render_table(report: &Report) -> String {
     for chain in &report.chains {
         let state = if chain.up { "UP" } else { "DOWN" };
         let _ = writeln!(out, "chain {} ({})  {state}", chain.name, chain.kind);
-        let name_w = chain.hops.iter().map(|h| h.name.len()).max().unwrap_or(3).max(3);
+        let name_w = chain
+            .hops
+            .iter()
+            .map(|h| h.name.len())
+            .max()
+            .unwrap_or(3)
+            .max(3);
         let _ = writeln!(
             out,
             "  {:<name_w$}  {:<8}  {:<15}  {:>6}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  DETAIL",

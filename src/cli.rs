@@ -17,7 +17,11 @@ use crate::config::{self, duration::parse_duration, Config, ConfigError};
 const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "hopwatch", version, about = "Hop-by-hop prober for private API Gateway integrations")]
+#[command(
+    name = "hopwatch",
+    version,
+    about = "Hop-by-hop prober for private API Gateway integrations"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
@@ -75,9 +79,13 @@ enum Command {
 }
 
 fn parse_delay(text: &str) -> Result<Duration, String> {
-    let d = parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration such as \"20ms\""))?;
+    let d = parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration such as \"20ms\""))?;
     if d > crate::echo::MAX_DELAY {
-        return Err(format!("delay must be at most {}", config::duration::format_duration(crate::echo::MAX_DELAY)));
+        return Err(format!(
+            "delay must be at most {}",
+            config::duration::format_duration(crate::echo::MAX_DELAY)
+        ));
     }
     Ok(d)
 }
@@ -114,7 +122,10 @@ pub fn main() -> ExitCode {
         _ => "info",
     };
     init_logging(cli.log_format, default_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("hopwatch: cannot start the runtime: {err}");
@@ -137,7 +148,11 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
                 for p in problems {
                     eprintln!("{p}");
                 }
-                eprintln!("{}: {} problem(s); nothing was started", path.display(), problems.len());
+                eprintln!(
+                    "{}: {} problem(s); nothing was started",
+                    path.display(),
+                    problems.len()
+                );
             }
             ConfigError::Read { .. } => eprintln!("hopwatch: {err}"),
         }
@@ -150,12 +165,20 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Validate { config } => Ok(match load(&config) {
             Ok(c) => {
                 let hops: usize = c.chains.iter().map(|c| c.hops.len()).sum();
-                println!("{}: ok ({} chains, {hops} hops)", config.display(), c.chains.len());
+                println!(
+                    "{}: ok ({} chains, {hops} hops)",
+                    config.display(),
+                    c.chains.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         }),
-        Command::Check { config, chain, json } => {
+        Command::Check {
+            config,
+            chain,
+            json,
+        } => {
             let config = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
@@ -261,7 +284,9 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
     });
     let running = crate::agent::start(config, listen, vec![observer])
         .await
-        .with_context(|| "is another hopwatch demo running? pass --listen 127.0.0.1:0 for any free port")?;
+        .with_context(|| {
+            "is another hopwatch demo running? pass --listen 127.0.0.1:0 for any free port"
+        })?;
     {
         let mut text = format!(
             "hopwatch demo: a T2 chain on loopback (gateway {} -> nlb {} -> alb {} -> targets {}, {})\n\

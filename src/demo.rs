@@ -133,7 +133,11 @@ pub async fn start() -> anyhow::Result<DemoChain> {
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut listeners = listeners.into_iter();
-    let mut next = || listeners.next().ok_or_else(|| anyhow::anyhow!("listener missing"));
+    let mut next = || {
+        listeners
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("listener missing"))
+    };
 
     let gateway = L7 {
         style: Style::Gateway,
@@ -144,7 +148,12 @@ pub async fn start() -> anyhow::Result<DemoChain> {
         counter: Arc::default(),
     };
     tasks.push(tokio::spawn(gateway.serve(next()?)));
-    tasks.push(tokio::spawn(nlb(next()?, addrs[1].ip(), addrs[2], faults.clone())));
+    tasks.push(tokio::spawn(nlb(
+        next()?,
+        addrs[1].ip(),
+        addrs[2],
+        faults.clone(),
+    )));
     let alb = L7 {
         style: Style::Alb,
         me: addrs[2].ip(),
@@ -163,7 +172,13 @@ pub async fn start() -> anyhow::Result<DemoChain> {
                 ..Identity::default()
             },
         };
-        tasks.push(tokio::spawn(echo_part(listener, options, faults.clone(), index, stop_rx.clone())));
+        tasks.push(tokio::spawn(echo_part(
+            listener,
+            options,
+            faults.clone(),
+            index,
+            stop_rx.clone(),
+        )));
     }
 
     let url = |a: SocketAddr| format!("http://{a}/orders");
@@ -312,7 +327,12 @@ impl L7 {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, port: u16) -> Response<Full<Bytes>> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        port: u16,
+    ) -> Response<Full<Bytes>> {
         let (parts, _body) = req.into_parts();
         let mut upstream_req = Request::builder()
             .method(parts.method.clone())
@@ -324,7 +344,11 @@ impl L7 {
                 }
             }
             if let Style::Alb = self.style {
-                let xff = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                let xff = match parts
+                    .headers
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok())
+                {
                     Some(prior) => format!("{prior}, {}", peer.ip()),
                     None => peer.ip().to_string(),
                 };
@@ -335,7 +359,14 @@ impl L7 {
                 if let Ok(v) = HeaderValue::from_str(&port.to_string()) {
                     headers.insert("x-forwarded-port", v);
                 }
-                let trace = format!("Root=1-{:08x}-{:024x}", SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0), REQUESTS.fetch_add(1, Ordering::Relaxed));
+                let trace = format!(
+                    "Root=1-{:08x}-{:024x}",
+                    SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                    REQUESTS.fetch_add(1, Ordering::Relaxed)
+                );
                 if let Ok(v) = HeaderValue::from_str(&trace) {
                     headers.insert("x-amzn-trace-id", v);
                 }
@@ -344,7 +375,8 @@ impl L7 {
         let Ok(upstream_req) = upstream_req.body(Empty::<Bytes>::new()) else {
             return self.error(UpstreamError::Failed);
         };
-        let target = self.upstreams[self.counter.fetch_add(1, Ordering::Relaxed) % self.upstreams.len()];
+        let target =
+            self.upstreams[self.counter.fetch_add(1, Ordering::Relaxed) % self.upstreams.len()];
         let limit = match self.style {
             Style::Gateway => GATEWAY_TIMEOUT,
             Style::Alb => ALB_TIMEOUT,
@@ -360,12 +392,19 @@ impl L7 {
             if let Ok(v) = HeaderValue::from_str(&id) {
                 response.headers_mut().insert("x-amzn-requestid", v);
             }
-            response.headers_mut().insert("x-amz-apigw-id", HeaderValue::from_static("hopwatchDemoId="));
+            response.headers_mut().insert(
+                "x-amz-apigw-id",
+                HeaderValue::from_static("hopwatchDemoId="),
+            );
         }
         response
     }
 
-    async fn relay(&self, target: SocketAddr, req: Request<Empty<Bytes>>) -> Result<Response<Full<Bytes>>, ()> {
+    async fn relay(
+        &self,
+        target: SocketAddr,
+        req: Request<Empty<Bytes>>,
+    ) -> Result<Response<Full<Bytes>>, ()> {
         let stream = connect_from(self.me, target).await.map_err(|_| ())?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -376,7 +415,11 @@ impl L7 {
         let result = async {
             let response = sender.send_request(req).await.map_err(|_| ())?;
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, RELAY_LIMIT).collect().await.map_err(|_| ())?.to_bytes();
+            let body = Limited::new(body, RELAY_LIMIT)
+                .collect()
+                .await
+                .map_err(|_| ())?
+                .to_bytes();
             let mut out = Response::from_parts(parts, Full::new(body));
             out.headers_mut().remove(http::header::TRANSFER_ENCODING);
             out.headers_mut().remove(http::header::CONNECTION);
@@ -388,16 +431,23 @@ impl L7 {
     }
 
     fn error(&self, error: UpstreamError) -> Response<Full<Bytes>> {
-        let (status, body, headers): (StatusCode, &str, &[(&str, &str)]) = match (self.style, error) {
+        let (status, body, headers): (StatusCode, &str, &[(&str, &str)]) = match (self.style, error)
+        {
             (Style::Gateway, UpstreamError::Failed) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 r#"{"message": "Internal server error"}"#,
-                &[("x-amzn-errortype", "InternalServerErrorException"), ("content-type", "application/json")],
+                &[
+                    ("x-amzn-errortype", "InternalServerErrorException"),
+                    ("content-type", "application/json"),
+                ],
             ),
             (Style::Gateway, UpstreamError::Timeout) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 r#"{"message": "Endpoint request timed out"}"#,
-                &[("x-amzn-errortype", "InternalServerErrorException"), ("content-type", "application/json")],
+                &[
+                    ("x-amzn-errortype", "InternalServerErrorException"),
+                    ("content-type", "application/json"),
+                ],
             ),
             (Style::Alb, UpstreamError::Failed) => (
                 StatusCode::BAD_GATEWAY,
@@ -413,7 +463,9 @@ impl L7 {
         let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
         *response.status_mut() = status;
         for (name, value) in headers {
-            response.headers_mut().insert(*name, HeaderValue::from_static(value));
+            response
+                .headers_mut()
+                .insert(*name, HeaderValue::from_static(value));
         }
         response
     }

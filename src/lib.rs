@@ -1,10 +1,10 @@
+pub mod agent;
+pub mod check;
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod echo;
+pub mod export;
 pub mod probe;
 pub mod record;
 pub mod schedule;
-pub mod export;
-pub mod agent;
-pub mod check;
-pub mod echo;
-pub mod demo;
-pub mod cli;

@@ -66,11 +66,16 @@ pub struct Window {
 }
 
 fn micros(d: Duration) -> u32 {
-    d.as_micros().clamp(u128::from(LOWEST_US), u128::from(u32::MAX - 1)) as u32
+    d.as_micros()
+        .clamp(u128::from(LOWEST_US), u128::from(u32::MAX - 1)) as u32
 }
 
 fn new_histogram(series: usize) -> Histogram<u32> {
-    let sigfig = if series == 0 { TOTAL_SIGFIG } else { PHASE_SIGFIG };
+    let sigfig = if series == 0 {
+        TOTAL_SIGFIG
+    } else {
+        PHASE_SIGFIG
+    };
     // The bounds are constants that hdrhistogram accepts; a failure here is a programming error.
     let mut h = Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, sigfig)
         .expect("histogram bounds are valid");
@@ -252,11 +257,19 @@ mod tests {
         w.record(t0, Duration::from_millis(5), &phases([1, 2, 0, 1, 1]));
         w.record(t0, Duration::from_millis(5), &Phases::default());
         assert_eq!(w.histogram(t0, Series::Phase(1)).len(), 1);
-        assert_eq!(w.histogram(t0, Series::Phase(2)).len(), 0, "tls never happened");
+        assert_eq!(
+            w.histogram(t0, Series::Phase(2)).len(),
+            0,
+            "tls never happened"
+        );
         // A phase histogram created after samples exist is built from them.
         let connect = w.histogram(t0, Series::Phase(1));
         assert!(connect.value_at_quantile(1.0) >= 1990);
         assert_eq!(w.histogram_since(t0, Series::Total).len(), 2);
-        assert_eq!(w.histogram_since(t0 + Duration::from_secs(1), Series::Total).len(), 0);
+        assert_eq!(
+            w.histogram_since(t0 + Duration::from_secs(1), Series::Total)
+                .len(),
+            0
+        );
     }
 }

@@ -115,7 +115,8 @@ pub async fn run_chain(
     mut stop: watch::Receiver<bool>,
     metrics: Arc<crate::export::prometheus::Metrics>,
 ) {
-    let conns: Arc<Vec<HopConn>> = Arc::new(chain.hops.iter().map(|_| HopConn::default()).collect());
+    let conns: Arc<Vec<HopConn>> =
+        Arc::new(chain.hops.iter().map(|_| HopConn::default()).collect());
     let mut seed = offset(&chain.name, Duration::from_secs(1 << 30)).as_nanos() as u64 | 1;
     let mut next = epoch + offset(&chain.name, chain.interval);
     loop {
@@ -163,7 +164,11 @@ mod tests {
         let spread: std::collections::HashSet<_> = (0..50)
             .map(|i| offset(&format!("chain-{i}"), interval).as_secs())
             .collect();
-        assert!(spread.len() >= 10, "50 chains land in only {} distinct seconds", spread.len());
+        assert!(
+            spread.len() >= 10,
+            "50 chains land in only {} distinct seconds",
+            spread.len()
+        );
     }
 
     #[test]

@@ -58,7 +58,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.display().to_string(),
         source,
     })?;
-    load_str(&path.display().to_string(), &text, &|name| std::env::var(name).ok())
+    load_str(&path.display().to_string(), &text, &|name| {
+        std::env::var(name).ok()
+    })
 }
 
 /// The checked configuration.

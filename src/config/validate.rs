@@ -149,7 +149,9 @@ impl<'a> Checker<'a> {
             use serde_path_to_error::Segment;
             match segment {
                 Segment::Map { key } if key.starts_with("$__serde_spanned") => {}
-                Segment::Map { key } if keys.is_empty() && matches!(key.as_str(), "chain" | "hop") => {
+                Segment::Map { key }
+                    if keys.is_empty() && matches!(key.as_str(), "chain" | "hop") =>
+                {
                     let array = table.and_then(|t| t.get(key)).and_then(|v| v.as_array());
                     pending_array = Some((if key == "chain" { "chain" } else { "hop" }, array));
                 }
@@ -245,9 +247,9 @@ impl<'a> Checker<'a> {
 
     fn agent(&mut self, raw: Option<&RawAgent>) -> Agent {
         let mut agent = Agent {
-            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| {
-                std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
-            }),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
             interval: DEFAULT_INTERVAL,
             timeout: DEFAULT_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
@@ -323,7 +325,11 @@ impl<'a> Checker<'a> {
 
     fn timeout_ok(&mut self, timeout: Duration, span: &Range<usize>, scope: &str) -> bool {
         if timeout.is_zero() {
-            self.report(span, scope, "timeout (0s) must be greater than zero".to_string());
+            self.report(
+                span,
+                scope,
+                "timeout (0s) must be greater than zero".to_string(),
+            );
             return false;
         }
         true
@@ -340,7 +346,11 @@ impl<'a> Checker<'a> {
         let scope = format!("chain {name:?}");
         let mut ok = true;
         if name.trim().is_empty() {
-            self.report(&raw.name.span(), &scope, "name must not be empty".to_string());
+            self.report(
+                &raw.name.span(),
+                &scope,
+                "name must not be empty".to_string(),
+            );
             ok = false;
         }
         let kind = Kind::parse(raw.kind.get_ref());
@@ -349,7 +359,11 @@ impl<'a> Checker<'a> {
             self.report(
                 &raw.kind.span(),
                 &scope,
-                format!("kind ({:?}) must be one of {}", raw.kind.get_ref(), all.join(", ")),
+                format!(
+                    "kind ({:?}) must be one of {}",
+                    raw.kind.get_ref(),
+                    all.join(", ")
+                ),
             );
             ok = false;
         }
@@ -382,8 +396,8 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        let hops_override_all = !raw.hops.is_empty()
-            && raw.hops.iter().all(|h| h.get_ref().timeout.is_some());
+        let hops_override_all =
+            !raw.hops.is_empty() && raw.hops.iter().all(|h| h.get_ref().timeout.is_some());
         if !timeout_from_chain && !hops_override_all && timeout >= interval {
             // The inherited [agent] timeout does not fit this chain's interval.
             let span = raw
@@ -407,7 +421,13 @@ impl<'a> Checker<'a> {
         if raw.hops.is_empty() {
             let expected = kind
                 .and_then(Kind::shape)
-                .map(|s| format!("; kind {:?} expects hops with roles {}", raw.kind.get_ref(), roles(s)))
+                .map(|s| {
+                    format!(
+                        "; kind {:?} expects hops with roles {}",
+                        raw.kind.get_ref(),
+                        roles(s)
+                    )
+                })
                 .unwrap_or_default();
             self.report(
                 &spanned.span(),
@@ -424,7 +444,11 @@ impl<'a> Checker<'a> {
             let hop_name = hop.get_ref().name.get_ref();
             let hop_scope = format!("{scope} hop {hop_name:?}");
             if hop_name.trim().is_empty() {
-                self.report(&hop.get_ref().name.span(), &hop_scope, "name must not be empty".to_string());
+                self.report(
+                    &hop.get_ref().name.span(),
+                    &hop_scope,
+                    "name must not be empty".to_string(),
+                );
                 ok = false;
             }
             let (line, _) = self.position(hop.get_ref().name.span().start);
@@ -483,7 +507,11 @@ impl<'a> Checker<'a> {
                 self.report(
                     span,
                     &format!("{scope} hop {:?}", hop.get_ref().name.get_ref()),
-                    format!("role ({:?}) must be one of {}", role.get_ref(), all.join(", ")),
+                    format!(
+                        "role ({:?}) must be one of {}",
+                        role.get_ref(),
+                        all.join(", ")
+                    ),
                 );
             }
         }
@@ -592,7 +620,10 @@ impl<'a> Checker<'a> {
                     self.report(
                         &pattern.span(),
                         scope,
-                        format!("expect_body ({:?}) is not a valid regular expression: {err}", pattern.get_ref()),
+                        format!(
+                            "expect_body ({:?}) is not a valid regular expression: {err}",
+                            pattern.get_ref()
+                        ),
                     );
                     ok = false;
                     None
@@ -639,18 +670,20 @@ impl<'a> Checker<'a> {
 
         let max_body = match &raw.max_body {
             None => DEFAULT_MAX_BODY,
-            Some(text) => match parse_size(text.get_ref()) {
-                Some(n) if (1..=MAX_BODY_LIMIT).contains(&n) => n,
-                _ => {
-                    self.report(
+            Some(text) => {
+                match parse_size(text.get_ref()) {
+                    Some(n) if (1..=MAX_BODY_LIMIT).contains(&n) => n,
+                    _ => {
+                        self.report(
                         &text.span(),
                         scope,
                         format!("max_body ({:?}) must be a size between 1 and 16MiB, such as \"64KiB\"", text.get_ref()),
                     );
-                    ok = false;
-                    DEFAULT_MAX_BODY
+                        ok = false;
+                        DEFAULT_MAX_BODY
+                    }
                 }
-            },
+            }
         };
 
         let tls_server_name = match &raw.tls_server_name {
@@ -660,7 +693,10 @@ impl<'a> Checker<'a> {
                     self.report(
                         &name.span(),
                         scope,
-                        format!("tls_server_name ({:?}) is not a DNS name or IP address", name.get_ref()),
+                        format!(
+                            "tls_server_name ({:?}) is not a DNS name or IP address",
+                            name.get_ref()
+                        ),
                     );
                     ok = false;
                 }
@@ -672,7 +708,11 @@ impl<'a> Checker<'a> {
             None => None,
             Some(path) => {
                 if let Err(reason) = crate::probe::tls::read_ca_file(path.get_ref().as_ref()) {
-                    self.report(&path.span(), scope, format!("ca_file ({:?}) {reason}", path.get_ref()));
+                    self.report(
+                        &path.span(),
+                        scope,
+                        format!("ca_file ({:?}) {reason}", path.get_ref()),
+                    );
                     ok = false;
                 }
                 Some(PathBuf::from(path.get_ref()))
@@ -701,7 +741,11 @@ impl<'a> Checker<'a> {
         match HopUrl::parse(raw.get_ref()) {
             Ok(url) => Some(url),
             Err(why) => {
-                self.report(&raw.span(), scope, format!("url ({:?}) {why}", raw.get_ref()));
+                self.report(
+                    &raw.span(),
+                    scope,
+                    format!("url ({:?}) {why}", raw.get_ref()),
+                );
                 None
             }
         }
@@ -717,7 +761,11 @@ impl<'a> Checker<'a> {
         let header_name = match HeaderName::from_bytes(name.as_bytes()) {
             Ok(n) => n,
             Err(_) => {
-                self.report(&value.span(), scope, format!("headers: {name:?} is not a valid header name"));
+                self.report(
+                    &value.span(),
+                    scope,
+                    format!("headers: {name:?} is not a valid header name"),
+                );
                 return None;
             }
         };
@@ -731,7 +779,10 @@ impl<'a> Checker<'a> {
         match HeaderValue::from_str(&expanded) {
             Ok(mut v) => {
                 v.set_sensitive(secret);
-                Some(Header { name: header_name, value: v })
+                Some(Header {
+                    name: header_name,
+                    value: v,
+                })
             }
             Err(_) => {
                 // Never echo the value: it may hold a secret from the environment.
@@ -751,14 +802,20 @@ impl<'a> Checker<'a> {
         scope: &str,
     ) -> Option<StatusSet> {
         if list.get_ref().is_empty() {
-            self.report(&list.span(), scope, "expect_status must list at least one status".to_string());
+            self.report(
+                &list.span(),
+                scope,
+                "expect_status must list at least one status".to_string(),
+            );
             return None;
         }
         let mut ranges = Vec::new();
         let mut ok = true;
         for entry in list.get_ref() {
             let range = match entry.get_ref() {
-                StatusEntry::Code(code) if (100..=599).contains(code) => Some((*code as u16, *code as u16)),
+                StatusEntry::Code(code) if (100..=599).contains(code) => {
+                    Some((*code as u16, *code as u16))
+                }
                 StatusEntry::Class(class) => match class.as_bytes() {
                     [d @ b'1'..=b'5', b'x', b'x'] => {
                         let base = u16::from(d - b'0') * 100;
@@ -796,7 +853,11 @@ struct HopLimits<'a> {
 }
 
 fn roles(shape: &[Role]) -> String {
-    shape.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+    shape
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Replaces `${NAME}` with the environment variable's value. Returns whether any reference was
@@ -817,7 +878,9 @@ fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(Strin
             };
             let name = &after[..end];
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!("${{{name}}} is not a valid environment variable name"));
+                return Err(format!(
+                    "${{{name}}} is not a valid environment variable name"
+                ));
             }
             match env(name) {
                 Some(value) => out.push_str(&value),
@@ -842,9 +905,14 @@ mod tests {
     fn env_expansion() {
         let env = |n: &str| (n == "API_KEY").then(|| "s3cret".to_string());
         assert_eq!(expand_env("plain", &env), Ok(("plain".into(), false)));
-        assert_eq!(expand_env("Bearer ${API_KEY}", &env), Ok(("Bearer s3cret".into(), true)));
+        assert_eq!(
+            expand_env("Bearer ${API_KEY}", &env),
+            Ok(("Bearer s3cret".into(), true))
+        );
         assert_eq!(expand_env("cost $$5", &env), Ok(("cost $5".into(), false)));
-        assert!(expand_env("${MISSING}", &env).unwrap_err().contains("MISSING is not set"));
+        assert!(expand_env("${MISSING}", &env)
+            .unwrap_err()
+            .contains("MISSING is not set"));
         assert!(expand_env("${API_KEY", &env).is_err());
     }
 }

@@ -152,7 +152,10 @@ impl Metrics {
         let hop_up = reg(
             &registry,
             IntGaugeVec::new(
-                Opts::new("hopwatch_hop_up", "1 when the hop's last probe passed, else 0."),
+                Opts::new(
+                    "hopwatch_hop_up",
+                    "1 when the hop's last probe passed, else 0.",
+                ),
                 hop,
             )
             .expect("valid"),
@@ -201,7 +204,10 @@ impl Metrics {
         let build = reg(
             &registry,
             IntGaugeVec::new(
-                Opts::new("hopwatch_build_info", "Build of the running agent; always 1."),
+                Opts::new(
+                    "hopwatch_build_info",
+                    "Build of the running agent; always 1.",
+                ),
                 &["version"],
             )
             .expect("valid"),

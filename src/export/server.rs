@@ -75,7 +75,11 @@ fn handle(endpoint: &Endpoint, request: &Request<Incoming>) -> Response<Full<Byt
 }
 
 /// Serves until `stop` turns true.
-pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    endpoint: Arc<Endpoint>,
+    mut stop: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {

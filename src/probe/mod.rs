@@ -325,7 +325,13 @@ impl Prober {
         let end = Instant::now();
         let exchanged = matches!(outcome, Ok(Ok(_)));
         let (outcome, status, evidence, body, detail) = match outcome {
-            Ok(Ok(done)) => (done.outcome, Some(done.status), done.evidence, done.body, done.detail),
+            Ok(Ok(done)) => (
+                done.outcome,
+                Some(done.status),
+                done.evidence,
+                done.body,
+                done.detail,
+            ),
             Ok(Err(Failure(class, detail))) => {
                 (class, None, Evidence::default(), Bytes::new(), Some(detail))
             }
@@ -411,9 +417,9 @@ impl Prober {
         let mut builder = Request::builder()
             .method(hop.method.clone())
             .uri(hop.url.path_and_query.as_str());
-        let headers = builder.headers_mut().ok_or_else(|| {
-            Failure(Outcome::Protocol, "request could not be built".to_string())
-        })?;
+        let headers = builder
+            .headers_mut()
+            .ok_or_else(|| Failure(Outcome::Protocol, "request could not be built".to_string()))?;
         headers.insert(USER_AGENT, self.user_agent.clone());
         if close {
             headers.insert(CONNECTION, http::HeaderValue::from_static("close"));
@@ -428,9 +434,12 @@ impl Prober {
         for header in &hop.headers {
             headers.insert(header.name.clone(), header.value.clone());
         }
-        builder
-            .body(Empty::new())
-            .map_err(|e| Failure(Outcome::Protocol, format!("request could not be built: {e}")))
+        builder.body(Empty::new()).map_err(|e| {
+            Failure(
+                Outcome::Protocol,
+                format!("request could not be built: {e}"),
+            )
+        })
     }
 
     async fn connect(
@@ -585,7 +594,10 @@ async fn exchange(
             Some(format!("body exceeds max_body ({} bytes)", hop.max_body)),
         )
     } else if !hop.expect_status.contains(status) {
-        (Outcome::HttpStatus, Some(format!("unexpected status {status}")))
+        (
+            Outcome::HttpStatus,
+            Some(format!("unexpected status {status}")),
+        )
     } else if let Some(re) = &hop.expect_body {
         if re.is_match(&String::from_utf8_lossy(&body)) {
             (Outcome::Ok, None)
@@ -667,7 +679,10 @@ fn classify_hyper(err: &hyper::Error) -> Outcome {
         return Outcome::Protocol;
     }
     if let Some(io) = io_source(err) {
-        if io.get_ref().is_some_and(|e| e.downcast_ref::<rustls::Error>().is_some()) {
+        if io
+            .get_ref()
+            .is_some_and(|e| e.downcast_ref::<rustls::Error>().is_some())
+        {
             return Outcome::Tls;
         }
         return match io.kind() {
