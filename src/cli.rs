@@ -132,7 +132,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let outcome = runtime.block_on(dispatch(cli.command));
+    // A blocking read of stdin (the demo's console) never returns on its own; don't let it hold
+    // the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match outcome {
         Ok(code) => code,
         Err(err) => {
             eprintln!("hopwatch: {err:#}");

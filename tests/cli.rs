@@ -1,0 +1,290 @@
+//! The real binary: `check --json` against the demo chain, `validate` exit codes, `demo` serving
+//! a `/metrics` that promtool accepts, and `run` stopping cleanly on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hopwatch");
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hopwatch-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+fn check_json(config: &PathBuf) -> (i32, serde_json::Value) {
+    let out = Command::new(BIN)
+        .args(["check", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("run check");
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check --json printed no JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), doc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_json_on_the_demo_chain() {
+    let demo = hopwatch::demo::start().await.expect("demo");
+    let config = temp_file("demo.toml", &demo.config_toml);
+
+    let (code, doc) = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || check_json(&config)
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 0, "every chain is up: {doc:#}");
+    let chain = &doc["chains"][0];
+    assert_eq!(chain["name"], "demo-orders");
+    assert_eq!(chain["kind"], "rest-nlb-alb");
+    assert_eq!(chain["up"], true);
+    let hops = chain["hops"].as_array().expect("hops");
+    let names: Vec<_> = hops
+        .iter()
+        .map(|h| h["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["gateway", "nlb", "alb", "target"]);
+    let roles: Vec<_> = hops
+        .iter()
+        .map(|h| h["role"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(roles, ["gateway", "nlb", "alb", "target"]);
+    for (hop, addr) in hops.iter().zip(&demo.addrs) {
+        assert_eq!(hop["url"], format!("http://{addr}/orders"));
+        assert_eq!(hop["result"], "ok");
+        assert_eq!(hop["status"], 200);
+        let total = hop["duration_ms"].as_f64().expect("duration_ms");
+        assert!(total > 0.0);
+        let phases = &hop["phases"];
+        for key in ["connect", "ttfb", "transfer"] {
+            assert!(phases[key].as_f64().is_some(), "{key} missing in {phases}");
+        }
+        assert!(
+            phases["dns"].is_null() && phases["tls"].is_null(),
+            "{phases}"
+        );
+        let sum: f64 = ["connect", "ttfb", "transfer"]
+            .iter()
+            .filter_map(|k| phases[k].as_f64())
+            .sum();
+        assert!((sum - total).abs() < 0.01, "phases {sum} vs total {total}");
+    }
+
+    // Break the ALB: the NLB relays a reset, the gateway answers 500 like API Gateway.
+    demo.faults.set("alb", true);
+    let (code, doc) = tokio::task::spawn_blocking(move || check_json(&config))
+        .await
+        .expect("join");
+    assert_eq!(code, 1, "a chain is down: {doc:#}");
+    let hops = &doc["chains"][0]["hops"];
+    assert_eq!(doc["chains"][0]["up"], false);
+    assert_eq!(hops[0]["result"], "http_status");
+    assert_eq!(hops[0]["status"], 500);
+    assert_eq!(hops[2]["result"], "reset");
+    assert_eq!(hops[3]["result"], "ok", "the target still answers directly");
+    demo.shutdown().await;
+}
+
+#[test]
+fn validate_and_check_exit_codes() {
+    let good = temp_file(
+        "good.toml",
+        "[[chain]]\nname = \"a\"\nkind = \"custom\"\n[[chain.hop]]\nname = \"x\"\nrole = \"target\"\nurl = \"http://127.0.0.1:1/\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = temp_file(
+        "bad.toml",
+        "[agent]\ninterval = \"5s\"\n\n[[chain]]\nname = \"a\"\nkind = \"rest-nlb\"\n[[chain.hop]]\nname = \"x\"\nurl = \"ftp://h/\"\ntimeout = \"9s\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = bad.display().to_string();
+    for expected in [
+        format!("{file}:6:8: chain \"a\": kind (rest-nlb) expects 3 hops with roles gateway, nlb, target (outermost first), found 1"),
+        format!("{file}:9:7: chain \"a\" hop \"x\": url (\"ftp://h/\") must start with http:// or https://"),
+        format!("{file}:10:11: chain \"a\" hop \"x\": timeout (9s) must be less than the chain interval (5s)"),
+    ] {
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+    }
+
+    // check refuses a bad config with 2 as well, and an unknown chain name.
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .args(["check", "--chain", "nope", "--config"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    // A chain whose only hop refuses is down: exit 1, and the table says why.
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("connect_refused"), "{table}");
+}
+
+/// Reads the demo's stdout until it prints its metrics URL.
+fn metrics_addr(child: &mut std::process::Child) -> std::net::SocketAddr {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.strip_prefix("metrics: http://") {
+            let addr = rest.trim_end_matches("/metrics").parse().expect("addr");
+            // Keep draining stdout so the demo never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return addr;
+        }
+    }
+    panic!("the demo never printed its metrics address");
+}
+
+fn terminate(child: &mut std::process::Child) -> Option<i32> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_metrics_that_promtool_accepts() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn demo");
+    let addr = metrics_addr(&mut child);
+    let hops = ["gateway", "nlb", "alb", "target"];
+    let mut names = vec![
+        "hopwatch_build_info{version=".to_string(),
+        "hopwatch_schedule_lag_seconds_bucket".to_string(),
+    ];
+    for hop in hops {
+        let labels = format!("chain=\"demo-orders\",hop=\"{hop}\"");
+        names.push(format!("hopwatch_probes_total{{{labels},result=\"ok\"}}"));
+        names.push(format!("hopwatch_probe_duration_seconds_bucket{{{labels},"));
+        for phase in ["connect", "ttfb", "transfer"] {
+            names.push(format!(
+                "hopwatch_probe_phase_duration_seconds_bucket{{{labels},phase=\"{phase}\","
+            ));
+        }
+        names.push(format!(
+            "hopwatch_probe_latency_seconds{{{labels},quantile=\"0.999\"}}"
+        ));
+        names.push(format!("hopwatch_hop_up{{{labels}}} 1"));
+        names.push(format!("hopwatch_probe_http_status{{{labels}}} 200"));
+        names.push(format!("hopwatch_last_probe_timestamp_seconds{{{labels}}}"));
+    }
+    let mut body = String::new();
+    wait_for(
+        "every demo metric in /metrics",
+        Duration::from_secs(20),
+        || {
+            body = http_get(addr, "/metrics")
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            names.iter().all(|n| body.contains(n.as_str()))
+        },
+    )
+    .await;
+    assert_eq!(http_get(addr, "/-/healthy").expect("healthy").0, 200);
+    assert_eq!(http_get(addr, "/-/ready").expect("ready").0, 200);
+
+    let file = temp_file("demo-metrics.txt", &body);
+    let promtool = Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", file.display()))
+        .output()
+        .expect("run promtool");
+    assert!(
+        promtool.status.success() && promtool.stdout.is_empty() && promtool.stderr.is_empty(),
+        "promtool check metrics (is promtool installed? .ci/run installs it):\n{}{}",
+        String::from_utf8_lossy(&promtool.stdout),
+        String::from_utf8_lossy(&promtool.stderr)
+    );
+    assert_eq!(terminate(&mut child), Some(0), "demo exits 0 on SIGTERM");
+}
+
+#[test]
+fn run_stops_cleanly_on_sigterm() {
+    let config = temp_file(
+        "run.toml",
+        &format!(
+            "[agent]\nlisten = \"127.0.0.1:0\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\n[[chain]]\nname = \"a\"\nkind = \"custom\"\n[[chain.hop]]\nname = \"x\"\nrole = \"target\"\nurl = \"http://{}/\"\n",
+            refused_port()
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    // Wait for the first failing probe to be logged, as JSON.
+    let mut saw = None;
+    for line in lines.by_ref() {
+        let Ok(line) = line else { break };
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        if event["message"] == "hop fails" {
+            saw = Some(event);
+            break;
+        }
+    }
+    let event = saw.expect("a 'hop fails' event");
+    assert_eq!(event["chain"], "a");
+    assert_eq!(event["result"], "connect_refused");
+    std::thread::spawn(move || for _ in lines {});
+    assert_eq!(terminate(&mut child), Some(0));
+}
