@@ -38,11 +38,7 @@ async fn echo(delay: Duration) -> std::net::SocketAddr {
 
 fn assert_adds_up(r: &ProbeResult) {
     let sum: Duration = r.phases.as_array().iter().flatten().sum();
-    let diff = if sum > r.total {
-        sum - r.total
-    } else {
-        r.total - sum
-    };
+    let diff = sum.abs_diff(r.total);
     assert!(
         diff <= Duration::from_micros(50),
         "phases {:?} add up to {sum:?}, total is {:?}",

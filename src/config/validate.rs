@@ -173,9 +173,8 @@ impl<'a> Checker<'a> {
                 Segment::Unknown => {}
             }
         }
-        let message = if message.starts_with("unknown key") || message.starts_with("missing key") {
-            message
-        } else if keys.is_empty() {
+        let names_its_key = message.starts_with("unknown key") || message.starts_with("missing key");
+        let message = if names_its_key || keys.is_empty() {
             message
         } else {
             format!("{}: {message}", keys.join(".").replace(".[", "["))
