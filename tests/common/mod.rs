@@ -31,7 +31,10 @@ pub fn hop(url: &str, extra: &str) -> Hop {
 pub async fn wait_for<F: FnMut() -> bool>(what: &str, deadline: Duration, mut cond: F) {
     let end = Instant::now() + deadline;
     while !cond() {
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -49,7 +52,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -108,7 +114,10 @@ pub fn reset(stream: TcpStream) {
 /// True when this process can create network namespaces (root with `ip` and `nft`).
 pub fn can_use_namespaces() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false);
     root && which("ip") && which("nft")
 }
@@ -127,7 +136,10 @@ pub struct Netns {
 }
 
 fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
     assert!(
         out.status.success(),
         "{} failed: {}",
@@ -147,8 +159,11 @@ impl Netns {
         ns.exec(&["ip", "link", "set", "lo", "up"]);
         let dir = format!("/etc/netns/{}", ns.name);
         std::fs::create_dir_all(&dir).expect("mkdir /etc/netns");
-        std::fs::write(format!("{dir}/resolv.conf"), "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
-            .expect("resolv.conf");
+        std::fs::write(
+            format!("{dir}/resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .expect("resolv.conf");
         ns
     }
 
@@ -177,7 +192,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
         let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
     }
 }
