@@ -173,7 +173,8 @@ impl<'a> Checker<'a> {
                 Segment::Unknown => {}
             }
         }
-        let names_its_key = message.starts_with("unknown key") || message.starts_with("missing key");
+        let names_its_key =
+            message.starts_with("unknown key") || message.starts_with("missing key");
         let message = if names_its_key || keys.is_empty() {
             message
         } else {
