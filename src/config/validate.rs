@@ -89,6 +89,8 @@ struct Inherited {
     interval: Duration,
     timeout: Duration,
     timeout_span: Option<Range<usize>>,
+    /// False when `[agent]` timing was itself reported as wrong: chains then don't repeat it.
+    valid: bool,
 }
 
 impl<'a> Checker<'a> {
@@ -207,7 +209,9 @@ impl<'a> Checker<'a> {
     }
 
     fn config(&mut self, raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Option<Config> {
+        let before = self.problems.len();
         let agent = self.agent(raw.agent.as_ref().map(Spanned::get_ref));
+        let agent_valid = self.problems.len() == before;
         if raw.chains.is_empty() {
             self.report(
                 &(0..0),
@@ -223,6 +227,7 @@ impl<'a> Checker<'a> {
                 .as_ref()
                 .and_then(|a| a.get_ref().timeout.as_ref())
                 .map(Spanned::span),
+            valid: agent_valid,
         };
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut chains = Vec::new();
@@ -398,7 +403,7 @@ impl<'a> Checker<'a> {
         }
         let hops_override_all =
             !raw.hops.is_empty() && raw.hops.iter().all(|h| h.get_ref().timeout.is_some());
-        if !timeout_from_chain && !hops_override_all && timeout >= interval {
+        if inherited.valid && !timeout_from_chain && !hops_override_all && timeout >= interval {
             // The inherited [agent] timeout does not fit this chain's interval.
             let span = raw
                 .interval
