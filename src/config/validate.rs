@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -712,7 +711,12 @@ impl<'a> Checker<'a> {
         let ca_file = match &raw.ca_file {
             None => None,
             Some(path) => {
-                if let Err(reason) = crate::probe::tls::read_ca_file(path.get_ref().as_ref()) {
+                // Relative to the config file, so a config and its CA bundle move together.
+                let resolved = std::path::Path::new(self.file)
+                    .parent()
+                    .unwrap_or(std::path::Path::new(""))
+                    .join(path.get_ref());
+                if let Err(reason) = crate::probe::tls::read_ca_file(&resolved) {
                     self.report(
                         &path.span(),
                         scope,
@@ -720,7 +724,7 @@ impl<'a> Checker<'a> {
                     );
                     ok = false;
                 }
-                Some(PathBuf::from(path.get_ref()))
+                Some(resolved)
             }
         };
 
