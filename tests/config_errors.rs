@@ -124,3 +124,18 @@ fn every_example_is_valid() {
         "examples/ holds {count} configs; one per topology T1-T6 is expected"
     );
 }
+
+#[test]
+fn secrets_never_appear_in_debug_output() {
+    let text = "[[chain]]\nname = \"a\"\nkind = \"custom\"\n[[chain.hop]]\nname = \"x\"\nrole = \"target\"\nurl = \"http://127.0.0.1:1/\"\nheaders = { \"x-api-key\" = \"${API_KEY}\", \"x-team\" = \"platform\" }\n";
+    let config = load_str("secret.toml", text, &env).expect("valid");
+    let shown = format!("{config:?}");
+    assert!(!shown.contains(SECRET), "Debug leaks the secret: {shown}");
+    assert!(shown.contains("x-api-key: <redacted>"), "{shown}");
+    assert!(
+        shown.contains("platform"),
+        "plain values stay visible: {shown}"
+    );
+    let header = &config.chains[0].hops[0].headers;
+    assert!(header.iter().any(|h| h.value.is_sensitive()));
+}
