@@ -89,17 +89,6 @@ pub struct Chain {
     pub hops: Vec<Hop>,
 }
 
-impl Chain {
-    /// The longest timeout of any hop: how long a round can last at most.
-    pub fn round_timeout(&self) -> Duration {
-        self.hops
-            .iter()
-            .map(|h| h.timeout)
-            .max()
-            .unwrap_or_default()
-    }
-}
-
 /// One hop's own entry point, probed directly.
 #[derive(Debug, Clone)]
 pub struct Hop {

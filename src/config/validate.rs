@@ -59,9 +59,7 @@ pub fn load_str(
     };
     let config = checker.config(raw, env);
     if checker.problems.is_empty() {
-        if let Some(config) = config {
-            return Ok(config);
-        }
+        return Ok(config);
     }
     checker.problems.sort_by_key(|p| (p.line, p.column));
     Err(ConfigError::Invalid(checker.problems))
@@ -207,7 +205,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn config(&mut self, raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Option<Config> {
+    fn config(&mut self, raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Config {
         let before = self.problems.len();
         let agent = self.agent(raw.agent.as_ref().map(Spanned::get_ref));
         let agent_valid = self.problems.len() == before;
@@ -246,7 +244,7 @@ impl<'a> Checker<'a> {
                 chains.push(Arc::new(chain));
             }
         }
-        Some(Config { agent, chains })
+        Config { agent, chains }
     }
 
     fn agent(&mut self, raw: Option<&RawAgent>) -> Agent {
