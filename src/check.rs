@@ -150,8 +150,7 @@ pub fn render_table(report: &Report) -> String {
         );
         for hop in &chain.hops {
             let status = hop.status.map_or("-".to_string(), |s| s.to_string());
-            let _ = writeln!(
-                out,
+            let line = format!(
                 "  {:<name_w$}  {:<8}  {:<15}  {:>6}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {}",
                 hop.name,
                 hop.role,
@@ -165,6 +164,7 @@ pub fn render_table(report: &Report) -> String {
                 cell(hop.phases.transfer),
                 hop.detail.as_deref().unwrap_or(""),
             );
+            let _ = writeln!(out, "{}", line.trim_end());
         }
         out.push('\n');
     }

@@ -117,8 +117,10 @@ pub fn main() -> ExitCode {
         }
     };
     let default_level = match cli.command {
-        // The demo's live table is the output; logs would scroll it away.
-        Command::Check { .. } | Command::Validate { .. } | Command::Demo { .. } => "warn",
+        Command::Check { .. } | Command::Validate { .. } => "warn",
+        // The demo's live table is the output, and it already shows every failure; logs would
+        // only scroll it away.
+        Command::Demo { .. } => "error",
         _ => "info",
     };
     init_logging(cli.log_format, default_level);
