@@ -3,6 +3,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod diagnose;
 pub mod echo;
 pub mod export;
 pub mod probe;

@@ -1,0 +1,390 @@
+//! Naming the broken hop. Pure functions over one round's pass/fail pattern and the evidence
+//! each failure left (status, `Server`, `x-amzn-ErrorType`), plus the per-hop debouncing that
+//! keeps one lost packet from paging anyone.
+//!
+//! Hops are ordered outermost (index 0, the path users take) to target (last).
+//! - The chain is **up** when hop 0 passes.
+//! - When it is down, the **broken hop** is the one just outside the outermost passing hop:
+//!   everything from that hop inward works, so the fault is in the hop before it or in the rule
+//!   between the two. When nothing passes, the target is blamed.
+//! - A hop that fails while a hop outside it passes is a **blind spot**: users get through it,
+//!   but the agent cannot reach it directly (usually a security group that doesn't allow the
+//!   agent). It is never an outage.
+
+use crate::config::{Kind, Role};
+use crate::probe::{Evidence, Outcome};
+
+/// Where a round's pattern of passes and failures puts the fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// Hop 0 passes.
+    pub up: bool,
+    /// Index of the blamed hop; `None` when the chain is up.
+    pub broken: Option<usize>,
+    /// Indices of failing hops with a passing hop outside them.
+    pub blind_spots: Vec<usize>,
+}
+
+/// Locates the fault from each hop's pass (`true`) or fail, outermost first.
+pub fn locate(pass: &[bool]) -> Location {
+    let up = pass.first().copied().unwrap_or(false);
+    let outermost_pass = pass.iter().position(|p| *p);
+    let broken = match (up, outermost_pass) {
+        (true, _) => None,
+        (false, Some(k)) => Some(k - 1),
+        (false, None) => pass.len().checked_sub(1),
+    };
+    let blind_spots = match outermost_pass {
+        Some(k) => (k + 1..pass.len()).filter(|i| !pass[*i]).collect(),
+        None => Vec::new(),
+    };
+    Location {
+        up,
+        broken,
+        blind_spots,
+    }
+}
+
+/// What the diagnosis needs to know of one hop's probe.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    /// Port of the hop's URL: the port a security-group rule must open to reach it.
+    pub port: u16,
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+    pub evidence: &'a Evidence,
+}
+
+fn failure(o: &Observed<'_>) -> String {
+    match (o.outcome, o.status) {
+        (Outcome::HttpStatus, Some(status)) => {
+            let mut text = status.to_string();
+            if let Some(kind) = &o.evidence.error_type {
+                text.push_str(&format!(" with x-amzn-ErrorType {kind}"));
+            } else if o.evidence.server.as_deref() == Some("awselb/2.0") {
+                text.push_str(" from the ALB (Server: awselb/2.0)");
+            }
+            text
+        }
+        (outcome, _) => outcome.as_str().replace('_', " "),
+    }
+}
+
+/// The link a gateway failure points at, by kind (brief §1).
+fn link(kind: Kind) -> &'static str {
+    match kind {
+        Kind::RestNlb | Kind::RestNlbAlb => "VPC link or endpoint service",
+        Kind::RestAlb => "VPC link v2 or its security group",
+        Kind::HttpAlb | Kind::HttpNlb | Kind::HttpCloudmap => {
+            "VPC link (INACTIVE after 60 idle days, or httpapi-sg)"
+        }
+        Kind::Custom => "integration or VPC link",
+    }
+}
+
+fn is_drop(outcome: Outcome) -> bool {
+    matches!(outcome, Outcome::ConnectTimeout | Outcome::Timeout)
+}
+
+fn is_refusal(outcome: Outcome) -> bool {
+    matches!(outcome, Outcome::ConnectRefused | Outcome::Reset)
+}
+
+/// A short reason for blaming `broken`, from its evidence, its inner neighbour `next` (which
+/// passes, when present) and the chain kind. Uses the failure signatures of the brief (§3).
+pub fn reason(kind: Kind, broken: &Observed<'_>, next: Option<&Observed<'_>>) -> String {
+    let what = failure(broken);
+    let Some(next) = next else {
+        // Nothing answers, not even the target directly.
+        let hint = if is_drop(broken.outcome) {
+            format!("dropped on the way: a security group or NACL does not allow the agent on port {}, or the host is down", broken.port)
+        } else if is_refusal(broken.outcome) {
+            format!(
+                "nothing listening on port {}: the target is down or on another port",
+                broken.port
+            )
+        } else if broken.outcome == Outcome::Dns {
+            "its name does not resolve".to_string()
+        } else {
+            "the target itself answers wrongly".to_string()
+        };
+        return format!("{}: {what} and no hop answers; {hint}", broken.name);
+    };
+    let (b, n) = (broken.name, next.name);
+    match broken.role {
+        Role::Gateway => {
+            let answers = format!("{b}: {what} while {n} answers");
+            match broken.outcome {
+                Outcome::HttpStatus => format!("{answers}; {}", link(kind)),
+                Outcome::Dns | Outcome::ConnectTimeout | Outcome::ConnectRefused | Outcome::Tls => format!(
+                    "{answers}; the agent cannot reach the API endpoint itself (execute-api VPC endpoint, its DNS or security group)"
+                ),
+                _ => format!("{answers}; {}", link(kind)),
+            }
+        }
+        Role::Nlb if is_drop(broken.outcome) => format!(
+            "{b} -> {n}: {what} while {n} answers directly; {n}-sg probably lacks the NLB addresses or VPC CIDR on port {}",
+            next.port
+        ),
+        Role::Nlb if is_refusal(broken.outcome) => format!(
+            "{b} -> {n}: {what} while {n} answers directly; the NLB has no healthy target or its target group uses another port than {}",
+            next.port
+        ),
+        Role::Alb if broken.outcome == Outcome::HttpStatus => {
+            let hint = match broken.status {
+                Some(502) => "the target reset or closed the connection, or the target group's protocol or TLS does not match".to_string(),
+                Some(503) => "the target group has no registered targets".to_string(),
+                Some(504) => format!("the ALB cannot reach the target in time; {n}-sg probably lacks alb-sg on port {}", next.port),
+                _ => "the listener rules answer this path themselves".to_string(),
+            };
+            format!("{b} -> {n}: {what} while {n} answers directly; {hint}")
+        }
+        Role::Cloudmap if broken.outcome == Outcome::Dns => format!(
+            "{b}: DNS lookup failed while {n} answers directly; the Cloud Map namespace or its VPC association"
+        ),
+        _ if is_drop(broken.outcome) => format!(
+            "{b} -> {n}: {what} while {n} answers directly; a security group or NACL drops traffic to {b} on port {}",
+            broken.port
+        ),
+        _ => format!("{b} -> {n}: {what} while {n} answers directly"),
+    }
+}
+
+/// Debounced state of one hop: flips only after `threshold` rounds that agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HopState {
+    /// Current state; `None` until the first round.
+    pub up: Option<bool>,
+    /// Consecutive rounds disagreeing with `up`.
+    streak: u32,
+}
+
+/// Rounds needed to change a hop's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub down_after: u32,
+    pub up_after: u32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            down_after: 2,
+            up_after: 2,
+        }
+    }
+}
+
+impl HopState {
+    /// A hop not yet probed.
+    pub const fn new() -> Self {
+        HopState {
+            up: None,
+            streak: 0,
+        }
+    }
+
+    /// Feeds one round's raw result; returns `Some((from, to))` when the state changed. The
+    /// first round sets the state at once: there is nothing to debounce against yet.
+    pub fn observe(&mut self, pass: bool, t: Thresholds) -> Option<(Option<bool>, bool)> {
+        match self.up {
+            None => {
+                self.up = Some(pass);
+                Some((None, pass))
+            }
+            Some(current) if current == pass => {
+                self.streak = 0;
+                None
+            }
+            Some(current) => {
+                self.streak += 1;
+                let needed = if pass { t.up_after } else { t.down_after };
+                if self.streak >= needed.max(1) {
+                    self.up = Some(pass);
+                    self.streak = 0;
+                    Some((Some(current), pass))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+impl Default for HopState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Patterns written out by hand, `P` pass and `F` fail, outermost first:
+    /// (pattern, up, broken, blind spots).
+    const TABLE: &[(&str, bool, Option<usize>, &[usize])] = &[
+        // two hops
+        ("PP", true, None, &[]),
+        ("PF", true, None, &[1]),
+        ("FP", false, Some(0), &[]),
+        ("FF", false, Some(1), &[]),
+        // three hops
+        ("PPP", true, None, &[]),
+        ("PPF", true, None, &[2]),
+        ("PFP", true, None, &[1]),
+        ("PFF", true, None, &[1, 2]),
+        ("FPP", false, Some(0), &[]),
+        ("FPF", false, Some(0), &[2]),
+        ("FFP", false, Some(1), &[]),
+        ("FFF", false, Some(2), &[]),
+        // four hops
+        ("PPPP", true, None, &[]),
+        ("PPPF", true, None, &[3]),
+        ("PPFP", true, None, &[2]),
+        ("PPFF", true, None, &[2, 3]),
+        ("PFPP", true, None, &[1]),
+        ("PFPF", true, None, &[1, 3]),
+        ("PFFP", true, None, &[1, 2]),
+        ("PFFF", true, None, &[1, 2, 3]),
+        ("FPPP", false, Some(0), &[]),
+        ("FPPF", false, Some(0), &[3]),
+        ("FPFP", false, Some(0), &[2]),
+        ("FPFF", false, Some(0), &[2, 3]),
+        ("FFPP", false, Some(1), &[]),
+        ("FFPF", false, Some(1), &[3]),
+        ("FFFP", false, Some(2), &[]),
+        ("FFFF", false, Some(3), &[]),
+    ];
+
+    #[test]
+    fn every_pattern_of_two_three_and_four_hops() {
+        for n in 2..=4 {
+            let rows = TABLE.iter().filter(|r| r.0.len() == n).count();
+            assert_eq!(rows, 1 << n, "the table covers every {n}-hop pattern");
+        }
+        for (pattern, up, broken, blind) in TABLE {
+            let pass: Vec<bool> = pattern.chars().map(|c| c == 'P').collect();
+            let got = locate(&pass);
+            assert_eq!(
+                got,
+                Location {
+                    up: *up,
+                    broken: *broken,
+                    blind_spots: blind.to_vec()
+                },
+                "pattern {pattern}"
+            );
+        }
+    }
+
+    fn obs<'a>(
+        name: &'a str,
+        role: Role,
+        port: u16,
+        outcome: Outcome,
+        status: Option<u16>,
+        e: &'a Evidence,
+    ) -> Observed<'a> {
+        Observed {
+            name,
+            role,
+            port,
+            outcome,
+            status,
+            evidence: e,
+        }
+    }
+
+    #[test]
+    fn reasons_follow_the_brief() {
+        let none = Evidence::default();
+        let apigw = Evidence {
+            error_type: Some("InternalServerErrorException".into()),
+            ..Evidence::default()
+        };
+        let awselb = Evidence {
+            server: Some("awselb/2.0".into()),
+            ..Evidence::default()
+        };
+        let nlb = obs("nlb", Role::Nlb, 80, Outcome::Ok, Some(200), &none);
+        let alb = obs("alb", Role::Alb, 80, Outcome::Ok, Some(200), &none);
+        let target = obs("target", Role::Target, 8080, Outcome::Ok, Some(200), &none);
+
+        let gw = obs(
+            "gateway",
+            Role::Gateway,
+            443,
+            Outcome::HttpStatus,
+            Some(500),
+            &apigw,
+        );
+        assert_eq!(
+            reason(Kind::RestNlbAlb, &gw, Some(&nlb)),
+            "gateway: 500 with x-amzn-ErrorType InternalServerErrorException while nlb answers; VPC link or endpoint service"
+        );
+        let dropped = obs("nlb", Role::Nlb, 80, Outcome::ConnectTimeout, None, &none);
+        assert_eq!(
+            reason(Kind::RestNlbAlb, &dropped, Some(&alb)),
+            "nlb -> alb: connect timeout while alb answers directly; alb-sg probably lacks the NLB addresses or VPC CIDR on port 80"
+        );
+        let alb_504 = obs(
+            "alb",
+            Role::Alb,
+            80,
+            Outcome::HttpStatus,
+            Some(504),
+            &awselb,
+        );
+        assert_eq!(
+            reason(Kind::HttpAlb, &alb_504, Some(&target)),
+            "alb -> target: 504 from the ALB (Server: awselb/2.0) while target answers directly; the ALB cannot reach the target in time; target-sg probably lacks alb-sg on port 8080"
+        );
+        let gone = obs(
+            "target",
+            Role::Target,
+            8080,
+            Outcome::ConnectRefused,
+            None,
+            &none,
+        );
+        assert_eq!(
+            reason(Kind::RestNlb, &gone, None),
+            "target: connect refused and no hop answers; nothing listening on port 8080: the target is down or on another port"
+        );
+        let http_gw = obs(
+            "gateway",
+            Role::Gateway,
+            443,
+            Outcome::HttpStatus,
+            Some(503),
+            &none,
+        );
+        assert!(reason(Kind::HttpNlb, &http_gw, Some(&nlb))
+            .ends_with("VPC link (INACTIVE after 60 idle days, or httpapi-sg)"));
+    }
+
+    #[test]
+    fn one_lost_round_does_not_flip_a_hop() {
+        let t = Thresholds::default();
+        let mut s = HopState::new();
+        assert_eq!(s.observe(true, t), Some((None, true)));
+        assert_eq!(s.observe(false, t), None, "one failure is not enough");
+        assert_eq!(s.observe(true, t), None);
+        assert_eq!(s.observe(false, t), None);
+        assert_eq!(s.observe(false, t), Some((Some(true), false)));
+        assert_eq!(s.up, Some(false));
+        assert_eq!(s.observe(true, t), None);
+        assert_eq!(s.observe(true, t), Some((Some(false), true)));
+        let eager = Thresholds {
+            down_after: 1,
+            up_after: 3,
+        };
+        assert_eq!(s.observe(false, eager), Some((Some(true), false)));
+        assert_eq!(s.observe(true, eager), None);
+        assert_eq!(s.observe(true, eager), None);
+        assert_eq!(s.observe(true, eager), Some((Some(false), true)));
+    }
+}
