@@ -2,6 +2,8 @@
 //! what it saw of the connection (TCP peer, its own address, the forwarding headers, who it is),
 //! so the agent learns the source address each target sees.
 
+pub mod proxy_protocol;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
