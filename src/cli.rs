@@ -69,6 +69,10 @@ enum Command {
         /// Artificial delay before each answer, e.g. "20ms" (at most 10s; off by default).
         #[arg(long, value_parser = parse_delay)]
         delay: Option<Duration>,
+        /// Read PROXY protocol v1/v2 headers (as an NLB target group with proxy protocol v2
+        /// sends them) and report the caller and VPC endpoint id they carry.
+        #[arg(long)]
+        proxy_protocol: bool,
     },
     /// Run a local T2-shaped chain in-process and watch it (no AWS, no root).
     Demo {
@@ -221,7 +225,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Echo { listen, delay } => {
+        Command::Echo {
+            listen,
+            delay,
+            proxy_protocol,
+        } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -231,8 +239,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let options = crate::echo::EchoOptions {
                 delay: delay.unwrap_or_default(),
                 identity: crate::echo::identity(&prober).await,
+                proxy_protocol,
             };
-            tracing::info!(listen = %listener.local_addr()?, delay = ?options.delay, "hopwatch echo listening");
+            tracing::info!(listen = %listener.local_addr()?, delay = ?options.delay, proxy_protocol, "hopwatch echo listening");
             let (stop, stop_rx) = tokio::sync::watch::channel(false);
             let server = tokio::spawn(crate::echo::serve(listener, options, stop_rx));
             shutdown_signal().await;

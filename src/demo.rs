@@ -171,6 +171,7 @@ pub async fn start() -> anyhow::Result<DemoChain> {
                 hostname: PARTS[index].to_string(),
                 ..Identity::default()
             },
+            ..EchoOptions::default()
         };
         tasks.push(tokio::spawn(echo_part(
             listener,

@@ -19,6 +19,7 @@ async fn a_delayed_target_is_measured_within_a_millisecond() {
     let options = EchoOptions {
         delay,
         identity: Identity::default(),
+        ..EchoOptions::default()
     };
     tokio::spawn(hopwatch::echo::serve(listener, options, rx));
 

@@ -26,6 +26,10 @@ impl Drop for Echo {
 
 /// Starts `hopwatch echo` on a free port of 127.0.0.1, with extra environment.
 fn start(env: &[(&str, String)]) -> Echo {
+    start_with(env, &[])
+}
+
+fn start_with(env: &[(&str, String)], flags: &[&str]) -> Echo {
     let port = refused_port().port();
     let mut cmd = Command::new(BIN);
     cmd.args([
@@ -35,6 +39,7 @@ fn start(env: &[(&str, String)]) -> Echo {
         "--listen",
         &format!("127.0.0.1:{port}"),
     ])
+    .args(flags)
     .env("RUST_LOG", "info")
     .stderr(Stdio::piped());
     for (k, v) in env {
@@ -173,4 +178,83 @@ async fn identity_from_ecs_task_metadata() {
         echo["identity"]["task_arn"],
         "arn:aws:ecs:eu-west-1:111122223333:task/platform/0123456789abcdef"
     );
+}
+
+/// An AWS NLB-style PROXY v2 header: 10.0.1.25:50000 -> 10.0.2.9:80, VPC endpoint TLV.
+fn aws_v2(command: u8) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.push(0x20 | command);
+    h.push(0x11);
+    let vpce = b"vpce-0a1b2c3d4e5f60718";
+    let mut body = vec![10, 0, 1, 25, 10, 0, 2, 9, 0xC3, 0x50, 0x00, 0x50];
+    body.push(0xEA);
+    body.extend_from_slice(&((vpce.len() + 1) as u16).to_be_bytes());
+    body.push(0x01);
+    body.extend_from_slice(vpce);
+    h.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    h.extend_from_slice(&body);
+    h
+}
+
+#[test]
+fn proxy_protocol_headers_are_reported() {
+    let echo = start_with(&[], &["--proxy-protocol"]);
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    let v1 = [
+        b"PROXY TCP4 192.0.2.10 10.0.2.9 41000 80\r\n".as_slice(),
+        request,
+    ]
+    .concat();
+    let reply = body(&raw(echo.addr, &v1));
+    assert_eq!(reply["proxy_protocol"][0]["version"], 1);
+    assert_eq!(reply["proxy_protocol"][0]["src"], "192.0.2.10:41000");
+    assert!(
+        reply["peer"]
+            .as_str()
+            .expect("peer")
+            .starts_with("127.0.0.1:"),
+        "the TCP peer is still reported"
+    );
+
+    let v2 = [aws_v2(1).as_slice(), request].concat();
+    let reply = body(&raw(echo.addr, &v2));
+    let pp = &reply["proxy_protocol"][0];
+    assert_eq!(pp["version"], 2);
+    assert_eq!(pp["command"], "proxy");
+    assert_eq!(pp["src"], "10.0.1.25:50000");
+    assert_eq!(pp["dst"], "10.0.2.9:80");
+    assert_eq!(pp["vpce_id"], "vpce-0a1b2c3d4e5f60718");
+
+    // Stacked: a proxy in front of the NLB's header adds its own, nearest first.
+    let stacked = [
+        b"PROXY TCP4 10.0.5.5 10.0.2.9 40000 80\r\n".as_slice(),
+        &aws_v2(1),
+        request,
+    ]
+    .concat();
+    let reply = body(&raw(echo.addr, &stacked));
+    assert_eq!(reply["proxy_protocol"].as_array().map(Vec::len), Some(2));
+    assert_eq!(reply["proxy_protocol"][0]["src"], "10.0.5.5:40000");
+    assert_eq!(
+        reply["proxy_protocol"][1]["vpce_id"],
+        "vpce-0a1b2c3d4e5f60718"
+    );
+
+    // LOCAL (an NLB health check): answered, no caller.
+    let local = [aws_v2(0).as_slice(), request].concat();
+    let reply = body(&raw(echo.addr, &local));
+    assert_eq!(reply["proxy_protocol"][0]["command"], "local");
+    assert!(reply["proxy_protocol"][0]["src"].is_null());
+
+    // No header (a direct probe): answered, nothing reported.
+    let reply = body(&raw(echo.addr, request));
+    assert_eq!(reply["proxy_protocol"], serde_json::json!([]));
+
+    // A broken header: the connection is dropped without an answer, and the server lives on.
+    let mut broken = aws_v2(1);
+    broken[12] = 0x2F;
+    broken.extend_from_slice(request);
+    assert_eq!(raw(echo.addr, &broken), "");
+    assert!(raw(echo.addr, request).starts_with("HTTP/1.1 200"));
 }

@@ -31,6 +31,7 @@ async fn echo(delay: Duration) -> std::net::SocketAddr {
     let options = EchoOptions {
         delay,
         identity: Identity::default(),
+        ..EchoOptions::default()
     };
     tokio::spawn(hopwatch::echo::serve(listener, options, rx));
     addr

@@ -55,17 +55,53 @@ pub struct EchoReply {
     pub x_forwarded_proto: Option<String>,
     pub x_forwarded_port: Option<String>,
     pub x_amzn_trace_id: Option<String>,
+    /// PROXY protocol headers that preceded the connection's first request, nearest proxy
+    /// first; empty when none came (or `--proxy-protocol` is off).
+    #[serde(default)]
+    pub proxy_protocol: Vec<ProxyReport>,
     /// Artificial delay actually applied before answering, in microseconds.
     pub delay_us: u64,
     pub identity: Identity,
 }
 
 /// Echo responder settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EchoOptions {
     /// Delay before each answer (bounded by [`MAX_DELAY`]).
     pub delay: Duration,
     pub identity: Identity,
+    /// Expect PROXY protocol headers (v1 or v2, possibly stacked) before each connection's
+    /// first request, as an NLB target group with proxy protocol v2 sends them.
+    pub proxy_protocol: bool,
+}
+
+/// One PROXY protocol header as the echo reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProxyReport {
+    pub version: u8,
+    /// `proxy`, or `local` for the proxy's own connections (NLB health checks).
+    pub command: String,
+    /// The original caller.
+    pub src: Option<String>,
+    /// The original destination (the address the caller connected to).
+    pub dst: Option<String>,
+    /// VPC endpoint id (`vpce-…`) from the AWS TLV: which PrivateLink endpoint the caller used.
+    pub vpce_id: Option<String>,
+}
+
+impl From<&proxy_protocol::Header> for ProxyReport {
+    fn from(h: &proxy_protocol::Header) -> Self {
+        ProxyReport {
+            version: h.version,
+            command: match h.command {
+                proxy_protocol::Command::Local => "local".to_string(),
+                proxy_protocol::Command::Proxy => "proxy".to_string(),
+            },
+            src: h.src.map(|a| a.to_string()),
+            dst: h.dst.map(|a| a.to_string()),
+            vpce_id: h.vpce_id.clone(),
+        }
+    }
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -112,6 +148,7 @@ async fn answer(
     request: Request<Incoming>,
     peer: SocketAddr,
     local: SocketAddr,
+    proxy: Arc<Vec<ProxyReport>>,
     options: Arc<EchoOptions>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
@@ -147,6 +184,7 @@ async fn answer(
         x_forwarded_proto: header(&parts.headers, "x-forwarded-proto"),
         x_forwarded_port: header(&parts.headers, "x-forwarded-port"),
         x_amzn_trace_id: header(&parts.headers, "x-amzn-trace-id"),
+        proxy_protocol: proxy.as_ref().clone(),
         delay_us: if options.delay.is_zero() {
             0
         } else {
@@ -159,21 +197,130 @@ async fn answer(
     json(StatusCode::OK, body)
 }
 
+/// Bytes of PROXY headers accepted before the first request: AWS sends well under 1 KiB.
+const MAX_PROXY_BYTES: usize = 8 * 1024;
+/// How long a client may take to send its PROXY headers.
+const PROXY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads the PROXY headers at the start of a connection. Returns them and the bytes read past
+/// them (the start of the first request). `Err` means a broken header: drop the connection,
+/// as a proxy-protocol server must.
+async fn read_proxy_headers(
+    stream: &mut TcpStream,
+) -> Result<(Vec<proxy_protocol::Header>, Vec<u8>), String> {
+    use proxy_protocol::{looks_like_header, parse_stacked, ParseError};
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        match parse_stacked(&buf) {
+            // A complete header followed by something else: the request has begun.
+            Ok((headers, used)) if used < buf.len() => {
+                let rest = buf.split_off(used);
+                return Ok((headers, rest));
+            }
+            Ok(_) | Err(ParseError::Incomplete) => {}
+            // No header at all: a client that doesn't speak PROXY (a direct probe).
+            Err(ParseError::Invalid(_)) if !looks_like_header(&buf) => {
+                return Ok((Vec::new(), buf))
+            }
+            Err(ParseError::Invalid(why)) => return Err(why),
+        }
+        if buf.len() >= MAX_PROXY_BYTES {
+            return Err(format!(
+                "more than {MAX_PROXY_BYTES} bytes of PROXY headers"
+            ));
+        }
+        let n = tokio::io::AsyncReadExt::read(stream, &mut chunk)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            // EOF: whatever headers came are all there is (a TCP health check ends here).
+            return match parse_stacked(&buf) {
+                Ok((headers, used)) => Ok((headers, buf.split_off(used))),
+                Err(_) => Ok((Vec::new(), buf)),
+            };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A stream that first yields bytes already read from it.
+struct Prefixed {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl tokio::io::AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Serves one accepted connection.
-pub async fn serve_connection(stream: TcpStream, options: Arc<EchoOptions>) {
+pub async fn serve_connection(mut stream: TcpStream, options: Arc<EchoOptions>) {
     let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
         return;
     };
     let _ = stream.set_nodelay(true);
+    let (headers, prefix) = if options.proxy_protocol {
+        match tokio::time::timeout(PROXY_TIMEOUT, read_proxy_headers(&mut stream)).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(why)) => {
+                tracing::debug!(%peer, why, "echo: dropping a connection with a broken PROXY header");
+                return;
+            }
+            Err(_) => return,
+        }
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let proxy = Arc::new(headers.iter().map(ProxyReport::from).collect::<Vec<_>>());
     let service = service_fn(move |req| {
         let options = options.clone();
-        async move { Ok::<_, Infallible>(answer(req, peer, local, options).await) }
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(answer(req, peer, local, proxy, options).await) }
     });
+    let io = Prefixed {
+        prefix: Bytes::from(prefix),
+        inner: stream,
+    };
     let _ = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
         .max_buf_size(MAX_REQUEST_HEAD)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .await;
 }
 
