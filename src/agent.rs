@@ -1,6 +1,6 @@
 //! The long-running agent: schedule → probe → record → export, wired together.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::diagnose::{blind_spot_reason, ChainTracker, Change, Verdict};
 use crate::export::prometheus::Metrics;
 use crate::export::server::{serve, Endpoint};
 use crate::probe::{tls::TlsConfigs, Prober};
@@ -96,11 +97,15 @@ pub async fn start(
     let recorder_metrics = metrics.clone();
     tasks.push(tokio::spawn(async move {
         let mut seen = HashSet::new();
-        let mut last_ok: std::collections::HashMap<(String, String), bool> = Default::default();
+        let mut trackers: HashMap<String, ChainTracker> = HashMap::new();
         // Ends when every chain task has stopped and dropped its sender.
         while let Some(round) = rx.recv().await {
-            recorder_metrics.observe(&round);
-            log_changes(&round, &mut last_ok);
+            let tracker = trackers
+                .entry(round.chain.name.clone())
+                .or_insert_with(|| ChainTracker::new(&round.chain));
+            let (up, verdict, changes) = tracker.update(&round.chain, &round.results);
+            recorder_metrics.observe(&round, &up, &verdict);
+            log_changes(&round, &verdict, &changes);
             if seen.len() < expected.len()
                 && seen.insert(round.chain.name.clone())
                 && seen.len() == expected.len()
@@ -128,27 +133,32 @@ pub async fn start(
     })
 }
 
-/// One log event per hop whose pass/fail changed, with what it changed to and why.
-fn log_changes(round: &Round, last_ok: &mut std::collections::HashMap<(String, String), bool>) {
-    for (hop, result) in round.chain.hops.iter().zip(&round.results) {
-        let ok = result.outcome.is_ok();
-        let key = (round.chain.name.clone(), hop.name.clone());
-        let before = last_ok.insert(key, ok);
-        if before == Some(ok) {
-            continue;
-        }
-        let detail = result.detail.as_deref().unwrap_or("");
-        if ok {
-            tracing::info!(chain = %round.chain.name, hop = %hop.name, result = %result.outcome, "hop passes");
+/// One structured event per hop state change: chain, hop, from, to, reason.
+fn log_changes(round: &Round, verdict: &Verdict, changes: &[Change]) {
+    let chain = &round.chain;
+    for change in changes {
+        let hop = &chain.hops[change.hop];
+        let result = &round.results[change.hop];
+        let state = |up: bool| if up { "up" } else { "down" };
+        let from = change.from.map_or("unknown", state);
+        let to = state(change.to);
+        let reason = if verdict.broken == Some(change.hop) {
+            verdict.reason.clone().unwrap_or_default()
+        } else if verdict.blind_spots.contains(&change.hop) {
+            blind_spot_reason(chain, change.hop, result)
+        } else if change.to {
+            "answers".to_string()
         } else {
-            tracing::warn!(
-                chain = %round.chain.name,
-                hop = %hop.name,
-                result = %result.outcome,
-                status = result.status.unwrap_or(0),
-                detail,
-                "hop fails"
-            );
+            format!(
+                "{}: {}",
+                result.outcome,
+                result.detail.as_deref().unwrap_or("")
+            )
+        };
+        if change.to {
+            tracing::info!(chain = %chain.name, hop = %hop.name, from, to, reason, "hop state changed");
+        } else {
+            tracing::warn!(chain = %chain.name, hop = %hop.name, from, to, reason, "hop state changed");
         }
     }
 }

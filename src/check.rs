@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::config::{Chain, Config};
+use crate::diagnose::Verdict;
 use crate::probe::{HopConn, ProbeResult, Prober};
 use crate::schedule::run_round;
 
@@ -25,6 +26,10 @@ pub struct ChainReport {
     pub kind: String,
     /// The outermost hop, the path users take, passed.
     pub up: bool,
+    /// The hop blamed when the chain is down; null when up.
+    pub broken_hop: Option<String>,
+    /// Why it is blamed, from the evidence (status, error headers, what answers directly).
+    pub reason: Option<String>,
     pub hops: Vec<HopReport>,
 }
 
@@ -44,6 +49,8 @@ pub struct HopReport {
     pub remote: Option<String>,
     /// Why it failed, for humans; null on success.
     pub detail: Option<String>,
+    /// Fails from the agent while a hop outside it passes: users are served through it.
+    pub blind_spot: bool,
 }
 
 /// Phase timings in milliseconds; null when the phase did not happen or did not complete.
@@ -64,11 +71,22 @@ fn ms(d: Duration) -> f64 {
 impl ChainReport {
     /// Builds the report of one round.
     pub fn new(chain: &Chain, results: &[ProbeResult]) -> Self {
+        let pass: Vec<bool> = results.iter().map(|r| r.outcome.is_ok()).collect();
+        Self::judged(
+            chain,
+            results,
+            &crate::diagnose::judge(chain, &pass, results),
+        )
+    }
+
+    /// Builds the report of a round judged by `verdict` (raw or debounced states).
+    pub fn judged(chain: &Chain, results: &[ProbeResult], verdict: &Verdict) -> Self {
         let hops = chain
             .hops
             .iter()
             .zip(results)
-            .map(|(hop, r)| HopReport {
+            .enumerate()
+            .map(|(i, (hop, r))| HopReport {
                 name: hop.name.clone(),
                 role: hop.role.to_string(),
                 url: hop.url.text.clone(),
@@ -84,12 +102,15 @@ impl ChainReport {
                 },
                 remote: r.remote.map(|a| a.to_string()),
                 detail: r.detail.clone(),
+                blind_spot: verdict.blind_spots.contains(&i),
             })
             .collect();
         ChainReport {
             name: chain.name.clone(),
             kind: chain.kind.to_string(),
-            up: results.first().is_some_and(|r| r.outcome.is_ok()),
+            up: verdict.up,
+            broken_hop: verdict.broken.map(|b| chain.hops[b].name.clone()),
+            reason: verdict.reason.clone(),
             hops,
         }
     }
@@ -134,8 +155,15 @@ fn cell(d: Option<f64>) -> String {
 pub fn render_table(report: &Report) -> String {
     let mut out = String::new();
     for chain in &report.chains {
-        let state = if chain.up { "UP" } else { "DOWN" };
+        let state = match (&chain.broken_hop, chain.up) {
+            (_, true) => "UP".to_string(),
+            (Some(hop), false) => format!("DOWN at {hop}"),
+            (None, false) => "DOWN".to_string(),
+        };
         let _ = writeln!(out, "chain {} ({})  {state}", chain.name, chain.kind);
+        if let Some(reason) = &chain.reason {
+            let _ = writeln!(out, "  why: {reason}");
+        }
         let name_w = chain
             .hops
             .iter()
@@ -162,7 +190,11 @@ pub fn render_table(report: &Report) -> String {
                 cell(hop.phases.tls),
                 cell(hop.phases.ttfb),
                 cell(hop.phases.transfer),
-                hop.detail.as_deref().unwrap_or(""),
+                match (hop.blind_spot, hop.detail.as_deref()) {
+                    (true, Some(d)) =>
+                        format!("blind spot (users are served; the agent can't reach it): {d}"),
+                    (_, d) => d.unwrap_or("").to_string(),
+                },
             );
             let _ = writeln!(out, "{}", line.trim_end());
         }

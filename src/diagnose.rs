@@ -11,8 +11,8 @@
 //!   but the agent cannot reach it directly (usually a security group that doesn't allow the
 //!   agent). It is never an outage.
 
-use crate::config::{Kind, Role};
-use crate::probe::{Evidence, Outcome};
+use crate::config::{Chain, Kind, Role};
+use crate::probe::{Evidence, Outcome, ProbeResult};
 
 /// Where a round's pattern of passes and failures puts the fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +141,10 @@ pub fn reason(kind: Kind, broken: &Observed<'_>, next: Option<&Observed<'_>>) ->
             };
             format!("{b} -> {n}: {what} while {n} answers directly; {hint}")
         }
+        Role::Alb | Role::Target if is_refusal(broken.outcome) => format!(
+            "{b}: {what} while {n} answers directly; nothing accepts on {b}'s port {}: listener removed or load balancer deleted",
+            broken.port
+        ),
         Role::Cloudmap if broken.outcome == Outcome::Dns => format!(
             "{b}: DNS lookup failed while {n} answers directly; the Cloud Map namespace or its VPC association"
         ),
@@ -216,6 +220,106 @@ impl HopState {
 impl Default for HopState {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A chain's verdict for one round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub up: bool,
+    /// Index of the blamed hop when down.
+    pub broken: Option<usize>,
+    pub blind_spots: Vec<usize>,
+    /// Why the broken hop is blamed; `None` when up.
+    pub reason: Option<String>,
+}
+
+fn observed<'a>(chain: &'a Chain, results: &'a [ProbeResult], i: usize) -> Observed<'a> {
+    let hop = &chain.hops[i];
+    let r = &results[i];
+    Observed {
+        name: &hop.name,
+        role: hop.role,
+        port: hop.url.port,
+        outcome: r.outcome,
+        status: r.status,
+        evidence: &r.evidence,
+    }
+}
+
+/// Judges a round from each hop's pass or fail (raw, or debounced by [`ChainTracker`]) with the
+/// round's results as evidence. `pass` and `results` are index-aligned with `chain.hops`.
+pub fn judge(chain: &Chain, pass: &[bool], results: &[ProbeResult]) -> Verdict {
+    let location = locate(pass);
+    let reason = location.broken.map(|b| {
+        let next = (b + 1 < pass.len() && pass[b + 1]).then(|| observed(chain, results, b + 1));
+        reason(chain.kind, &observed(chain, results, b), next.as_ref())
+    });
+    Verdict {
+        up: location.up,
+        broken: location.broken,
+        blind_spots: location.blind_spots,
+        reason,
+    }
+}
+
+/// Why a blind spot is one: users pass through it, the agent can't reach it.
+pub fn blind_spot_reason(chain: &Chain, hop: usize, result: &ProbeResult) -> String {
+    let outer = chain.hops[..hop]
+        .iter()
+        .rev()
+        .map(|h| h.name.as_str())
+        .next()
+        .unwrap_or("the gateway");
+    format!(
+        "{}: {} from the agent while traffic through {outer} is served; blind spot: its security group probably does not allow the agent on port {}",
+        chain.hops[hop].name,
+        result.outcome.as_str().replace('_', " "),
+        chain.hops[hop].url.port
+    )
+}
+
+/// One hop's state change, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub hop: usize,
+    /// `None` on the first round.
+    pub from: Option<bool>,
+    pub to: bool,
+}
+
+/// Debounced hop states of one chain across rounds.
+#[derive(Debug, Clone)]
+pub struct ChainTracker {
+    states: Vec<HopState>,
+    thresholds: Thresholds,
+}
+
+impl ChainTracker {
+    pub fn new(chain: &Chain) -> Self {
+        ChainTracker {
+            states: vec![HopState::new(); chain.hops.len()],
+            thresholds: chain.thresholds,
+        }
+    }
+
+    /// Feeds a round; returns the debounced pass/fail per hop, the verdict on them, and the
+    /// hops whose state changed.
+    pub fn update(
+        &mut self,
+        chain: &Chain,
+        results: &[ProbeResult],
+    ) -> (Vec<bool>, Verdict, Vec<Change>) {
+        let mut changes = Vec::new();
+        let mut pass = Vec::with_capacity(results.len());
+        for (i, (state, result)) in self.states.iter_mut().zip(results).enumerate() {
+            if let Some((from, to)) = state.observe(result.outcome.is_ok(), self.thresholds) {
+                changes.push(Change { hop: i, from, to });
+            }
+            pass.push(state.up.unwrap_or(false));
+        }
+        let verdict = judge(chain, &pass, results);
+        (pass, verdict, changes)
     }
 }
 

@@ -52,6 +52,7 @@ async fn check_json_on_the_demo_chain() {
     assert_eq!(chain["name"], "demo-orders");
     assert_eq!(chain["kind"], "rest-nlb-alb");
     assert_eq!(chain["up"], true);
+    assert!(chain["broken_hop"].is_null() && chain["reason"].is_null());
     let hops = chain["hops"].as_array().expect("hops");
     let names: Vec<_> = hops
         .iter()
@@ -92,6 +93,14 @@ async fn check_json_on_the_demo_chain() {
     assert_eq!(code, 1, "a chain is down: {doc:#}");
     let hops = &doc["chains"][0]["hops"];
     assert_eq!(doc["chains"][0]["up"], false);
+    // The target is the outermost hop that passes: the ALB, just outside it, is blamed.
+    assert_eq!(doc["chains"][0]["broken_hop"], "alb");
+    let reason = doc["chains"][0]["reason"].as_str().expect("reason");
+    assert!(
+        reason
+            .starts_with("alb: reset while target answers directly; nothing accepts on alb's port"),
+        "{reason}"
+    );
     assert_eq!(hops[0]["result"], "http_status");
     assert_eq!(hops[0]["status"], 500);
     assert_eq!(hops[2]["result"], "reset");
@@ -206,6 +215,7 @@ async fn demo_serves_metrics_that_promtool_accepts() {
     let hops = ["gateway", "nlb", "alb", "target"];
     let mut names = vec![
         "hopwatch_build_info{version=".to_string(),
+        "hopwatch_chain_up{chain=\"demo-orders\"} 1".to_string(),
         "hopwatch_schedule_lag_seconds_bucket".to_string(),
     ];
     for hop in hops {
@@ -221,6 +231,8 @@ async fn demo_serves_metrics_that_promtool_accepts() {
             "hopwatch_probe_latency_seconds{{{labels},quantile=\"0.999\"}}"
         ));
         names.push(format!("hopwatch_hop_up{{{labels}}} 1"));
+        names.push(format!("hopwatch_chain_broken_hop{{{labels}}} 0"));
+        names.push(format!("hopwatch_hop_blind_spot{{{labels}}} 0"));
         names.push(format!("hopwatch_probe_http_status{{{labels}}} 200"));
         names.push(format!("hopwatch_last_probe_timestamp_seconds{{{labels}}}"));
     }
@@ -277,14 +289,21 @@ fn run_stops_cleanly_on_sigterm() {
         let Ok(line) = line else { break };
         let event: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-        if event["message"] == "hop fails" {
+        if event["message"] == "hop state changed" {
             saw = Some(event);
             break;
         }
     }
-    let event = saw.expect("a 'hop fails' event");
+    let event = saw.expect("a 'hop state changed' event");
     assert_eq!(event["chain"], "a");
-    assert_eq!(event["result"], "connect_refused");
+    assert_eq!(event["hop"], "x");
+    assert_eq!(event["from"], "unknown");
+    assert_eq!(event["to"], "down");
+    let reason = event["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("x: connect refused and no hop answers; nothing listening on port"),
+        "{reason}"
+    );
     std::thread::spawn(move || for _ in lines {});
     assert_eq!(terminate(&mut child), Some(0));
 }

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
+pub use crate::diagnose::Thresholds;
+
 pub use validate::{load_str, Problem};
 
 /// Default `[agent] listen`.
@@ -77,6 +79,8 @@ pub struct Agent {
     pub interval: Duration,
     pub timeout: Duration,
     pub max_in_flight: usize,
+    /// Default debouncing of hop state for every chain.
+    pub thresholds: Thresholds,
 }
 
 /// One private integration: an ordered list of hops, outermost first, target last.
@@ -86,6 +90,8 @@ pub struct Chain {
     pub kind: Kind,
     pub interval: Duration,
     pub reuse_connections: bool,
+    /// Rounds that must agree before a hop changes state.
+    pub thresholds: Thresholds,
     pub hops: Vec<Hop>,
 }
 

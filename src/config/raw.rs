@@ -32,6 +32,10 @@ pub struct RawAgent {
     pub timeout: Option<Spanned<String>>,
     /// Global cap on probes in flight at once, across all chains.
     pub max_in_flight: Option<Spanned<i64>>,
+    /// Failed rounds in a row before a hop is considered down.
+    pub down_after: Option<Spanned<i64>>,
+    /// Passing rounds in a row before a down hop is considered up again.
+    pub up_after: Option<Spanned<i64>>,
 }
 
 /// `[[chain]]`
@@ -43,6 +47,8 @@ pub struct RawChain {
     pub interval: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     pub reuse_connections: Option<bool>,
+    pub down_after: Option<Spanned<i64>>,
+    pub up_after: Option<Spanned<i64>>,
     #[serde(default, rename = "hop")]
     pub hops: Vec<Spanned<RawHop>>,
 }

@@ -83,6 +83,7 @@ struct Checker<'a> {
 
 /// Where the defaults of a chain come from, for messages.
 struct Inherited {
+    thresholds: Thresholds,
     interval: Duration,
     timeout: Duration,
     timeout_span: Option<Range<usize>>,
@@ -217,6 +218,7 @@ impl<'a> Checker<'a> {
             );
         }
         let inherited = Inherited {
+            thresholds: agent.thresholds,
             interval: agent.interval,
             timeout: agent.timeout,
             timeout_span: raw
@@ -255,6 +257,7 @@ impl<'a> Checker<'a> {
             interval: DEFAULT_INTERVAL,
             timeout: DEFAULT_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            thresholds: Thresholds::default(),
         };
         let Some(raw) = raw else { return agent };
         let scope = "agent";
@@ -294,6 +297,7 @@ impl<'a> Checker<'a> {
                 }
             }
         }
+        agent.thresholds = self.thresholds(&raw.down_after, &raw.up_after, agent.thresholds, scope);
         if let Some(max) = &raw.max_in_flight {
             let value = *max.get_ref();
             if (1..=MAX_IN_FLIGHT_LIMIT).contains(&value) {
@@ -307,6 +311,33 @@ impl<'a> Checker<'a> {
             }
         }
         agent
+    }
+
+    /// Reads `down_after` / `up_after` over `base`; each must be between 1 and 100 rounds.
+    fn thresholds(
+        &mut self,
+        down: &Option<Spanned<i64>>,
+        up: &Option<Spanned<i64>>,
+        base: Thresholds,
+        scope: &str,
+    ) -> Thresholds {
+        let mut out = base;
+        for (key, value, slot) in [
+            ("down_after", down, &mut out.down_after),
+            ("up_after", up, &mut out.up_after),
+        ] {
+            if let Some(v) = value {
+                match u32::try_from(*v.get_ref()) {
+                    Ok(n) if (1..=100).contains(&n) => *slot = n,
+                    _ => self.report(
+                        &v.span(),
+                        scope,
+                        format!("{key} ({}) must be between 1 and 100 rounds", v.get_ref()),
+                    ),
+                }
+            }
+        }
+        out
     }
 
     fn interval_ok(&mut self, interval: Duration, span: &Range<usize>, scope: &str) -> bool {
@@ -370,6 +401,8 @@ impl<'a> Checker<'a> {
             ok = false;
         }
 
+        let thresholds =
+            self.thresholds(&raw.down_after, &raw.up_after, inherited.thresholds, &scope);
         let mut interval = inherited.interval;
         if let Some((value, span)) = self.duration(&raw.interval, &scope, "interval") {
             if self.interval_ok(value, &span, &scope) {
@@ -485,6 +518,7 @@ impl<'a> Checker<'a> {
             kind,
             interval,
             reuse_connections: raw.reuse_connections.unwrap_or(false),
+            thresholds,
             hops,
         })
     }

@@ -12,6 +12,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::diagnose::Verdict;
 use crate::probe::PHASE_NAMES;
 use crate::record::{Window, DEFAULT_WINDOW};
 use crate::schedule::Round;
@@ -41,6 +42,9 @@ pub struct Metrics {
     last_probe: GaugeVec,
     lag: Histogram,
     rounds_dropped: IntCounter,
+    chain_up: IntGaugeVec,
+    broken_hop: IntGaugeVec,
+    blind_spot: IntGaugeVec,
     windows: Windows,
 }
 
@@ -201,6 +205,39 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let chain_up = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_chain_up",
+                    "1 when the chain's outermost hop (the path users take) is up.",
+                ),
+                &["chain"],
+            )
+            .expect("valid"),
+        );
+        let broken_hop = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_chain_broken_hop",
+                    "1 on the hop blamed for the chain being down, 0 on the others.",
+                ),
+                hop,
+            )
+            .expect("valid"),
+        );
+        let blind_spot = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_hop_blind_spot",
+                    "1 when the hop fails from the agent while a hop outside it passes: users are served, the agent can't see it.",
+                ),
+                hop,
+            )
+            .expect("valid"),
+        );
         let build = reg(
             &registry,
             IntGaugeVec::new(
@@ -237,14 +274,33 @@ impl Metrics {
             last_probe,
             lag,
             rounds_dropped,
+            chain_up,
+            broken_hop,
+            blind_spot,
             windows,
         }
     }
 
-    /// Records one round. `up[i]` is the state of hop `i` as the diagnosis settled it.
-    pub fn observe(&self, round: &Round) {
+    /// Records one round. `up[i]` is the debounced state of hop `i`; `verdict` the diagnosis
+    /// made on those states.
+    pub fn observe(&self, round: &Round, up: &[bool], verdict: &Verdict) {
         let chain = round.chain.name.as_str();
         self.lag.observe(round.lag().as_secs_f64());
+        self.chain_up
+            .with_label_values(&[chain])
+            .set(i64::from(verdict.up));
+        for (i, hop) in round.chain.hops.iter().enumerate() {
+            let labels = [chain, hop.name.as_str()];
+            self.hop_up
+                .with_label_values(&labels)
+                .set(i64::from(up.get(i).copied().unwrap_or(false)));
+            self.broken_hop
+                .with_label_values(&labels)
+                .set(i64::from(verdict.broken == Some(i)));
+            self.blind_spot
+                .with_label_values(&labels)
+                .set(i64::from(verdict.blind_spots.contains(&i)));
+        }
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         for (hop, result) in round.chain.hops.iter().zip(&round.results) {
             let name = hop.name.as_str();
@@ -252,9 +308,6 @@ impl Metrics {
             self.probes
                 .with_label_values(&[chain, name, result.outcome.as_str()])
                 .inc();
-            self.hop_up
-                .with_label_values(&labels)
-                .set(i64::from(result.outcome.is_ok()));
             self.http_status
                 .with_label_values(&labels)
                 .set(i64::from(result.status.unwrap_or(0)));
