@@ -51,6 +51,8 @@ pub struct HopReport {
     pub detail: Option<String>,
     /// Fails from the agent while a hop outside it passes: users are served through it.
     pub blind_spot: bool,
+    /// What the target saw when entered through this hop (when it runs `hopwatch echo`).
+    pub source: Option<crate::source::Seen>,
 }
 
 /// Phase timings in milliseconds; null when the phase did not happen or did not complete.
@@ -103,6 +105,7 @@ impl ChainReport {
                 remote: r.remote.map(|a| a.to_string()),
                 detail: r.detail.clone(),
                 blind_spot: verdict.blind_spots.contains(&i),
+                source: crate::source::seen(&r.body),
             })
             .collect();
         ChainReport {

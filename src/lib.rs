@@ -9,3 +9,4 @@ pub mod export;
 pub mod probe;
 pub mod record;
 pub mod schedule;
+pub mod source;

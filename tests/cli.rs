@@ -85,6 +85,31 @@ async fn check_json_on_the_demo_chain() {
         assert!((sum - total).abs() < 0.01, "phases {sum} vs total {total}");
     }
 
+    // What the target saw through each hop: through the ALB the peer is the ALB's address and
+    // X-Forwarded-For ends with whoever reached the ALB; directly, the peer is the agent.
+    if !demo.single_address {
+        let source = |i: usize| &hops[i]["source"];
+        assert_eq!(source(0)["peer"], "127.0.0.4", "gateway path: the ALB");
+        assert_eq!(
+            source(0)["forwarded_for"],
+            serde_json::json!(["127.0.0.3"]),
+            "reached from the NLB"
+        );
+        assert_eq!(source(1)["forwarded_for"], serde_json::json!(["127.0.0.3"]));
+        assert_eq!(source(2)["peer"], "127.0.0.4");
+        assert_eq!(
+            source(2)["forwarded_for"],
+            serde_json::json!(["127.0.0.1"]),
+            "the agent reached the ALB"
+        );
+        assert_eq!(
+            source(3)["peer"],
+            "127.0.0.1",
+            "probed directly by the agent"
+        );
+        assert_eq!(source(3)["forwarded_for"], serde_json::json!([]));
+    }
+
     // Break the ALB: the NLB relays a reset, the gateway answers 500 like API Gateway.
     demo.faults.set("alb", true);
     let (code, doc) = tokio::task::spawn_blocking(move || check_json(&config))
@@ -233,6 +258,16 @@ async fn demo_serves_metrics_that_promtool_accepts() {
         names.push(format!("hopwatch_hop_up{{{labels}}} 1"));
         names.push(format!("hopwatch_chain_broken_hop{{{labels}}} 0"));
         names.push(format!("hopwatch_hop_blind_spot{{{labels}}} 0"));
+        // Every path into the demo's target runs through the ALB on 127.0.0.4, except the
+        // target's own probe, which the agent makes directly.
+        let peer = if hop == "target" {
+            "127.0.0.1"
+        } else {
+            "127.0.0.4"
+        };
+        names.push(format!(
+            "hopwatch_target_source_info{{{labels},source_ip=\"{peer}\"}} 1"
+        ));
         names.push(format!("hopwatch_probe_http_status{{{labels}}} 200"));
         names.push(format!("hopwatch_last_probe_timestamp_seconds{{{labels}}}"));
     }

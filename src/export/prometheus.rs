@@ -1,7 +1,7 @@
 //! The Prometheus exposition. Metric names and labels here are a contract with dashboards and
 //! alert rules: change them only with a migration note.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, UNIX_EPOCH};
 
@@ -45,8 +45,14 @@ pub struct Metrics {
     chain_up: IntGaugeVec,
     broken_hop: IntGaugeVec,
     blind_spot: IntGaugeVec,
+    source_info: IntGaugeVec,
+    /// Source IPs currently exported per (chain, hop), oldest first, to bound the series.
+    sources: Mutex<BTreeMap<(String, String), VecDeque<String>>>,
     windows: Windows,
 }
+
+/// Distinct source IPs kept per (chain, hop): one per AZ of a load balancer fits.
+const SOURCES_PER_HOP: usize = 4;
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
     pairs
@@ -238,6 +244,17 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let source_info = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_target_source_info",
+                    "The TCP peer the target saw when entered through this hop (value 1; the last few distinct addresses).",
+                ),
+                &["chain", "hop", "source_ip"],
+            )
+            .expect("valid"),
+        );
         let build = reg(
             &registry,
             IntGaugeVec::new(
@@ -277,6 +294,8 @@ impl Metrics {
             chain_up,
             broken_hop,
             blind_spot,
+            source_info,
+            sources: Mutex::default(),
             windows,
         }
     }
@@ -320,6 +339,9 @@ impl Metrics {
             let window = windows
                 .entry((chain.to_string(), name.to_string()))
                 .or_insert_with(|| Window::new(DEFAULT_WINDOW));
+            if let Some(seen) = crate::source::seen(&result.body) {
+                self.saw_source(chain, name, &seen.peer);
+            }
             if !result.outcome.is_ok() {
                 continue;
             }
@@ -335,6 +357,31 @@ impl Metrics {
             }
             window.record(round.started, result.total, &result.phases);
         }
+    }
+
+    /// Exports `peer` as a source seen through (chain, hop), dropping the oldest of more than
+    /// [`SOURCES_PER_HOP`] so a target behind many addresses can't grow the series forever.
+    fn saw_source(&self, chain: &str, hop: &str, peer: &str) {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = sources
+            .entry((chain.to_string(), hop.to_string()))
+            .or_default();
+        if let Some(at) = seen.iter().position(|ip| ip == peer) {
+            // Most recent last.
+            if let Some(ip) = seen.remove(at) {
+                seen.push_back(ip);
+            }
+        } else {
+            seen.push_back(peer.to_string());
+            if seen.len() > SOURCES_PER_HOP {
+                if let Some(old) = seen.pop_front() {
+                    let _ = self.source_info.remove_label_values(&[chain, hop, &old]);
+                }
+            }
+        }
+        self.source_info
+            .with_label_values(&[chain, hop, peer])
+            .set(1);
     }
 
     /// Counts a round the scheduler could not hand over.
@@ -361,5 +408,36 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_series_stay_bounded_and_keep_the_latest() {
+        let m = Metrics::new();
+        for i in 1..=6 {
+            m.saw_source("orders", "gateway", &format!("10.0.1.{i}"));
+        }
+        m.saw_source("orders", "gateway", "10.0.1.3");
+        let text = m.render();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("hopwatch_target_source_info{"))
+            .collect();
+        assert_eq!(series.len(), SOURCES_PER_HOP, "{series:#?}");
+        for kept in ["10.0.1.3", "10.0.1.4", "10.0.1.5", "10.0.1.6"] {
+            assert!(
+                series.iter().any(|l| l.contains(kept)),
+                "{kept} missing: {series:#?}"
+            );
+        }
+        // Seeing 10.0.1.3 again made it the newest: 10.0.1.4 goes first now.
+        m.saw_source("orders", "gateway", "10.0.1.7");
+        let text = m.render();
+        assert!(!text.contains("10.0.1.4\""));
+        assert!(text.contains("10.0.1.3\""));
     }
 }
