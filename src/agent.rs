@@ -98,6 +98,7 @@ pub async fn start(
     tasks.push(tokio::spawn(async move {
         let mut seen = HashSet::new();
         let mut trackers: HashMap<String, ChainTracker> = HashMap::new();
+        let mut health_ok: HashMap<(String, usize), bool> = HashMap::new();
         // Ends when every chain task has stopped and dropped its sender.
         while let Some(round) = rx.recv().await {
             let tracker = trackers
@@ -106,6 +107,7 @@ pub async fn start(
             let (up, verdict, changes) = tracker.update(&round.chain, &round.results);
             recorder_metrics.observe(&round, &up, &verdict);
             log_changes(&round, &verdict, &changes);
+            log_health(&round, &mut health_ok);
             if seen.len() < expected.len()
                 && seen.insert(round.chain.name.clone())
                 && seen.len() == expected.len()
@@ -131,6 +133,42 @@ pub async fn start(
         stop,
         tasks,
     })
+}
+
+/// One event each time a health check starts or stops failing. A failing health check behind
+/// a passing traffic port is the early warning the brief describes.
+fn log_health(round: &Round, last: &mut HashMap<(String, usize), bool>) {
+    let chain = &round.chain;
+    for (i, health) in round.health.iter().enumerate() {
+        let Some(health) = health else { continue };
+        let ok = health.outcome.is_ok();
+        if last.insert((chain.name.clone(), i), ok) == Some(ok) {
+            continue;
+        }
+        let hop = &chain.hops[i];
+        let url = hop
+            .health
+            .as_ref()
+            .map(|h| h.url.text.as_str())
+            .unwrap_or("");
+        if ok {
+            tracing::info!(chain = %chain.name, hop = %hop.name, url, "health check passes");
+        } else {
+            let traffic_ok = round.results.get(i).is_some_and(|r| r.outcome.is_ok());
+            let reason = if traffic_ok {
+                format!(
+                    "{}: health check {} while the traffic port answers; targets will be marked unhealthy; the load balancer then fails open (a security-group rule for the health-check port is the usual cause)",
+                    hop.name, health.outcome
+                )
+            } else {
+                format!(
+                    "{}: health check {} and the traffic port fails too",
+                    hop.name, health.outcome
+                )
+            };
+            tracing::warn!(chain = %chain.name, hop = %hop.name, url, result = %health.outcome, reason, "health check fails");
+        }
+    }
 }
 
 /// One structured event per hop state change: chain, hop, from, to, reason.

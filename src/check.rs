@@ -53,6 +53,19 @@ pub struct HopReport {
     pub blind_spot: bool,
     /// What the target saw when entered through this hop (when it runs `hopwatch echo`).
     pub source: Option<crate::source::Seen>,
+    /// The hop's health-check port, probed in the same round; only when `health_url` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthReport>,
+}
+
+/// A health-check probe.
+#[derive(Debug, Serialize)]
+pub struct HealthReport {
+    pub url: String,
+    pub result: String,
+    pub status: Option<u16>,
+    pub duration_ms: f64,
+    pub detail: Option<String>,
 }
 
 /// Phase timings in milliseconds; null when the phase did not happen or did not complete.
@@ -71,18 +84,20 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl ChainReport {
-    /// Builds the report of one round.
-    pub fn new(chain: &Chain, results: &[ProbeResult]) -> Self {
+    /// Builds the report of one round, judged on its raw results.
+    pub fn new(chain: &Chain, results: &[ProbeResult], health: &[Option<ProbeResult>]) -> Self {
         let pass: Vec<bool> = results.iter().map(|r| r.outcome.is_ok()).collect();
-        Self::judged(
-            chain,
-            results,
-            &crate::diagnose::judge(chain, &pass, results),
-        )
+        let verdict = crate::diagnose::judge(chain, &pass, results);
+        Self::judged(chain, results, health, &verdict)
     }
 
     /// Builds the report of a round judged by `verdict` (raw or debounced states).
-    pub fn judged(chain: &Chain, results: &[ProbeResult], verdict: &Verdict) -> Self {
+    pub fn judged(
+        chain: &Chain,
+        results: &[ProbeResult],
+        health: &[Option<ProbeResult>],
+        verdict: &Verdict,
+    ) -> Self {
         let hops = chain
             .hops
             .iter()
@@ -106,6 +121,20 @@ impl ChainReport {
                 detail: r.detail.clone(),
                 blind_spot: verdict.blind_spots.contains(&i),
                 source: crate::source::seen(&r.body),
+                health: health
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .map(|h| HealthReport {
+                        url: hop
+                            .health
+                            .as_ref()
+                            .map(|c| c.url.text.clone())
+                            .unwrap_or_default(),
+                        result: h.outcome.to_string(),
+                        status: h.status,
+                        duration_ms: ms(h.total),
+                        detail: h.detail.clone(),
+                    }),
             })
             .collect();
         ChainReport {
@@ -133,8 +162,8 @@ pub async fn check(config: &Config, prober: &Prober, only: Option<&str>) -> Repo
         let limit = limit.clone();
         handles.push(tokio::spawn(async move {
             let conns = Arc::new(chain.hops.iter().map(|_| HopConn::default()).collect());
-            let results = run_round(&chain, &prober, &limit, &conns).await;
-            ChainReport::new(&chain, &results)
+            let probed = run_round(&chain, &prober, &limit, &conns).await;
+            ChainReport::new(&chain, &probed.results, &probed.health)
         }));
     }
     let mut chains = Vec::new();
@@ -200,6 +229,22 @@ pub fn render_table(report: &Report) -> String {
                 },
             );
             let _ = writeln!(out, "{}", line.trim_end());
+            if let Some(h) = &hop.health {
+                if h.result != "ok" {
+                    let _ = writeln!(
+                        out,
+                        "  {:<name_w$}  health check {} failed: {}{}",
+                        "",
+                        h.url,
+                        h.result,
+                        if hop.result == "ok" {
+                            " while the traffic port answers; targets will be marked unhealthy, the load balancer then fails open"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
         }
         out.push('\n');
     }

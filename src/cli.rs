@@ -285,7 +285,11 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
     let printer_banner = banner.clone();
     let observer: crate::agent::Observer = Box::new(move |round| {
         let report = crate::check::Report {
-            chains: vec![crate::check::ChainReport::new(&round.chain, &round.results)],
+            chains: vec![crate::check::ChainReport::new(
+                &round.chain,
+                &round.results,
+                &round.health,
+            )],
         };
         let mut out = String::new();
         if tty {

@@ -23,6 +23,8 @@ pub struct Round {
     pub started: Instant,
     pub started_wall: SystemTime,
     pub results: Vec<ProbeResult>,
+    /// Health-check results, index-aligned with `results` (`None`: no `health_url`).
+    pub health: Vec<Option<ProbeResult>>,
 }
 
 impl Round {
@@ -32,49 +34,76 @@ impl Round {
     }
 }
 
-/// Probes every hop of `chain` concurrently, each under a permit of `limit`.
+/// What one round of probes gave: `results[i]` for `chain.hops[i]`'s traffic URL and
+/// `health[i]` for its `health_url`, when it has one.
+#[derive(Debug, Clone)]
+pub struct Probed {
+    pub results: Vec<ProbeResult>,
+    pub health: Vec<Option<ProbeResult>>,
+}
+
+fn failed_task(err: &tokio::task::JoinError) -> ProbeResult {
+    ProbeResult {
+        outcome: crate::probe::Outcome::Protocol,
+        status: None,
+        total: Duration::ZERO,
+        phases: Default::default(),
+        started_at: SystemTime::now(),
+        remote: None,
+        evidence: Default::default(),
+        body: Default::default(),
+        detail: Some(format!("probe task failed: {err}")),
+    }
+}
+
+/// Probes every hop of `chain` (and every health-check URL) concurrently, each under a permit
+/// of `limit`, so all results describe the same moment.
 pub async fn run_round(
     chain: &Arc<Chain>,
     prober: &Prober,
     limit: &Arc<Semaphore>,
     conns: &Arc<Vec<HopConn>>,
-) -> Vec<ProbeResult> {
-    let mut handles = Vec::with_capacity(chain.hops.len());
-    for index in 0..chain.hops.len() {
+) -> Probed {
+    let spawn = |index: usize, health: bool| {
         let chain = chain.clone();
         let prober = prober.clone();
         let limit = limit.clone();
         let conns = conns.clone();
-        handles.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             // The semaphore is never closed, so acquiring only fails if it were; probe anyway.
             let _permit = limit.acquire_owned().await.ok();
             let hop = &chain.hops[index];
-            let reuse = chain.reuse_connections.then(|| &conns[index]);
-            prober.probe(hop, reuse).await
-        }));
-    }
-    let mut results = Vec::with_capacity(handles.len());
-    for (handle, hop) in handles.into_iter().zip(&chain.hops) {
-        match handle.await {
-            Ok(result) => results.push(result),
-            // A panic inside a probe is a bug; it must not take the chain's schedule with it.
-            Err(err) => {
-                tracing::error!(chain = %chain.name, hop = %hop.name, error = %err, "probe task failed");
-                results.push(ProbeResult {
-                    outcome: crate::probe::Outcome::Protocol,
-                    status: None,
-                    total: Duration::ZERO,
-                    phases: Default::default(),
-                    started_at: SystemTime::now(),
-                    remote: None,
-                    evidence: Default::default(),
-                    body: Default::default(),
-                    detail: Some(format!("probe task failed: {err}")),
-                });
+            match (health, hop.health.as_deref()) {
+                (true, Some(check)) => prober.probe(check, None).await,
+                _ => {
+                    let reuse = chain.reuse_connections.then(|| &conns[index]);
+                    prober.probe(hop, reuse).await
+                }
             }
-        }
+        })
+    };
+    let traffic: Vec<_> = (0..chain.hops.len()).map(|i| spawn(i, false)).collect();
+    let checks: Vec<_> = (0..chain.hops.len())
+        .map(|i| chain.hops[i].health.is_some().then(|| spawn(i, true)))
+        .collect();
+    let mut probed = Probed {
+        results: Vec::with_capacity(traffic.len()),
+        health: Vec::with_capacity(traffic.len()),
+    };
+    for ((handle, check), hop) in traffic.into_iter().zip(checks).zip(&chain.hops) {
+        // A panic inside a probe is a bug; it must not take the chain's schedule with it.
+        let result = handle.await.unwrap_or_else(|err| {
+            tracing::error!(chain = %chain.name, hop = %hop.name, error = %err, "probe task failed");
+            failed_task(&err)
+        });
+        probed.results.push(result);
+        let health = match check {
+            Some(handle) => Some(handle.await.unwrap_or_else(|err| failed_task(&err))),
+            None => None,
+        };
+        probed.health.push(health);
     }
-    results
+    probed
 }
 
 /// A stable offset in `[0, interval)` from the chain name (FNV-1a), so restarts keep the spread.
@@ -127,13 +156,14 @@ pub async fn run_chain(
         }
         let started = Instant::now();
         let started_wall = SystemTime::now();
-        let results = run_round(&chain, &prober, &limit, &conns).await;
+        let probed = run_round(&chain, &prober, &limit, &conns).await;
         let round = Round {
             chain: chain.clone(),
             planned,
             started,
             started_wall,
-            results,
+            results: probed.results,
+            health: probed.health,
         };
         if out.try_send(round).is_err() {
             metrics.round_dropped();

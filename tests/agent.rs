@@ -187,3 +187,34 @@ async fn rounds_never_overlap_and_chains_are_spread() {
         sum / count
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_up_is_exported_beside_the_traffic_state() {
+    let traffic = raw_server(|stream| {
+        respond(
+            stream,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        )
+    })
+    .await;
+    let text = format!(
+        "[agent]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n[[chain]]\nname = \"hc\"\nkind = \"custom\"\n[[chain.hop]]\nname = \"alb\"\nrole = \"alb\"\nurl = \"http://{traffic}/\"\nhealth_url = \"http://{}/health\"\n",
+        refused_port()
+    );
+    let running = hopwatch::agent::start(
+        config(&text),
+        "127.0.0.1:0".parse().expect("addr"),
+        Vec::new(),
+    )
+    .await
+    .expect("start");
+    let metrics = running.metrics.clone();
+    wait_for("health and hop gauges", Duration::from_secs(10), || {
+        let text = metrics.render();
+        text.contains("hopwatch_health_check_up{chain=\"hc\",hop=\"alb\"} 0")
+            && text.contains("hopwatch_hop_up{chain=\"hc\",hop=\"alb\"} 1")
+            && text.contains("hopwatch_chain_up{chain=\"hc\"} 1")
+    })
+    .await;
+    running.shutdown().await;
+}

@@ -342,3 +342,63 @@ fn run_stops_cleanly_on_sigterm() {
     std::thread::spawn(move || for _ in lines {});
     assert_eq!(terminate(&mut child), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_port_is_probed_and_reported_on_its_own() {
+    let traffic = raw_server(|stream| {
+        respond(
+            stream,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        )
+    })
+    .await;
+    let health_port = refused_port();
+    let config = temp_file(
+        "health.toml",
+        &format!(
+            "[[chain]]\nname = \"hc\"\nkind = \"custom\"\n[[chain.hop]]\nname = \"alb\"\nrole = \"alb\"\nurl = \"http://{traffic}/\"\nhealth_url = \"http://{health_port}/health\"\n"
+        ),
+    );
+    let (code, doc) = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || check_json(&config)
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        code, 0,
+        "a failing health check does not take the chain down: {doc:#}"
+    );
+    let hop = &doc["chains"][0]["hops"][0];
+    assert_eq!(hop["result"], "ok");
+    assert_eq!(hop["health"]["url"], format!("http://{health_port}/health"));
+    assert_eq!(hop["health"]["result"], "connect_refused");
+
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run")
+    })
+    .await
+    .expect("join");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("connect_refused while the traffic port answers; targets will be marked unhealthy, the load balancer then fails open"),
+        "{table}"
+    );
+
+    // A hop without health_url has no "health" key at all.
+    let plain = temp_file(
+        "plain.toml",
+        &format!("[[chain]]\nname = \"p\"\nkind = \"custom\"\n[[chain.hop]]\nname = \"t\"\nrole = \"target\"\nurl = \"http://{traffic}/\"\n"),
+    );
+    let (_, doc) = tokio::task::spawn_blocking(move || check_json(&plain))
+        .await
+        .expect("join");
+    assert!(
+        doc["chains"][0]["hops"][0].get("health").is_none(),
+        "{doc:#}"
+    );
+}

@@ -111,6 +111,8 @@ pub struct Hop {
     pub tls_server_name: Option<String>,
     /// Extra PEM CA bundle trusted for this hop (private CAs are common on internal ALBs).
     pub ca_file: Option<PathBuf>,
+    /// The load balancer's health check of this hop (its own port), probed in the same round.
+    pub health: Option<Box<Hop>>,
 }
 
 impl Hop {
@@ -130,6 +132,7 @@ impl Hop {
             max_body: DEFAULT_MAX_BODY,
             tls_server_name: None,
             ca_file: None,
+            health: None,
         })
     }
 }

@@ -69,6 +69,7 @@ pub struct RawHop {
     pub max_body: Option<Spanned<String>>,
     pub tls_server_name: Option<Spanned<String>>,
     pub ca_file: Option<Spanned<String>>,
+    pub health_url: Option<Spanned<String>>,
 }
 
 /// One entry of `expect_status`: `200` or `"2xx"`.

@@ -760,6 +760,31 @@ impl<'a> Checker<'a> {
             }
         };
 
+        // A health check is probed like the load balancer does it: plain GET, 2xx, same trust.
+        let health = match &raw.health_url {
+            None => None,
+            Some(text) => match self.url(text, scope) {
+                Some(url) => Some(Box::new(Hop {
+                    name: raw.name.get_ref().clone(),
+                    role: role.unwrap_or(Role::Target),
+                    url,
+                    method: Method::GET,
+                    headers: Vec::new(),
+                    expect_status: StatusSet::success(),
+                    expect_body: None,
+                    timeout,
+                    max_body,
+                    tls_server_name: tls_server_name.clone(),
+                    ca_file: ca_file.clone(),
+                    health: None,
+                })),
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+        };
+
         if !ok {
             return None;
         }
@@ -775,6 +800,7 @@ impl<'a> Checker<'a> {
             max_body,
             tls_server_name,
             ca_file,
+            health,
         })
     }
 

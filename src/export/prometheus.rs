@@ -46,6 +46,7 @@ pub struct Metrics {
     broken_hop: IntGaugeVec,
     blind_spot: IntGaugeVec,
     source_info: IntGaugeVec,
+    health_up: IntGaugeVec,
     /// Source IPs currently exported per (chain, hop), oldest first, to bound the series.
     sources: Mutex<BTreeMap<(String, String), VecDeque<String>>>,
     windows: Windows,
@@ -255,6 +256,17 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let health_up = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_health_check_up",
+                    "1 when the hop's health-check URL (the load balancer's health-check port) answers 2xx.",
+                ),
+                hop,
+            )
+            .expect("valid"),
+        );
         let build = reg(
             &registry,
             IntGaugeVec::new(
@@ -295,6 +307,7 @@ impl Metrics {
             broken_hop,
             blind_spot,
             source_info,
+            health_up,
             sources: Mutex::default(),
             windows,
         }
@@ -319,6 +332,11 @@ impl Metrics {
             self.blind_spot
                 .with_label_values(&labels)
                 .set(i64::from(verdict.blind_spots.contains(&i)));
+            if let Some(Some(health)) = round.health.get(i) {
+                self.health_up
+                    .with_label_values(&labels)
+                    .set(i64::from(health.outcome.is_ok()));
+            }
         }
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         for (hop, result) in round.chain.hops.iter().zip(&round.results) {
