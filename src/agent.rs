@@ -104,7 +104,7 @@ pub async fn start(
             let tracker = trackers
                 .entry(round.chain.name.clone())
                 .or_insert_with(|| ChainTracker::new(&round.chain));
-            let (up, verdict, changes) = tracker.update(&round.chain, &round.results);
+            let (up, verdict, changes) = tracker.update(&round.chain, &round.probed.results);
             recorder_metrics.observe(&round, &up, &verdict);
             log_changes(&round, &verdict, &changes);
             log_health(&round, &mut health_ok);
@@ -139,7 +139,7 @@ pub async fn start(
 /// a passing traffic port is the early warning the brief describes.
 fn log_health(round: &Round, last: &mut HashMap<(String, usize), bool>) {
     let chain = &round.chain;
-    for (i, health) in round.health.iter().enumerate() {
+    for (i, health) in round.probed.health.iter().enumerate() {
         let Some(health) = health else { continue };
         let ok = health.outcome.is_ok();
         if last.insert((chain.name.clone(), i), ok) == Some(ok) {
@@ -154,7 +154,11 @@ fn log_health(round: &Round, last: &mut HashMap<(String, usize), bool>) {
         if ok {
             tracing::info!(chain = %chain.name, hop = %hop.name, url, "health check passes");
         } else {
-            let traffic_ok = round.results.get(i).is_some_and(|r| r.outcome.is_ok());
+            let traffic_ok = round
+                .probed
+                .results
+                .get(i)
+                .is_some_and(|r| r.outcome.is_ok());
             let reason = if traffic_ok {
                 format!(
                     "{}: health check {} while the traffic port answers; targets will be marked unhealthy; the load balancer then fails open (a security-group rule for the health-check port is the usual cause)",
@@ -176,7 +180,7 @@ fn log_changes(round: &Round, verdict: &Verdict, changes: &[Change]) {
     let chain = &round.chain;
     for change in changes {
         let hop = &chain.hops[change.hop];
-        let result = &round.results[change.hop];
+        let result = &round.probed.results[change.hop];
         let state = |up: bool| if up { "up" } else { "down" };
         let from = change.from.map_or("unknown", state);
         let to = state(change.to);

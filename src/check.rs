@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Chain, Config};
 use crate::diagnose::Verdict;
-use crate::probe::{HopConn, ProbeResult, Prober};
+use crate::probe::{HopConn, Prober};
 use crate::schedule::run_round;
 
 /// The `--json` document.
@@ -53,6 +53,9 @@ pub struct HopReport {
     pub blind_spot: bool,
     /// What the target saw when entered through this hop (when it runs `hopwatch echo`).
     pub source: Option<crate::source::Seen>,
+    /// Whether `source` met the hop's `expect_source`/`expect_forwarded`; null when nothing
+    /// was expected or seen.
+    pub source_expected: Option<bool>,
     /// The hop's health-check port, probed in the same round; only when `health_url` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthReport>,
@@ -85,19 +88,15 @@ fn ms(d: Duration) -> f64 {
 
 impl ChainReport {
     /// Builds the report of one round, judged on its raw results.
-    pub fn new(chain: &Chain, results: &[ProbeResult], health: &[Option<ProbeResult>]) -> Self {
-        let pass: Vec<bool> = results.iter().map(|r| r.outcome.is_ok()).collect();
-        let verdict = crate::diagnose::judge(chain, &pass, results);
-        Self::judged(chain, results, health, &verdict)
+    pub fn new(chain: &Chain, probed: &crate::schedule::Probed) -> Self {
+        let pass: Vec<bool> = probed.results.iter().map(|r| r.outcome.is_ok()).collect();
+        let verdict = crate::diagnose::judge(chain, &pass, &probed.results);
+        Self::judged(chain, probed, &verdict)
     }
 
     /// Builds the report of a round judged by `verdict` (raw or debounced states).
-    pub fn judged(
-        chain: &Chain,
-        results: &[ProbeResult],
-        health: &[Option<ProbeResult>],
-        verdict: &Verdict,
-    ) -> Self {
+    pub fn judged(chain: &Chain, probed: &crate::schedule::Probed, verdict: &Verdict) -> Self {
+        let (results, health) = (&probed.results, &probed.health);
         let hops = chain
             .hops
             .iter()
@@ -121,6 +120,12 @@ impl ChainReport {
                 detail: r.detail.clone(),
                 blind_spot: verdict.blind_spots.contains(&i),
                 source: crate::source::seen(&r.body),
+                source_expected: crate::source::expected(
+                    crate::source::seen(&r.body).as_ref(),
+                    &hop.expect_source,
+                    &hop.expect_forwarded,
+                    &probed.resolved,
+                ),
                 health: health
                     .get(i)
                     .and_then(Option::as_ref)
@@ -163,7 +168,7 @@ pub async fn check(config: &Config, prober: &Prober, only: Option<&str>) -> Repo
         handles.push(tokio::spawn(async move {
             let conns = Arc::new(chain.hops.iter().map(|_| HopConn::default()).collect());
             let probed = run_round(&chain, &prober, &limit, &conns).await;
-            ChainReport::new(&chain, &probed.results, &probed.health)
+            ChainReport::new(&chain, &probed)
         }));
     }
     let mut chains = Vec::new();

@@ -285,11 +285,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
     let printer_banner = banner.clone();
     let observer: crate::agent::Observer = Box::new(move |round| {
         let report = crate::check::Report {
-            chains: vec![crate::check::ChainReport::new(
-                &round.chain,
-                &round.results,
-                &round.health,
-            )],
+            chains: vec![crate::check::ChainReport::new(&round.chain, &round.probed)],
         };
         let mut out = String::new();
         if tty {

@@ -5,6 +5,7 @@
 //! rounds run one after another in one task, so they cannot overlap; a global semaphore caps
 //! probes in flight across chains.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,7 +14,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::config::Chain;
 use crate::probe::{HopConn, ProbeResult, Prober};
 
-/// The results of one round of one chain; `results[i]` belongs to `chain.hops[i]`.
+/// One round of one chain; `probed.results[i]` belongs to `chain.hops[i]`.
 #[derive(Debug, Clone)]
 pub struct Round {
     pub chain: Arc<Chain>,
@@ -22,9 +23,7 @@ pub struct Round {
     /// When it did start; `started - planned` is the scheduling lag.
     pub started: Instant,
     pub started_wall: SystemTime,
-    pub results: Vec<ProbeResult>,
-    /// Health-check results, index-aligned with `results` (`None`: no `health_url`).
-    pub health: Vec<Option<ProbeResult>>,
+    pub probed: Probed,
 }
 
 impl Round {
@@ -40,6 +39,22 @@ impl Round {
 pub struct Probed {
     pub results: Vec<ProbeResult>,
     pub health: Vec<Option<ProbeResult>>,
+    /// For hops named in some `expect_source`/`expect_forwarded`: every address their host
+    /// resolves to this round (`None`: not needed, or did not resolve).
+    pub resolved: Vec<Option<Vec<IpAddr>>>,
+}
+
+/// Resolves every address of a hop's host (all load balancer nodes), bounded by its timeout.
+async fn resolve_all(hop: &crate::config::Hop) -> Option<Vec<IpAddr>> {
+    if let Some(ip) = hop.url.ip() {
+        return Some(vec![ip]);
+    }
+    let lookup = tokio::net::lookup_host((hop.url.host.as_str(), hop.url.port));
+    let addrs = tokio::time::timeout(hop.timeout, lookup).await.ok()?.ok()?;
+    let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+    ips.sort();
+    ips.dedup();
+    (!ips.is_empty()).then_some(ips)
 }
 
 fn failed_task(err: &tokio::task::JoinError) -> ProbeResult {
@@ -86,10 +101,35 @@ pub async fn run_round(
     let checks: Vec<_> = (0..chain.hops.len())
         .map(|i| chain.hops[i].health.is_some().then(|| spawn(i, true)))
         .collect();
+    let mut named = vec![false; chain.hops.len()];
+    for hop in &chain.hops {
+        for rule in hop.expect_source.iter().chain(&hop.expect_forwarded) {
+            if let crate::source::Rule::Hop(i) = rule {
+                named[*i] = true;
+            }
+        }
+    }
+    let lookups: Vec<_> = named
+        .iter()
+        .enumerate()
+        .map(|(i, needed)| {
+            needed.then(|| {
+                let chain = chain.clone();
+                tokio::spawn(async move { resolve_all(&chain.hops[i]).await })
+            })
+        })
+        .collect();
     let mut probed = Probed {
         results: Vec::with_capacity(traffic.len()),
         health: Vec::with_capacity(traffic.len()),
+        resolved: Vec::with_capacity(traffic.len()),
     };
+    for lookup in lookups {
+        probed.resolved.push(match lookup {
+            Some(handle) => handle.await.ok().flatten(),
+            None => None,
+        });
+    }
     for ((handle, check), hop) in traffic.into_iter().zip(checks).zip(&chain.hops) {
         // A panic inside a probe is a bug; it must not take the chain's schedule with it.
         let result = handle.await.unwrap_or_else(|err| {
@@ -162,8 +202,7 @@ pub async fn run_chain(
             planned,
             started,
             started_wall,
-            results: probed.results,
-            health: probed.health,
+            probed,
         };
         if out.try_send(round).is_err() {
             metrics.round_dropped();

@@ -2,6 +2,8 @@
 //! read from a `hopwatch echo` answer. The address a target's security group must allow is
 //! the peer it sees, usually not the caller's (brief §2).
 
+use std::net::IpAddr;
+
 use serde::Serialize;
 
 use crate::echo::EchoReply;
@@ -63,6 +65,109 @@ pub fn seen(body: &[u8]) -> Option<Seen> {
     })
 }
 
+/// An IPv4 or IPv6 network, `10.0.0.0/16`; a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `addr/prefix` or a bare address.
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (text.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One entry of `expect_source` / `expect_forwarded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    Cidr(Cidr),
+    /// The addresses another hop's host resolves to, by hop index.
+    Hop(usize),
+}
+
+/// Whether `ip` satisfies any of `rules`; `resolved[i]` holds hop `i`'s addresses this round.
+/// `None` when a rule could not be evaluated (a named hop did not resolve).
+pub fn allowed(ip: IpAddr, rules: &[Rule], resolved: &[Option<Vec<IpAddr>>]) -> Option<bool> {
+    let mut unknown = false;
+    for rule in rules {
+        match rule {
+            Rule::Cidr(c) if c.contains(ip) => return Some(true),
+            Rule::Cidr(_) => {}
+            Rule::Hop(i) => match resolved.get(*i).and_then(Option::as_ref) {
+                Some(addrs) if addrs.contains(&ip) => return Some(true),
+                Some(_) => {}
+                None => unknown = true,
+            },
+        }
+    }
+    if unknown {
+        None
+    } else {
+        Some(false)
+    }
+}
+
+/// Compares what the target saw through a hop with what that hop expects: `None` when nothing
+/// is expected or nothing was seen, else whether every expectation held.
+pub fn expected(
+    seen: Option<&Seen>,
+    expect_source: &[Rule],
+    expect_forwarded: &[Rule],
+    resolved: &[Option<Vec<IpAddr>>],
+) -> Option<bool> {
+    let seen = seen?;
+    if expect_source.is_empty() && expect_forwarded.is_empty() {
+        return None;
+    }
+    let mut verdict = Some(true);
+    let mut fold = |check: Option<bool>| {
+        verdict = match (verdict, check) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        };
+    };
+    if !expect_source.is_empty() {
+        fold(
+            seen.peer
+                .parse()
+                .ok()
+                .map_or(Some(false), |ip| allowed(ip, expect_source, resolved)),
+        );
+    }
+    if !expect_forwarded.is_empty() {
+        let last = seen.forwarded_for.last().and_then(|v| v.parse().ok());
+        fold(last.map_or(Some(false), |ip| allowed(ip, expect_forwarded, resolved)));
+    }
+    verdict
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +182,72 @@ mod tests {
         assert_eq!(pp.vpce_id.as_deref(), Some("vpce-0abc"));
         assert_eq!(super::seen(br#"{"status":"ok"}"#), None);
         assert_eq!(super::seen(b"<html>502 Bad Gateway</html>"), None);
+    }
+
+    #[test]
+    fn cidrs() {
+        let c = Cidr::parse("10.0.0.0/16").expect("cidr");
+        assert!(c.contains("10.0.255.1".parse().expect("ip")));
+        assert!(!c.contains("10.1.0.1".parse().expect("ip")));
+        assert!(!c.contains("::1".parse().expect("ip")));
+        assert!(Cidr::parse("10.0.3.10")
+            .expect("host")
+            .contains("10.0.3.10".parse().expect("ip")));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .expect("all")
+            .contains("192.0.2.1".parse().expect("ip")));
+        assert!(Cidr::parse("fd00::/8")
+            .expect("v6")
+            .contains("fd12::1".parse().expect("ip")));
+        for bad in ["10.0.0.0/33", "10.0.0/16", "nlb", "10.0.0.0/", "::/129"] {
+            assert_eq!(Cidr::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn expectations() {
+        let seen = Seen {
+            peer: "10.0.2.17".into(),
+            forwarded_for: vec!["10.0.0.5".into(), "10.0.1.9".into()],
+            proxy_protocol: None,
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let resolved = vec![
+            None,
+            Some(vec![ip("10.0.1.9"), ip("10.0.1.10")]),
+            Some(vec![ip("10.0.2.17")]),
+        ];
+        let by_hop = |i| vec![Rule::Hop(i)];
+        assert_eq!(
+            expected(Some(&seen), &by_hop(2), &by_hop(1), &resolved),
+            Some(true)
+        );
+        assert_eq!(
+            expected(Some(&seen), &by_hop(1), &[], &resolved),
+            Some(false),
+            "peer is no NLB node"
+        );
+        assert_eq!(
+            expected(Some(&seen), &by_hop(0), &[], &resolved),
+            None,
+            "hop 0 did not resolve"
+        );
+        let wide = vec![Rule::Cidr(Cidr::parse("10.0.0.0/16").expect("cidr"))];
+        assert_eq!(expected(Some(&seen), &wide, &[], &resolved), Some(true));
+        assert_eq!(
+            expected(Some(&seen), &[], &[], &resolved),
+            None,
+            "nothing expected"
+        );
+        assert_eq!(expected(None, &wide, &[], &resolved), None, "nothing seen");
+        let direct = Seen {
+            forwarded_for: vec![],
+            ..seen.clone()
+        };
+        assert_eq!(
+            expected(Some(&direct), &[], &by_hop(1), &resolved),
+            Some(false),
+            "no XFF where one was expected"
+        );
     }
 }

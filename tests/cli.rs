@@ -108,6 +108,18 @@ async fn check_json_on_the_demo_chain() {
             "probed directly by the agent"
         );
         assert_eq!(source(3)["forwarded_for"], serde_json::json!([]));
+        // The kind's defaults: through gateway, nlb and alb the target sees the ALB, and
+        // through the gateway X-Forwarded-For ends with the NLB. The target has no expectation.
+        let expected: Vec<_> = hops.iter().map(|h| h["source_expected"].clone()).collect();
+        assert_eq!(
+            expected,
+            [
+                true.into(),
+                true.into(),
+                true.into(),
+                serde_json::Value::Null
+            ]
+        );
     }
 
     // Break the ALB: the NLB relays a reset, the gateway answers 500 like API Gateway.
@@ -400,5 +412,43 @@ async fn health_check_port_is_probed_and_reported_on_its_own() {
     assert!(
         doc["chains"][0]["hops"][0].get("health").is_none(),
         "{doc:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_outside_the_expectation_is_a_finding() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let echo = listener.local_addr().expect("addr");
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(hopwatch::echo::serve(
+        listener,
+        hopwatch::echo::EchoOptions::default(),
+        rx,
+    ));
+    let config = temp_file(
+        "expect.toml",
+        &format!(
+            "[[chain]]\nname = \"sg\"\nkind = \"custom\"\n\
+             [[chain.hop]]\nname = \"narrow\"\nrole = \"target\"\nurl = \"http://{echo}/\"\nexpect_source = [\"10.0.0.0/16\"]\n\
+             [[chain.hop]]\nname = \"loopback\"\nrole = \"target\"\nurl = \"http://{echo}/\"\nexpect_source = [\"127.0.0.0/8\"]\n\
+             [[chain.hop]]\nname = \"itself\"\nrole = \"target\"\nurl = \"http://127.0.0.1:{}/\"\nexpect_source = [\"itself\"]\n",
+            echo.port()
+        ),
+    );
+    let (_, doc) = tokio::task::spawn_blocking(move || check_json(&config))
+        .await
+        .expect("join");
+    let hops = &doc["chains"][0]["hops"];
+    assert_eq!(hops[0]["source"]["peer"], "127.0.0.1");
+    assert_eq!(
+        hops[0]["source_expected"], false,
+        "127.0.0.1 is not in 10.0.0.0/16: {doc:#}"
+    );
+    assert_eq!(hops[1]["source_expected"], true);
+    assert_eq!(
+        hops[2]["source_expected"], true,
+        "a hop name means the addresses its host resolves to"
     );
 }

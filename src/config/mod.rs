@@ -113,6 +113,10 @@ pub struct Hop {
     pub ca_file: Option<PathBuf>,
     /// The load balancer's health check of this hop (its own port), probed in the same round.
     pub health: Option<Box<Hop>>,
+    /// Addresses the target may see as its TCP peer when entered through this hop.
+    pub expect_source: Vec<crate::source::Rule>,
+    /// Addresses the last `X-Forwarded-For` entry may hold when entered through this hop.
+    pub expect_forwarded: Vec<crate::source::Rule>,
 }
 
 impl Hop {
@@ -133,6 +137,8 @@ impl Hop {
             tls_server_name: None,
             ca_file: None,
             health: None,
+            expect_source: Vec::new(),
+            expect_forwarded: Vec::new(),
         })
     }
 }
@@ -298,6 +304,19 @@ impl Kind {
             Kind::HttpCloudmap => &[Gateway, Cloudmap, Target],
             Kind::Custom => return None,
         })
+    }
+
+    /// Source expectations the brief makes certain for this kind, by hop position:
+    /// `(hop, expect_source hops, expect_forwarded hops)`. Behind an ALB the target always sees
+    /// an ALB node; over PrivateLink (T1, T2) whatever comes through the gateway reaches the
+    /// next hop from an NLB node.
+    pub fn default_expectations(self) -> &'static [(usize, &'static [usize], &'static [usize])] {
+        match self {
+            Kind::RestNlbAlb => &[(0, &[2], &[1]), (1, &[2], &[]), (2, &[2], &[])],
+            Kind::RestAlb | Kind::HttpAlb => &[(0, &[1], &[]), (1, &[1], &[])],
+            Kind::RestNlb => &[(0, &[1], &[])],
+            _ => &[],
+        }
     }
 
     /// The integration timeout API Gateway enforces, when it cannot be raised: HTTP APIs stop

@@ -70,6 +70,8 @@ pub struct RawHop {
     pub tls_server_name: Option<Spanned<String>>,
     pub ca_file: Option<Spanned<String>>,
     pub health_url: Option<Spanned<String>>,
+    pub expect_source: Option<Vec<Spanned<String>>>,
+    pub expect_forwarded: Option<Vec<Spanned<String>>>,
 }
 
 /// One entry of `expect_status`: `200` or `"2xx"`.

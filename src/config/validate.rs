@@ -12,6 +12,7 @@ use toml::Spanned;
 use super::duration::{format_duration, parse_duration, parse_size};
 use super::raw::{RawAgent, RawChain, RawConfig, RawHop, StatusEntry};
 use super::*;
+use crate::source::{Cidr, Rule};
 
 /// The shortest round interval accepted: below it a round would be mostly scheduling overhead.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -473,6 +474,11 @@ impl<'a> Checker<'a> {
         }
 
         let roles = kind.map(|kind| self.roles(raw, kind, &scope));
+        let hop_names: Vec<String> = raw
+            .hops
+            .iter()
+            .map(|h| h.get_ref().name.get_ref().clone())
+            .collect();
         let mut seen: HashMap<&str, usize> = HashMap::new();
         let mut hops = Vec::new();
         for (index, hop) in raw.hops.iter().enumerate() {
@@ -499,6 +505,7 @@ impl<'a> Checker<'a> {
             }
             let role = roles.as_ref().and_then(|r| r.get(index).copied().flatten());
             let limits = HopLimits {
+                hop_names: &hop_names,
                 interval,
                 default_timeout: timeout,
                 gateway_limit: kind.and_then(Kind::gateway_hard_limit),
@@ -512,6 +519,16 @@ impl<'a> Checker<'a> {
         let kind = kind?;
         if !ok || hops.len() != raw.hops.len() {
             return None;
+        }
+        for (index, source, forwarded) in kind.default_expectations() {
+            let written = &raw.hops[*index].get_ref();
+            let hop = &mut hops[*index];
+            if written.expect_source.is_none() {
+                hop.expect_source = source.iter().map(|i| Rule::Hop(*i)).collect();
+            }
+            if written.expect_forwarded.is_none() {
+                hop.expect_forwarded = forwarded.iter().map(|i| Rule::Hop(*i)).collect();
+            }
         }
         Some(Chain {
             name,
@@ -760,6 +777,31 @@ impl<'a> Checker<'a> {
             }
         };
 
+        let mut rules = |key: &str, list: &Option<Vec<Spanned<String>>>| -> Vec<Rule> {
+            let mut out = Vec::new();
+            for entry in list.iter().flatten() {
+                let text = entry.get_ref();
+                if let Some(i) = limits.hop_names.iter().position(|n| n == text) {
+                    out.push(Rule::Hop(i));
+                } else if let Some(cidr) = Cidr::parse(text) {
+                    out.push(Rule::Cidr(cidr));
+                } else {
+                    self.report(
+                        &entry.span(),
+                        scope,
+                        format!(
+                            "{key} entry ({text:?}) is neither a CIDR such as \"10.0.0.0/16\" nor a hop of this chain ({})",
+                            limits.hop_names.join(", ")
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            out
+        };
+        let expect_source = rules("expect_source", &raw.expect_source);
+        let expect_forwarded = rules("expect_forwarded", &raw.expect_forwarded);
+
         // A health check is probed like the load balancer does it: plain GET, 2xx, same trust.
         let health = match &raw.health_url {
             None => None,
@@ -777,6 +819,8 @@ impl<'a> Checker<'a> {
                     tls_server_name: tls_server_name.clone(),
                     ca_file: ca_file.clone(),
                     health: None,
+                    expect_source: Vec::new(),
+                    expect_forwarded: Vec::new(),
                 })),
                 None => {
                     ok = false;
@@ -801,6 +845,8 @@ impl<'a> Checker<'a> {
             tls_server_name,
             ca_file,
             health,
+            expect_source,
+            expect_forwarded,
         })
     }
 
@@ -913,6 +959,7 @@ impl<'a> Checker<'a> {
 }
 
 struct HopLimits<'a> {
+    hop_names: &'a [String],
     interval: Duration,
     default_timeout: Duration,
     gateway_limit: Option<Duration>,

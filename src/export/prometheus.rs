@@ -47,6 +47,7 @@ pub struct Metrics {
     blind_spot: IntGaugeVec,
     source_info: IntGaugeVec,
     health_up: IntGaugeVec,
+    source_unexpected: IntGaugeVec,
     /// Source IPs currently exported per (chain, hop), oldest first, to bound the series.
     sources: Mutex<BTreeMap<(String, String), VecDeque<String>>>,
     windows: Windows,
@@ -267,6 +268,17 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let source_unexpected = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_source_unexpected",
+                    "1 when the source the target last saw through this hop broke expect_source or expect_forwarded.",
+                ),
+                hop,
+            )
+            .expect("valid"),
+        );
         let build = reg(
             &registry,
             IntGaugeVec::new(
@@ -308,6 +320,7 @@ impl Metrics {
             blind_spot,
             source_info,
             health_up,
+            source_unexpected,
             sources: Mutex::default(),
             windows,
         }
@@ -332,14 +345,14 @@ impl Metrics {
             self.blind_spot
                 .with_label_values(&labels)
                 .set(i64::from(verdict.blind_spots.contains(&i)));
-            if let Some(Some(health)) = round.health.get(i) {
+            if let Some(Some(health)) = round.probed.health.get(i) {
                 self.health_up
                     .with_label_values(&labels)
                     .set(i64::from(health.outcome.is_ok()));
             }
         }
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        for (hop, result) in round.chain.hops.iter().zip(&round.results) {
+        for (hop, result) in round.chain.hops.iter().zip(&round.probed.results) {
             let name = hop.name.as_str();
             let labels = [chain, name];
             self.probes
@@ -359,6 +372,17 @@ impl Metrics {
                 .or_insert_with(|| Window::new(DEFAULT_WINDOW));
             if let Some(seen) = crate::source::seen(&result.body) {
                 self.saw_source(chain, name, &seen.peer);
+                let expected = crate::source::expected(
+                    Some(&seen),
+                    &hop.expect_source,
+                    &hop.expect_forwarded,
+                    &round.probed.resolved,
+                );
+                if let Some(ok) = expected {
+                    self.source_unexpected
+                        .with_label_values(&labels)
+                        .set(i64::from(!ok));
+                }
             }
             if !result.outcome.is_ok() {
                 continue;
