@@ -306,7 +306,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
         let mut text = format!(
             "hopwatch demo: a T2 chain on loopback (gateway {} -> nlb {} -> alb {} -> targets {}, {})\n\
              metrics: http://{}/metrics\n\
-             type `break PART` or `fix PART` (PART: gateway, nlb, alb, target-a, target-b), Ctrl-C to stop\n",
+             type `break NAME` or `fix NAME` (parts: gateway, nlb, alb, target-a, target-b; links: gateway-nlb, nlb-alb, alb-targets), Ctrl-C to stop\n",
             chain.addrs[0], chain.addrs[1], chain.addrs[2], chain.addrs[3], chain.addrs[4], running.metrics_addr
         );
         if chain.single_address {
@@ -329,11 +329,11 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
                     if faults.set(part, broken) {
                         println!("{} {part}", if broken { "broke" } else { "fixed" });
                     } else {
-                        println!("no part named {part:?}");
+                        println!("no part or link named {part:?}");
                     }
                 }
                 [] => {}
-                _ => println!("commands: break PART, fix PART"),
+                _ => println!("commands: break NAME, fix NAME"),
             }
         }
     });

@@ -34,28 +34,35 @@ const ALB_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Bound on a response body relayed by a demo proxy.
 const RELAY_LIMIT: usize = 1 << 20;
 
-/// Switches that break a part: while set, the part resets every connection it accepts.
+/// The links between parts, outermost first. A broken link drops traffic silently, the way a
+/// security group without the rule does: the part on its outer side waits, then times out.
+pub const LINKS: [&str; 3] = ["gateway-nlb", "nlb-alb", "alb-targets"];
+
+/// Switches that break a part (it resets every connection it accepts, as if nothing listened)
+/// or a link (its packets are dropped).
 #[derive(Debug, Default)]
 pub struct Faults {
     broken: [AtomicBool; 5],
+    dropped: [AtomicBool; 3],
 }
 
 impl Faults {
-    fn index(part: &str) -> Option<usize> {
-        PARTS.iter().position(|p| *p == part)
-    }
-    /// Breaks or mends a part by name; false when there is no such part.
-    pub fn set(&self, part: &str, broken: bool) -> bool {
-        match Self::index(part) {
-            Some(i) => {
-                self.broken[i].store(broken, Ordering::Relaxed);
-                true
-            }
-            None => false,
+    /// Breaks or mends a part or a link by name; false when there is no such name.
+    pub fn set(&self, name: &str, broken: bool) -> bool {
+        if let Some(i) = PARTS.iter().position(|p| *p == name) {
+            self.broken[i].store(broken, Ordering::Relaxed);
+        } else if let Some(i) = LINKS.iter().position(|l| *l == name) {
+            self.dropped[i].store(broken, Ordering::Relaxed);
+        } else {
+            return false;
         }
+        true
     }
     fn is_broken(&self, index: usize) -> bool {
         self.broken[index].load(Ordering::Relaxed)
+    }
+    fn is_dropped(&self, link: usize) -> bool {
+        self.dropped[link].load(Ordering::Relaxed)
     }
 }
 
@@ -145,6 +152,7 @@ pub async fn start() -> anyhow::Result<DemoChain> {
         upstreams: vec![addrs[1]],
         faults: faults.clone(),
         index: 0,
+        link: 0,
         counter: Arc::default(),
     };
     tasks.push(tokio::spawn(gateway.serve(next()?)));
@@ -160,6 +168,7 @@ pub async fn start() -> anyhow::Result<DemoChain> {
         upstreams: vec![addrs[3], addrs[4]],
         faults: faults.clone(),
         index: 2,
+        link: 2,
         counter: Arc::default(),
     };
     tasks.push(tokio::spawn(alb.serve(next()?)));
@@ -256,7 +265,23 @@ async fn nlb(listener: TcpListener, me: IpAddr, alb: SocketAddr, faults: Arc<Fau
             reset(inbound);
             continue;
         }
+        let dropped = faults.is_dropped(1);
         tokio::spawn(async move {
+            if dropped {
+                // SYNs to the ALB vanish: hold the client until it gives up.
+                let mut sink = [0u8; 1024];
+                while let Ok(Ok(n)) = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    tokio::io::AsyncReadExt::read(&mut inbound, &mut sink),
+                )
+                .await
+                {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                return;
+            }
             match connect_from(me, alb).await {
                 Ok(mut outbound) => {
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
@@ -283,6 +308,8 @@ struct L7 {
     upstreams: Vec<SocketAddr>,
     faults: Arc<Faults>,
     index: usize,
+    /// The link this part sends onward through (index into [`LINKS`]).
+    link: usize,
     counter: Arc<AtomicUsize>,
 }
 
@@ -382,7 +409,15 @@ impl L7 {
             Style::Gateway => GATEWAY_TIMEOUT,
             Style::Alb => ALB_TIMEOUT,
         };
-        let relayed = tokio::time::timeout(limit, self.relay(target, upstream_req)).await;
+        let dropped = self.faults.is_dropped(self.link);
+        let relayed = tokio::time::timeout(limit, async {
+            if dropped {
+                // The onward link drops packets: the connection never completes.
+                std::future::pending::<()>().await;
+            }
+            self.relay(target, upstream_req).await
+        })
+        .await;
         let mut response = match relayed {
             Ok(Ok(response)) => response,
             Ok(Err(())) => self.error(UpstreamError::Failed),
