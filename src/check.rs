@@ -56,9 +56,22 @@ pub struct HopReport {
     /// Whether `source` met the hop's `expect_source`/`expect_forwarded`; null when nothing
     /// was expected or seen.
     pub source_expected: Option<bool>,
+    /// One probe per address of the hop's host; only with `per_address`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<AddressReport>>,
     /// The hop's health-check port, probed in the same round; only when `health_url` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthReport>,
+}
+
+/// The probe of one address of a hop's host.
+#[derive(Debug, Serialize)]
+pub struct AddressReport {
+    pub address: String,
+    pub result: String,
+    pub status: Option<u16>,
+    pub duration_ms: f64,
+    pub detail: Option<String>,
 }
 
 /// A health-check probe.
@@ -126,6 +139,22 @@ impl ChainReport {
                     &hop.expect_forwarded,
                     &probed.resolved,
                 ),
+                addresses: hop.per_address.then(|| {
+                    probed
+                        .addresses
+                        .get(i)
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[])
+                        .iter()
+                        .map(|(ip, a)| AddressReport {
+                            address: ip.to_string(),
+                            result: a.outcome.to_string(),
+                            status: a.status,
+                            duration_ms: ms(a.total),
+                            detail: a.detail.clone(),
+                        })
+                        .collect()
+                }),
                 health: health
                     .get(i)
                     .and_then(Option::as_ref)
@@ -234,6 +263,16 @@ pub fn render_table(report: &Report) -> String {
                 },
             );
             let _ = writeln!(out, "{}", line.trim_end());
+            for a in hop.addresses.iter().flatten().filter(|a| a.result != "ok") {
+                let _ = writeln!(
+                    out,
+                    "  {:<name_w$}  address {} fails: {} {}",
+                    "",
+                    a.address,
+                    a.result,
+                    a.detail.as_deref().unwrap_or("")
+                );
+            }
             if let Some(h) = &hop.health {
                 if h.result != "ok" {
                     let _ = writeln!(

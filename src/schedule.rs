@@ -42,6 +42,50 @@ pub struct Probed {
     /// For hops named in some `expect_source`/`expect_forwarded`: every address their host
     /// resolves to this round (`None`: not needed, or did not resolve).
     pub resolved: Vec<Option<Vec<IpAddr>>>,
+    /// For hops with `per_address`: one probe per address their host resolved to.
+    pub addresses: Vec<Vec<(IpAddr, ProbeResult)>>,
+}
+
+/// Most addresses probed for one hop: an ALB has one node per AZ, Cloud Map a few instances.
+const MAX_ADDRESSES: usize = 16;
+
+/// Probes every address of `hop`'s host, each with the hop's Host header and TLS name.
+async fn probe_addresses(
+    chain: &Arc<Chain>,
+    index: usize,
+    prober: &Prober,
+    limit: &Arc<Semaphore>,
+) -> Vec<(IpAddr, ProbeResult)> {
+    let hop = &chain.hops[index];
+    let Some(mut addrs) = resolve_all(hop).await else {
+        return Vec::new();
+    };
+    addrs.truncate(MAX_ADDRESSES);
+    let mut handles = Vec::with_capacity(addrs.len());
+    for ip in addrs {
+        let mut one = hop.clone();
+        one.url.host = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        if one.url.tls && one.tls_server_name.is_none() {
+            one.tls_server_name = Some(hop.url.host.clone());
+        }
+        let prober = prober.clone();
+        let limit = limit.clone();
+        handles.push((
+            ip,
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await.ok();
+                prober.probe(&one, None).await
+            }),
+        ));
+    }
+    let mut out = Vec::with_capacity(handles.len());
+    for (ip, handle) in handles {
+        out.push((ip, handle.await.unwrap_or_else(|err| failed_task(&err))));
+    }
+    out
 }
 
 /// Resolves every address of a hop's host (all load balancer nodes), bounded by its timeout.
@@ -119,11 +163,26 @@ pub async fn run_round(
             })
         })
         .collect();
+    let fan_outs: Vec<_> = (0..chain.hops.len())
+        .map(|i| {
+            chain.hops[i].per_address.then(|| {
+                let (chain, prober, limit) = (chain.clone(), prober.clone(), limit.clone());
+                tokio::spawn(async move { probe_addresses(&chain, i, &prober, &limit).await })
+            })
+        })
+        .collect();
     let mut probed = Probed {
         results: Vec::with_capacity(traffic.len()),
         health: Vec::with_capacity(traffic.len()),
         resolved: Vec::with_capacity(traffic.len()),
+        addresses: Vec::with_capacity(traffic.len()),
     };
+    for fan_out in fan_outs {
+        probed.addresses.push(match fan_out {
+            Some(handle) => handle.await.unwrap_or_default(),
+            None => Vec::new(),
+        });
+    }
     for lookup in lookups {
         probed.resolved.push(match lookup {
             Some(handle) => handle.await.ok().flatten(),

@@ -108,3 +108,63 @@ kind = "custom"
         .expect("ip netns list");
     assert!(!String::from_utf8_lossy(&list.stdout).contains(&name));
 }
+
+#[test]
+fn per_address_probes_every_node_of_a_name() {
+    if !can_use_namespaces() {
+        return skip(
+            "per_address_probes_every_node_of_a_name",
+            "needs root, ip and nft",
+        );
+    }
+    let ns = Netns::new("peraddr");
+    // Two "ALB nodes" behind one name, from the namespace's own hosts file: one answers, one
+    // is gone (nothing listens).
+    std::fs::write(
+        format!("/etc/netns/{}/hosts", ns.name),
+        "127.0.0.1 localhost\n127.0.0.2 orders-alb.hopwatch.test\n127.0.0.3 orders-alb.hopwatch.test\n",
+    )
+    .expect("hosts");
+    let mut echo = ns
+        .command(BIN)
+        .args(["--log-format", "json", "echo", "--listen", "127.0.0.2:8080"])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("echo in namespace");
+    let stderr = echo.stderr.take().expect("stderr");
+    let up = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .any(|l| l.contains("hopwatch echo listening"));
+    assert!(up, "echo did not start in the namespace");
+    let doc = check_in(
+        &ns,
+        r#"
+[[chain]]
+name = "az"
+kind = "custom"
+
+  [[chain.hop]]
+  name = "alb"
+  role = "alb"
+  url = "http://orders-alb.hopwatch.test:8080/health"
+  per_address = true
+  timeout = "2s"
+"#,
+    );
+    let _ = echo.kill();
+    let _ = echo.wait();
+    let hop = &doc["chains"][0]["hops"][0];
+    let addresses = hop["addresses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no addresses: {doc:#}"));
+    let by = |a: &str| {
+        addresses
+            .iter()
+            .find(|x| x["address"] == a)
+            .unwrap_or_else(|| panic!("{a} missing: {doc:#}"))
+    };
+    assert_eq!(by("127.0.0.2")["result"], "ok");
+    assert_eq!(by("127.0.0.3")["result"], "connect_refused");
+    assert_eq!(addresses.len(), 2);
+}

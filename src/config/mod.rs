@@ -117,6 +117,9 @@ pub struct Hop {
     pub expect_source: Vec<crate::source::Rule>,
     /// Addresses the last `X-Forwarded-For` entry may hold when entered through this hop.
     pub expect_forwarded: Vec<crate::source::Rule>,
+    /// Also probe every address the host resolves to (one per load balancer node or Cloud Map
+    /// instance), keeping the Host header and TLS server name.
+    pub per_address: bool,
 }
 
 impl Hop {
@@ -139,6 +142,7 @@ impl Hop {
             health: None,
             expect_source: Vec::new(),
             expect_forwarded: Vec::new(),
+            per_address: false,
         })
     }
 }

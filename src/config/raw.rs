@@ -72,6 +72,7 @@ pub struct RawHop {
     pub health_url: Option<Spanned<String>>,
     pub expect_source: Option<Vec<Spanned<String>>>,
     pub expect_forwarded: Option<Vec<Spanned<String>>>,
+    pub per_address: Option<bool>,
 }
 
 /// One entry of `expect_status`: `200` or `"2xx"`.

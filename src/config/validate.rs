@@ -821,6 +821,7 @@ impl<'a> Checker<'a> {
                     health: None,
                     expect_source: Vec::new(),
                     expect_forwarded: Vec::new(),
+                    per_address: false,
                 })),
                 None => {
                     ok = false;
@@ -847,6 +848,7 @@ impl<'a> Checker<'a> {
             health,
             expect_source,
             expect_forwarded,
+            per_address: raw.per_address.unwrap_or(false),
         })
     }
 

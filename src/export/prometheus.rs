@@ -48,6 +48,9 @@ pub struct Metrics {
     source_info: IntGaugeVec,
     health_up: IntGaugeVec,
     source_unexpected: IntGaugeVec,
+    address_up: IntGaugeVec,
+    /// Addresses exported per (chain, hop) last round, to remove those that went away.
+    addresses: Mutex<BTreeMap<(String, String), Vec<String>>>,
     /// Source IPs currently exported per (chain, hop), oldest first, to bound the series.
     sources: Mutex<BTreeMap<(String, String), VecDeque<String>>>,
     windows: Windows,
@@ -279,6 +282,17 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let address_up = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_hop_address_up",
+                    "1 when the probe of this address of the hop's host (one load balancer node or instance) passed (hops with per_address).",
+                ),
+                &["chain", "hop", "address"],
+            )
+            .expect("valid"),
+        );
         let build = reg(
             &registry,
             IntGaugeVec::new(
@@ -321,6 +335,8 @@ impl Metrics {
             source_info,
             health_up,
             source_unexpected,
+            address_up,
+            addresses: Mutex::default(),
             sources: Mutex::default(),
             windows,
         }
@@ -345,6 +361,15 @@ impl Metrics {
             self.blind_spot
                 .with_label_values(&labels)
                 .set(i64::from(verdict.blind_spots.contains(&i)));
+            if hop.per_address {
+                let probes = round
+                    .probed
+                    .addresses
+                    .get(i)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                self.saw_addresses(chain, &hop.name, probes);
+            }
             if let Some(Some(health)) = round.probed.health.get(i) {
                 self.health_up
                     .with_label_values(&labels)
@@ -426,6 +451,27 @@ impl Metrics {
             .set(1);
     }
 
+    /// Exports this round's per-address results and removes addresses the host no longer
+    /// resolves to (load balancer nodes come and go).
+    fn saw_addresses(
+        &self,
+        chain: &str,
+        hop: &str,
+        probes: &[(std::net::IpAddr, crate::probe::ProbeResult)],
+    ) {
+        let now: Vec<String> = probes.iter().map(|(ip, _)| ip.to_string()).collect();
+        let mut known = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        let before = known.insert((chain.to_string(), hop.to_string()), now.clone());
+        for gone in before.iter().flatten().filter(|a| !now.contains(a)) {
+            let _ = self.address_up.remove_label_values(&[chain, hop, gone]);
+        }
+        for ((_, result), address) in probes.iter().zip(&now) {
+            self.address_up
+                .with_label_values(&[chain, hop, address])
+                .set(i64::from(result.outcome.is_ok()));
+        }
+    }
+
     /// Counts a round the scheduler could not hand over.
     pub fn round_dropped(&self) {
         self.rounds_dropped.inc();
@@ -481,5 +527,53 @@ mod tests {
         let text = m.render();
         assert!(!text.contains("10.0.1.4\""));
         assert!(text.contains("10.0.1.3\""));
+    }
+
+    #[test]
+    fn addresses_that_go_away_lose_their_series() {
+        use crate::probe::{Outcome, ProbeResult};
+        let result = |outcome| ProbeResult {
+            outcome,
+            status: None,
+            total: std::time::Duration::ZERO,
+            phases: Default::default(),
+            started_at: std::time::SystemTime::now(),
+            remote: None,
+            evidence: Default::default(),
+            body: Default::default(),
+            detail: None,
+        };
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let m = Metrics::new();
+        m.saw_addresses(
+            "orders",
+            "alb",
+            &[
+                (ip("10.0.1.5"), result(Outcome::Ok)),
+                (ip("10.0.2.5"), result(Outcome::ConnectTimeout)),
+            ],
+        );
+        let text = m.render();
+        assert!(
+            text.contains(
+                "hopwatch_hop_address_up{address=\"10.0.1.5\",chain=\"orders\",hop=\"alb\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "hopwatch_hop_address_up{address=\"10.0.2.5\",chain=\"orders\",hop=\"alb\"} 0"
+        ));
+        // The node in the second AZ was replaced.
+        m.saw_addresses(
+            "orders",
+            "alb",
+            &[
+                (ip("10.0.1.5"), result(Outcome::Ok)),
+                (ip("10.0.2.9"), result(Outcome::Ok)),
+            ],
+        );
+        let text = m.render();
+        assert!(!text.contains("10.0.2.5"), "{text}");
+        assert!(text.contains("address=\"10.0.2.9\""));
     }
 }
