@@ -217,6 +217,30 @@ fn cell(d: Option<f64>) -> String {
     }
 }
 
+/// What the target saw, compactly: `10.0.2.17 < 10.0.1.9` (peer, then the last
+/// X-Forwarded-For hop), the VPC endpoint when a PROXY header named one, and `!` when the hop's
+/// source expectation failed.
+fn seen_cell(hop: &HopReport) -> String {
+    let Some(seen) = &hop.source else {
+        return "-".to_string();
+    };
+    let mut text = seen.peer.clone();
+    if let Some(last) = seen.forwarded_for.last() {
+        text.push_str(&format!(" < {last}"));
+    }
+    if let Some(vpce) = seen
+        .proxy_protocol
+        .as_ref()
+        .and_then(|p| p.vpce_id.as_ref())
+    {
+        text.push_str(&format!(" via {vpce}"));
+    }
+    if hop.source_expected == Some(false) {
+        text.push_str(" !unexpected");
+    }
+    text
+}
+
 /// The human table.
 pub fn render_table(report: &Report) -> String {
     let mut out = String::new();
@@ -239,13 +263,13 @@ pub fn render_table(report: &Report) -> String {
             .max(3);
         let _ = writeln!(
             out,
-            "  {:<name_w$}  {:<8}  {:<15}  {:>6}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  DETAIL",
-            "HOP", "ROLE", "RESULT", "STATUS", "TOTAL", "DNS", "CONNECT", "TLS", "TTFB", "TRANSFER"
+            "  {:<name_w$}  {:<8}  {:<15}  {:>6}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:<24}  DETAIL",
+            "HOP", "ROLE", "RESULT", "STATUS", "TOTAL", "DNS", "CONNECT", "TLS", "TTFB", "TRANSFER", "TARGET SAW"
         );
         for hop in &chain.hops {
             let status = hop.status.map_or("-".to_string(), |s| s.to_string());
             let line = format!(
-                "  {:<name_w$}  {:<8}  {:<15}  {:>6}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {}",
+                "  {:<name_w$}  {:<8}  {:<15}  {:>6}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:<24}  {}",
                 hop.name,
                 hop.role,
                 hop.result,
@@ -256,6 +280,7 @@ pub fn render_table(report: &Report) -> String {
                 cell(hop.phases.tls),
                 cell(hop.phases.ttfb),
                 cell(hop.phases.transfer),
+                seen_cell(hop),
                 match (hop.blind_spot, hop.detail.as_deref()) {
                     (true, Some(d)) =>
                         format!("blind spot (users are served; the agent can't reach it): {d}"),

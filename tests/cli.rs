@@ -452,3 +452,32 @@ async fn a_source_outside_the_expectation_is_a_finding() {
         "a hop name means the addresses its host resolves to"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hop_the_agent_cannot_reach_behind_a_working_one_is_a_blind_spot() {
+    let front = raw_server(|stream| {
+        respond(
+            stream,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        )
+    })
+    .await;
+    let config = temp_file(
+        "blind.toml",
+        &format!(
+            "[[chain]]\nname = \"b\"\nkind = \"custom\"\n\
+             [[chain.hop]]\nname = \"gateway\"\nrole = \"gateway\"\nurl = \"http://{front}/\"\n\
+             [[chain.hop]]\nname = \"alb\"\nrole = \"alb\"\nurl = \"http://{}/\"\n",
+            refused_port()
+        ),
+    );
+    let (code, doc) = tokio::task::spawn_blocking(move || check_json(&config))
+        .await
+        .expect("join");
+    assert_eq!(code, 0, "users are served: not an outage: {doc:#}");
+    let chain = &doc["chains"][0];
+    assert_eq!(chain["up"], true);
+    assert!(chain["broken_hop"].is_null());
+    assert_eq!(chain["hops"][1]["blind_spot"], true);
+    assert_eq!(chain["hops"][0]["blind_spot"], false);
+}
