@@ -110,6 +110,10 @@ impl ChainReport {
     /// Builds the report of a round judged by `verdict` (raw or debounced states).
     pub fn judged(chain: &Chain, probed: &crate::schedule::Probed, verdict: &Verdict) -> Self {
         let (results, health) = (&probed.results, &probed.health);
+        let seen: Vec<_> = results
+            .iter()
+            .map(|r| crate::source::seen(&r.body))
+            .collect();
         let hops = chain
             .hops
             .iter()
@@ -132,13 +136,13 @@ impl ChainReport {
                 remote: r.remote.map(|a| a.to_string()),
                 detail: r.detail.clone(),
                 blind_spot: verdict.blind_spots.contains(&i),
-                source: crate::source::seen(&r.body),
                 source_expected: crate::source::expected(
-                    crate::source::seen(&r.body).as_ref(),
+                    seen[i].as_ref(),
                     &hop.expect_source,
                     &hop.expect_forwarded,
                     &probed.resolved,
                 ),
+                source: seen[i].clone(),
                 addresses: hop.per_address.then(|| {
                     probed
                         .addresses

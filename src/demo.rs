@@ -18,7 +18,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::echo::{EchoOptions, Identity};
@@ -75,14 +74,12 @@ pub struct DemoChain {
     pub faults: Arc<Faults>,
     /// Set when the OS has only 127.0.0.1: parts are told apart by port, not address.
     pub single_address: bool,
-    stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl DemoChain {
     /// Stops every part.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
         for task in self.tasks {
             task.abort();
             let _ = task.await;
@@ -137,7 +134,6 @@ pub async fn start() -> anyhow::Result<DemoChain> {
         *slot = l.local_addr()?;
     }
     let faults = Arc::new(Faults::default());
-    let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut listeners = listeners.into_iter();
     let mut next = || {
@@ -187,7 +183,6 @@ pub async fn start() -> anyhow::Result<DemoChain> {
             options,
             faults.clone(),
             index,
-            stop_rx.clone(),
         )));
     }
 
@@ -230,18 +225,11 @@ timeout = "1800ms"
         addrs,
         faults,
         single_address,
-        stop,
         tasks,
     })
 }
 
-async fn echo_part(
-    listener: TcpListener,
-    options: EchoOptions,
-    faults: Arc<Faults>,
-    index: usize,
-    _stop: watch::Receiver<bool>,
-) {
+async fn echo_part(listener: TcpListener, options: EchoOptions, faults: Arc<Faults>, index: usize) {
     let options = Arc::new(options);
     loop {
         let Ok((stream, _)) = listener.accept().await else {

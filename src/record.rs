@@ -195,15 +195,6 @@ impl Window {
         }
         h
     }
-
-    /// Number of samples in the window as of the last record or read.
-    pub fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -127,7 +127,12 @@ impl Hop {
     /// agent makes on its own behalf (ECS task metadata) and for built-in chains.
     pub fn get(name: &str, role: Role, url: &str, timeout: Duration) -> Result<Hop, String> {
         let url = HopUrl::parse(url).map_err(|why| format!("url ({url:?}) {why}"))?;
-        Ok(Hop {
+        Ok(Hop::plain(name, role, url, timeout))
+    }
+
+    /// A plain `GET` of an already parsed URL, expecting 2xx, everything else at its default.
+    pub fn plain(name: &str, role: Role, url: HopUrl, timeout: Duration) -> Hop {
+        Hop {
             name: name.to_string(),
             role,
             url,
@@ -143,7 +148,7 @@ impl Hop {
             expect_source: Vec::new(),
             expect_forwarded: Vec::new(),
             per_address: false,
-        })
+        }
     }
 }
 

@@ -807,21 +807,15 @@ impl<'a> Checker<'a> {
             None => None,
             Some(text) => match self.url(text, scope) {
                 Some(url) => Some(Box::new(Hop {
-                    name: raw.name.get_ref().clone(),
-                    role: role.unwrap_or(Role::Target),
-                    url,
-                    method: Method::GET,
-                    headers: Vec::new(),
-                    expect_status: StatusSet::success(),
-                    expect_body: None,
-                    timeout,
                     max_body,
                     tls_server_name: tls_server_name.clone(),
                     ca_file: ca_file.clone(),
-                    health: None,
-                    expect_source: Vec::new(),
-                    expect_forwarded: Vec::new(),
-                    per_address: false,
+                    ..Hop::plain(
+                        raw.name.get_ref(),
+                        role.unwrap_or(Role::Target),
+                        url,
+                        timeout,
+                    )
                 })),
                 None => {
                     ok = false;

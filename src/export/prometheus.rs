@@ -486,11 +486,6 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
-
-    /// The registry, for exporters that add metrics of their own.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
 }
 
 impl Default for Metrics {
