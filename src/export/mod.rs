@@ -1,4 +1,5 @@
 //! Where numbers go. Each exporter owns its own state; none of them can block probing.
 
+pub mod cloudwatch;
 pub mod prometheus;
 pub mod server;
