@@ -70,7 +70,47 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub struct Config {
     pub agent: Agent,
     pub chains: Vec<Arc<Chain>>,
+    /// `[cloudwatch]`, when present.
+    pub cloudwatch: Option<CloudWatch>,
 }
+
+/// How CloudWatch gets the numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloudWatchMode {
+    /// `PutMetricData` through the AWS SDK.
+    Api,
+    /// Embedded Metric Format: JSON lines that CloudWatch Logs turns into metrics.
+    Emf,
+}
+
+/// Where EMF lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmfOutput {
+    Stdout,
+    File(PathBuf),
+}
+
+/// `[cloudwatch]`, checked.
+#[derive(Debug, Clone)]
+pub struct CloudWatch {
+    pub mode: CloudWatchMode,
+    pub namespace: String,
+    /// `None`: the SDK's default chain (env, profile, ECS, IMDS).
+    pub region: Option<String>,
+    /// For LocalStack or a VPC endpoint.
+    pub endpoint_url: Option<String>,
+    /// 1 (high resolution) or 60 seconds.
+    pub storage_resolution: u8,
+    pub flush_interval: Duration,
+    /// Extra dimensions on every datum, beside `Chain` and `Hop`.
+    pub dimensions: Vec<(String, String)>,
+    pub emf_output: EmfOutput,
+    /// Datums kept while CloudWatch can't be reached; beyond it the oldest are dropped (counted).
+    pub max_buffered_datums: usize,
+}
+
+/// CloudWatch allows 30 dimensions per datum; `Chain` and `Hop` (and `Result` on counts) use 3.
+pub const MAX_EXTRA_DIMENSIONS: usize = 27;
 
 /// Agent-wide settings.
 #[derive(Debug, Clone)]

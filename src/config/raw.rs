@@ -18,6 +18,24 @@ pub struct RawConfig {
     /// One `[[chain]]` table per private integration.
     #[serde(default, rename = "chain")]
     pub chains: Vec<Spanned<RawChain>>,
+    /// Publishing to CloudWatch; absent means off.
+    pub cloudwatch: Option<Spanned<RawCloudWatch>>,
+}
+
+/// `[cloudwatch]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCloudWatch {
+    pub mode: Option<Spanned<String>>,
+    pub namespace: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
+    pub endpoint_url: Option<Spanned<String>>,
+    pub storage_resolution: Option<Spanned<i64>>,
+    pub flush_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, Spanned<String>>,
+    pub emf_output: Option<Spanned<String>>,
+    pub max_buffered_datums: Option<Spanned<i64>>,
 }
 
 /// `[agent]`

@@ -13,6 +13,7 @@ use super::duration::{format_duration, parse_duration, parse_size};
 use super::raw::{RawAgent, RawChain, RawConfig, RawHop, StatusEntry};
 use super::*;
 use crate::source::{Cidr, Rule};
+use std::path::PathBuf;
 
 /// The shortest round interval accepted: below it a round would be mostly scheduling overhead.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -247,7 +248,15 @@ impl<'a> Checker<'a> {
                 chains.push(Arc::new(chain));
             }
         }
-        Config { agent, chains }
+        let cloudwatch = raw
+            .cloudwatch
+            .as_ref()
+            .and_then(|cw| self.cloudwatch(cw.get_ref(), env));
+        Config {
+            agent,
+            chains,
+            cloudwatch,
+        }
     }
 
     fn agent(&mut self, raw: Option<&RawAgent>) -> Agent {
@@ -312,6 +321,151 @@ impl<'a> Checker<'a> {
             }
         }
         agent
+    }
+
+    fn cloudwatch(
+        &mut self,
+        raw: &super::raw::RawCloudWatch,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<CloudWatch> {
+        let scope = "cloudwatch";
+        let before = self.problems.len();
+        let mode = match raw.mode.as_ref() {
+            None => CloudWatchMode::Api,
+            Some(m) => match m.get_ref().as_str() {
+                "api" => CloudWatchMode::Api,
+                "emf" => CloudWatchMode::Emf,
+                other => {
+                    self.report(
+                        &m.span(),
+                        scope,
+                        format!("mode ({other:?}) must be \"api\" or \"emf\""),
+                    );
+                    CloudWatchMode::Api
+                }
+            },
+        };
+        let namespace = raw
+            .namespace
+            .as_ref()
+            .map_or("Hopwatch".to_string(), |n| n.get_ref().clone());
+        if let Some(n) = &raw.namespace {
+            // CloudWatch: 1-255 characters, not starting with "AWS/" (reserved).
+            if n.get_ref().is_empty() || n.get_ref().len() > 255 || n.get_ref().starts_with("AWS/")
+            {
+                self.report(
+                    &n.span(),
+                    scope,
+                    format!(
+                        "namespace ({:?}) must be 1 to 255 characters and not start with \"AWS/\"",
+                        n.get_ref()
+                    ),
+                );
+            }
+        }
+        let storage_resolution = match &raw.storage_resolution {
+            None => 60,
+            Some(r) if *r.get_ref() == 1 || *r.get_ref() == 60 => *r.get_ref() as u8,
+            Some(r) => {
+                self.report(
+                    &r.span(),
+                    scope,
+                    format!("storage_resolution ({}) must be 1 or 60", r.get_ref()),
+                );
+                60
+            }
+        };
+        let mut flush_interval = Duration::from_secs(60);
+        if let Some((d, span)) = self.duration(&raw.flush_interval, scope, "flush_interval") {
+            if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+                self.report(
+                    &span,
+                    scope,
+                    format!(
+                        "flush_interval ({}) must be between 1s and 1h",
+                        format_duration(d)
+                    ),
+                );
+            } else {
+                flush_interval = d;
+            }
+        }
+        let mut dimensions = Vec::new();
+        for (name, value) in &raw.dimensions {
+            if matches!(name.as_str(), "Chain" | "Hop" | "Result") {
+                self.report(
+                    &value.span(),
+                    scope,
+                    format!("dimensions.{name}: {name} is set by hopwatch itself"),
+                );
+                continue;
+            }
+            if name.is_empty() || name.len() > 255 {
+                self.report(
+                    &value.span(),
+                    scope,
+                    format!("dimensions: name {name:?} must be 1 to 255 characters"),
+                );
+                continue;
+            }
+            match expand_env(value.get_ref(), env) {
+                Ok((v, _)) if !v.is_empty() && v.len() <= 1024 => {
+                    dimensions.push((name.clone(), v))
+                }
+                Ok(_) => self.report(
+                    &value.span(),
+                    scope,
+                    format!("dimensions.{name}: value must be 1 to 1024 characters"),
+                ),
+                Err(why) => self.report(&value.span(), scope, format!("dimensions.{name}: {why}")),
+            }
+        }
+        if dimensions.len() > MAX_EXTRA_DIMENSIONS {
+            self.report(&(0..0), scope, format!("dimensions: {} extra dimensions, at most {MAX_EXTRA_DIMENSIONS} fit beside Chain, Hop and Result", dimensions.len()));
+        }
+        let emf_output = match raw.emf_output.as_ref().map(|o| o.get_ref().as_str()) {
+            None | Some("stdout") => EmfOutput::Stdout,
+            Some(path) => EmfOutput::File(PathBuf::from(path)),
+        };
+        let max_buffered_datums = match &raw.max_buffered_datums {
+            None => 100_000,
+            Some(n) if (1_000..=10_000_000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                self.report(
+                    &n.span(),
+                    scope,
+                    format!(
+                        "max_buffered_datums ({}) must be between 1000 and 10000000",
+                        n.get_ref()
+                    ),
+                );
+                100_000
+            }
+        };
+        let endpoint_url = raw.endpoint_url.as_ref().map(|u| u.get_ref().clone());
+        if let Some(u) = &raw.endpoint_url {
+            if HopUrl::parse(u.get_ref()).is_err() {
+                self.report(
+                    &u.span(),
+                    scope,
+                    format!(
+                        "endpoint_url ({:?}) must be an http:// or https:// URL",
+                        u.get_ref()
+                    ),
+                );
+            }
+        }
+        (self.problems.len() == before).then(|| CloudWatch {
+            mode,
+            namespace,
+            region: raw.region.as_ref().map(|r| r.get_ref().clone()),
+            endpoint_url,
+            storage_resolution,
+            flush_interval,
+            dimensions,
+            emf_output,
+            max_buffered_datums,
+        })
     }
 
     /// Reads `down_after` / `up_after` over `base`; each must be between 1 and 100 rounds.
