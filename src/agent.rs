@@ -66,6 +66,10 @@ pub async fn start(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let metrics_addr = listener.local_addr()?;
     let prober = prober_for(&config)?;
+    if config.cloudwatch.is_some() {
+        // Say so loudly rather than let a user believe their alarms are fed.
+        tracing::warn!("[cloudwatch] is configured but this build does not publish to CloudWatch yet; nothing is sent");
+    }
     let metrics = Arc::new(Metrics::new());
     let endpoint = Endpoint::new(metrics.clone());
     let (stop, stop_rx) = watch::channel(false);
