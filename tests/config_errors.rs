@@ -1,104 +1,201 @@
 //! One fixture per invalid-config rule (`tests/fixtures/config/invalid-*.toml`), each with the
-//! exact error text expected (`.err` beside it). Error text is user interface: it is tested
-//! like one. `HOPWATCH_BLESS=1 cargo test --test config_errors` rewrites the `.err` files; read
-//! the diff before committing it.
+//! exact error text expected (`.err` beside it: the Display of every `Problem`, one per line).
+//! Error text is user interface: it is tested like one.
+//!
+//! `HOPWATCH_BLESS=1 cargo test --test config_errors` rewrites the `.err` files from the
+//! loader's current output; read the diff before committing it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use hopwatch::config::{load_str, ConfigError};
+use hopwatch::config::{load_str, ConfigError, Problem};
 
-const SECRET: &str = "s3cret-value";
+/// The only environment the fixtures see: no process variable is ever read.
+const SECRET: &str = "s3cret";
 
 fn env(name: &str) -> Option<String> {
     (name == "API_KEY").then(|| SECRET.to_string())
 }
 
-fn fixtures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
+/// Fewer fixtures than this means the folder was emptied or moved by mistake.
+const MIN_FIXTURES: usize = 20;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config")
+}
+
+/// Every `invalid-*.<ext>` in the fixture folder, sorted.
+fn fixture_files(ext: &str) -> Vec<PathBuf> {
+    let dir = fixture_dir();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .filter(|p| file_name(p).starts_with("invalid-"))
         .collect();
     files.sort();
     files
 }
 
-fn errors_of(path: &Path) -> String {
-    let name = path
-        .file_name()
+fn fixtures() -> Vec<PathBuf> {
+    fixture_files("toml")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    let path = fixture_dir().join(name);
+    assert!(path.exists(), "fixture {} is missing", path.display());
+    path
+}
+
+fn file_name(path: &Path) -> &str {
+    path.file_name()
         .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let text = std::fs::read_to_string(path).expect("read fixture");
+        .unwrap_or_default()
+}
+
+/// Loads a fixture under its bare file name, as the `.err` files spell it.
+fn problems_of(path: &Path) -> Result<Vec<Problem>, String> {
+    let name = file_name(path);
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
     match load_str(name, &text, &env) {
-        Ok(_) => panic!("{name} loaded without error"),
-        Err(ConfigError::Invalid(problems)) => problems.iter().map(|p| format!("{p}\n")).collect(),
-        Err(other) => panic!("{name}: unexpected error {other}"),
+        Ok(_) => Err(format!("{name}: loaded without error")),
+        Err(ConfigError::Invalid(problems)) => Ok(problems),
+        Err(other) => Err(format!("{name}: unexpected error {other:?}")),
     }
+}
+
+fn joined(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
 fn every_invalid_fixture_gives_its_exact_message() {
     let files = fixtures();
-    assert!(files.len() >= 30, "only {} fixtures", files.len());
+    assert!(
+        files.len() >= MIN_FIXTURES,
+        "{} holds {} invalid-*.toml fixtures, expected at least {MIN_FIXTURES}",
+        fixture_dir().display(),
+        files.len()
+    );
     let bless = std::env::var_os("HOPWATCH_BLESS").is_some();
     let mut failures = Vec::new();
     for toml in &files {
-        let actual = errors_of(toml);
+        let name = file_name(toml);
+        let actual = match problems_of(toml) {
+            Ok(problems) => joined(&problems),
+            Err(why) => {
+                failures.push(why);
+                continue;
+            }
+        };
         let err = toml.with_extension("err");
         if bless {
-            std::fs::write(&err, &actual).expect("write .err");
+            std::fs::write(&err, format!("{actual}\n")).expect("write .err");
             continue;
         }
-        let expected = std::fs::read_to_string(&err)
-            .unwrap_or_else(|_| panic!("{} has no .err file beside it", toml.display()));
+        let expected = match std::fs::read_to_string(&err) {
+            Ok(text) => text,
+            Err(e) => {
+                failures.push(format!(
+                    "{name}: has no {} beside it ({e}); actual output:\n{actual}",
+                    file_name(&err)
+                ));
+                continue;
+            }
+        };
+        let expected = expected.strip_suffix('\n').unwrap_or(&expected);
         if expected != actual {
             failures.push(format!(
-                "{}\n--- expected\n{expected}--- actual\n{actual}",
-                toml.display()
+                "{name}: error text differs\n--- expected ({})\n{expected}\n--- actual\n{actual}\n---",
+                file_name(&err)
             ));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
 fn every_err_file_has_its_fixture() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
-    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
-        let path = entry.path();
-        if path.extension().is_some_and(|x| x == "err") {
-            assert!(
-                path.with_extension("toml").exists(),
-                "{} has no fixture",
-                path.display()
-            );
-        }
-    }
+    let orphans: Vec<_> = fixture_files("err")
+        .into_iter()
+        .filter(|err| !err.with_extension("toml").exists())
+        .map(|err| file_name(&err).to_string())
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "these .err files have no .toml fixture beside them: {}",
+        orphans.join(", ")
+    );
 }
 
 #[test]
 fn all_problems_are_reported_at_once() {
-    let several = fixtures()
-        .into_iter()
-        .find(|p| p.ends_with("invalid-several.toml"))
-        .expect("invalid-several.toml");
-    let errors = errors_of(&several);
+    let several = fixture("invalid-several.toml");
+    let problems = problems_of(&several).unwrap_or_else(|e| panic!("{e}"));
+    let errors = joined(&problems);
     assert!(
-        errors.lines().count() >= 5,
-        "expected every problem, got:\n{errors}"
+        problems.len() >= 3,
+        "invalid-several.toml: expected every problem at once, got {}:\n{errors}",
+        problems.len()
     );
-    assert!(errors.contains("chain \"orders\"") && errors.contains("chain \"payments\""));
+    let chains: BTreeSet<_> = problems
+        .iter()
+        .filter_map(|p| p.scope.strip_prefix("chain "))
+        .map(|rest| rest.split(" hop ").next().unwrap_or(rest))
+        .collect();
+    assert!(
+        chains.len() >= 2,
+        "invalid-several.toml: expected problems in at least two chains, got {chains:?}:\n{errors}"
+    );
+    assert!(
+        errors.contains("chain \"orders\"") && errors.contains("chain \"payments\""),
+        "invalid-several.toml:\n{errors}"
+    );
+    assert!(
+        problems
+            .windows(2)
+            .all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column)),
+        "invalid-several.toml: problems are not in file order:\n{errors}"
+    );
 }
 
 #[test]
 fn secrets_never_appear_in_errors() {
+    // The dedicated fixture: the secret is expanded on a hop that fails for other reasons.
+    let secret = fixture("invalid-secret-not-echoed.toml");
+    let text = std::fs::read_to_string(&secret).expect("read");
+    assert!(
+        text.contains("${API_KEY}"),
+        "invalid-secret-not-echoed.toml must use ${{API_KEY}} in a header"
+    );
+    let problems = problems_of(&secret).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.scope == "chain \"orders\" hop \"target\""),
+        "invalid-secret-not-echoed.toml: expected a problem on the hop that carries the secret:\n{}",
+        joined(&problems)
+    );
+    // And every fixture, through Display and Debug alike.
     for toml in fixtures() {
-        let errors = errors_of(&toml);
+        let Ok(problems) = problems_of(&toml) else {
+            continue; // reported by every_invalid_fixture_gives_its_exact_message
+        };
+        let shown = format!("{}\n{problems:?}", joined(&problems));
         assert!(
-            !errors.contains(SECRET),
-            "{} leaks the secret:\n{errors}",
-            toml.display()
+            !shown.contains(SECRET),
+            "{} leaks the secret:\n{shown}",
+            file_name(&toml)
         );
     }
 }
@@ -106,23 +203,38 @@ fn secrets_never_appear_in_errors() {
 #[test]
 fn every_example_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut count = 0;
-    for entry in std::fs::read_dir(&dir).expect("examples/").flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|x| x != "toml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("read");
-        let name = path.display().to_string();
-        if let Err(e) = load_str(&name, &text, &|_| Some("example".to_string())) {
-            panic!("{name} is invalid:\n{e}");
-        }
-        count += 1;
-    }
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "{} cannot be read ({e}): the example configs (one per topology) are expected there",
+            dir.display()
+        )
+    });
+    let mut examples: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    examples.sort();
     assert!(
-        count >= 6,
-        "examples/ holds {count} configs; one per topology T1-T6 is expected"
+        !examples.is_empty(),
+        "{} holds no *.toml: the example configs (one per topology) are expected there",
+        dir.display()
     );
+    let mut failures = Vec::new();
+    for path in &examples {
+        // The full path, so that a relative ca_file resolves beside the example.
+        let name = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                failures.push(format!("{name}: cannot read: {e}"));
+                continue;
+            }
+        };
+        if let Err(e) = load_str(&name, &text, &|_| Some("example".to_string())) {
+            failures.push(format!("{name} is invalid:\n{e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]
