@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::diagnose::{blind_spot_reason, ChainTracker, Change, Verdict};
+use crate::export::cloudwatch::publish::Publisher;
 use crate::export::prometheus::Metrics;
 use crate::export::server::{serve, Endpoint};
 use crate::probe::{tls::TlsConfigs, Prober};
@@ -32,14 +33,23 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    cloudwatch: Option<Publisher>,
 }
 
+/// How long, at shutdown, the agent keeps trying to hand CloudWatch what it holds. Under ECS's
+/// default 30 s between SIGTERM and SIGKILL, with room for the rounds in flight.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
+
 impl Running {
-    /// Stops scheduling, lets in-flight rounds end (each within its timeout) and waits.
+    /// Stops scheduling, lets in-flight rounds end (each within its timeout) and waits; then
+    /// flushes what CloudWatch has not received yet, within [`SHUTDOWN_FLUSH`].
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some(publisher) = self.cloudwatch {
+            publisher.finish(SHUTDOWN_FLUSH).await;
         }
     }
 }
@@ -66,11 +76,12 @@ pub async fn start(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let metrics_addr = listener.local_addr()?;
     let prober = prober_for(&config)?;
-    if config.cloudwatch.is_some() {
-        // Say so loudly rather than let a user believe their alarms are fed.
-        tracing::warn!("[cloudwatch] is configured but this build does not publish to CloudWatch yet; nothing is sent");
-    }
     let metrics = Arc::new(Metrics::new());
+    let cloudwatch = match &config.cloudwatch {
+        Some(cw) => Some(Publisher::start(cw.clone(), metrics.cloudwatch()).await),
+        None => None,
+    };
+    let feed = cloudwatch.as_ref().map(Publisher::feed);
     let endpoint = Endpoint::new(metrics.clone());
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -110,6 +121,9 @@ pub async fn start(
                 .or_insert_with(|| ChainTracker::new(&round.chain));
             let (up, verdict, changes) = tracker.update(&round.chain, &round.probed.results);
             recorder_metrics.observe(&round, &up, &verdict);
+            if let Some(feed) = &feed {
+                feed.observe(&round, &up, &verdict);
+            }
             log_changes(&round, &verdict, &changes);
             log_health(&round, &mut health_ok);
             if seen.len() < expected.len()
@@ -136,6 +150,7 @@ pub async fn start(
         metrics,
         stop,
         tasks,
+        cloudwatch,
     })
 }
 

@@ -112,6 +112,7 @@ fn failed_task(err: &tokio::task::JoinError) -> ProbeResult {
         evidence: Default::default(),
         body: Default::default(),
         detail: Some(format!("probe task failed: {err}")),
+        trace_id: String::new(),
     }
 }
 

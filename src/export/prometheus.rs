@@ -8,7 +8,7 @@ use std::time::{Instant, UNIX_EPOCH};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary};
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -54,6 +54,42 @@ pub struct Metrics {
     /// Source IPs currently exported per (chain, hop), oldest first, to bound the series.
     sources: Mutex<BTreeMap<(String, String), VecDeque<String>>>,
     windows: Windows,
+}
+
+/// The CloudWatch publisher's own health. Registered only when `[cloudwatch]` is configured,
+/// so an agent without it exports no series an alert could misread.
+#[derive(Clone)]
+pub struct CloudWatchMetrics {
+    datums: IntCounterVec,
+    buffered: IntGauge,
+    last_success: prometheus::Gauge,
+}
+
+impl CloudWatchMetrics {
+    /// Datums CloudWatch accepted (or EMF lines written for).
+    pub fn sent(&self, n: usize) {
+        self.datums.with_label_values(&["sent"]).inc_by(n as u64);
+    }
+    /// Datums in a failed call that went back to the buffer to be sent again.
+    pub fn retried(&self, n: usize) {
+        self.datums.with_label_values(&["retried"]).inc_by(n as u64);
+    }
+    /// Datums lost: buffer full, refused by CloudWatch, or still held at the shutdown deadline.
+    pub fn dropped(&self, n: usize) {
+        self.datums.with_label_values(&["dropped"]).inc_by(n as u64);
+    }
+    /// Datums waiting in the buffer now.
+    pub fn buffered(&self, n: usize) {
+        self.buffered.set(n as i64);
+    }
+    /// A call succeeded now.
+    pub fn succeeded(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.last_success.set(now);
+    }
 }
 
 /// Distinct source IPs kept per (chain, hop): one per AZ of a load balancer fits.
@@ -342,6 +378,45 @@ impl Metrics {
         }
     }
 
+    /// Registers the CloudWatch publisher's metrics (once per agent), every `result` at 0.
+    pub fn cloudwatch(&self) -> CloudWatchMetrics {
+        let datums = reg(
+            &self.registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "hopwatch_cloudwatch_datums_total",
+                    "CloudWatch datums by what became of them: sent, retried (a failed call, kept for the next), dropped (lost, counted).",
+                ),
+                &["result"],
+            )
+            .expect("valid"),
+        );
+        for result in ["sent", "retried", "dropped"] {
+            datums.with_label_values(&[result]);
+        }
+        let buffered = reg(
+            &self.registry,
+            IntGauge::new(
+                "hopwatch_cloudwatch_buffered_datums",
+                "Datums waiting to be sent to CloudWatch.",
+            )
+            .expect("valid"),
+        );
+        let last_success = reg(
+            &self.registry,
+            prometheus::Gauge::new(
+                "hopwatch_cloudwatch_last_success_timestamp_seconds",
+                "Unix time of the last PutMetricData call CloudWatch accepted (EMF: the last write); 0 before the first.",
+            )
+            .expect("valid"),
+        );
+        CloudWatchMetrics {
+            datums,
+            buffered,
+            last_success,
+        }
+    }
+
     /// Records one round. `up[i]` is the debounced state of hop `i`; `verdict` the diagnosis
     /// made on those states.
     pub fn observe(&self, round: &Round, up: &[bool], verdict: &Verdict) {
@@ -537,6 +612,7 @@ mod tests {
             evidence: Default::default(),
             body: Default::default(),
             detail: None,
+            trace_id: String::new(),
         };
         let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
         let m = Metrics::new();

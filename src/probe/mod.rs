@@ -15,7 +15,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, HOST, USER_AGENT};
+use http::header::{HeaderName, CONNECTION, HOST, USER_AGENT};
+
+const TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
@@ -155,6 +157,24 @@ pub struct ProbeResult {
     pub body: Bytes,
     /// Human detail for logs and `check` output. Never a metric label.
     pub detail: Option<String>,
+    /// The `X-Amzn-Trace-Id` sent (`Root=1-<epoch>-<random>`): an ALB keeps it and logs it,
+    /// so one probe can be found in access logs and in the target's own logs.
+    pub trace_id: String,
+}
+
+/// A fresh X-Ray style trace id for a probe started at `at`: the epoch second in hex and 96
+/// random bits, the format ALB and API Gateway accept and propagate.
+pub fn trace_id(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "Root=1-{:08x}-{:08x}{:016x}",
+        secs as u32,
+        fastrand::u32(..),
+        fastrand::u64(..)
+    )
 }
 
 /// Where a probe was when it stopped, so a timeout can be classified by phase.
@@ -308,6 +328,7 @@ impl Prober {
     /// `reuse` is the hop's connection state when connection reuse is on.
     pub async fn probe(&self, hop: &Hop, reuse: Option<&HopConn>) -> ProbeResult {
         let started_at = SystemTime::now();
+        let trace = trace_id(started_at);
         let start = Instant::now();
         let mut marks = Marks {
             start,
@@ -320,7 +341,7 @@ impl Prober {
             remote: None,
         };
         let deadline = tokio::time::Instant::from_std(start + hop.timeout);
-        let work = self.run(hop, reuse, &mut marks);
+        let work = self.run(hop, reuse, &mut marks, &trace);
         let outcome = tokio::time::timeout_at(deadline, work).await;
         let end = Instant::now();
         let exchanged = matches!(outcome, Ok(Ok(_)));
@@ -369,6 +390,7 @@ impl Prober {
             evidence,
             body,
             detail,
+            trace_id: trace,
         }
     }
 
@@ -377,6 +399,7 @@ impl Prober {
         hop: &Hop,
         reuse: Option<&HopConn>,
         marks: &mut Marks,
+        trace: &str,
     ) -> Result<Exchange, Failure> {
         if let Some(conn) = reuse {
             let mut guard = conn.kept.lock().await;
@@ -388,14 +411,14 @@ impl Prober {
                     // Reused connections measure first byte on their own clock base.
                     marks.first_byte = kept.first_byte.clone();
                     marks.ready = Some(Instant::now());
-                    let request = self.request(hop, false)?;
+                    let request = self.request(hop, false, trace)?;
                     return exchange(&mut kept.sender, request, hop).await;
                 }
                 *guard = None;
             }
             let (mut sender, task, remote) = self.connect(hop, marks).await?;
             marks.ready = Some(Instant::now());
-            let request = self.request(hop, false)?;
+            let request = self.request(hop, false, trace)?;
             let result = exchange(&mut sender, request, hop).await;
             if result.is_ok() {
                 *guard = Some(Kept {
@@ -409,11 +432,16 @@ impl Prober {
         }
         let (mut sender, _task, _) = self.connect(hop, marks).await?;
         marks.ready = Some(Instant::now());
-        let request = self.request(hop, true)?;
+        let request = self.request(hop, true, trace)?;
         exchange(&mut sender, request, hop).await
     }
 
-    fn request(&self, hop: &Hop, close: bool) -> Result<Request<Empty<Bytes>>, Failure> {
+    fn request(
+        &self,
+        hop: &Hop,
+        close: bool,
+        trace: &str,
+    ) -> Result<Request<Empty<Bytes>>, Failure> {
         let mut builder = Request::builder()
             .method(hop.method.clone())
             .uri(hop.url.path_and_query.as_str());
@@ -430,7 +458,10 @@ impl Prober {
             }
             Err(_) => return Err(Failure(Outcome::Protocol, "invalid Host".to_string())),
         }
-        // Configured headers last, so a user can override Host or User-Agent.
+        if let Ok(trace) = http::HeaderValue::from_str(trace) {
+            headers.insert(TRACE_ID, trace);
+        }
+        // Configured headers last, so a user can override Host, User-Agent or the trace id.
         for header in &hop.headers {
             headers.insert(header.name.clone(), header.value.clone());
         }

@@ -8,10 +8,149 @@
 //! relative distance between a sample and the value that now represents it is returned, so
 //! the error is stated, not guessed.
 
+use std::time::SystemTime;
+
 use hdrhistogram::Histogram;
+
+use super::datum::{Datum, Unit, Value};
+use super::period::{Period, Tally};
 
 /// `PutMetricData`: at most 150 values per datum.
 pub const MAX_PAIRS: usize = 150;
+
+/// Metric names in the namespace: a contract with alarms and dashboards, like the Prometheus names.
+pub mod names {
+    /// Milliseconds of successful probes, as a distribution (percentiles work). `Chain`, `Hop`.
+    pub const LATENCY: &str = "Latency";
+    /// Probes by outcome class. `Chain`, `Hop`, `Result`.
+    pub const PROBES: &str = "Probes";
+    /// Failed probes of any class. `Chain`, `Hop`.
+    pub const PROBE_FAILURES: &str = "ProbeFailures";
+    /// 1 per round the hop was up (debounced), 0 when down. `Chain`, `Hop`.
+    pub const HOP_UP: &str = "HopUp";
+    /// 1 per round the chain was up. `Chain`.
+    pub const CHAIN_UP: &str = "ChainUp";
+    /// 1 per round this hop was the one blamed. `Chain`, `Hop`.
+    pub const BROKEN_HOP: &str = "BrokenHop";
+    /// 1 per round the health-check URL answered 2xx. `Chain`, `Hop`.
+    pub const HEALTH_CHECK_UP: &str = "HealthCheckUp";
+    /// 1 per round the target saw a source outside `expect_source`/`expect_forwarded`.
+    pub const UNEXPECTED_SOURCE: &str = "UnexpectedSource";
+}
+
+/// Dimension names hopwatch sets itself.
+pub mod dims {
+    pub const CHAIN: &str = "Chain";
+    pub const HOP: &str = "Hop";
+    pub const RESULT: &str = "Result";
+}
+
+/// A 0/1 tally as a distribution: values 0 and 1 with how many rounds had each.
+pub fn tally(t: &Tally) -> Option<Value> {
+    let pairs: Vec<(f64, f64)> = [(0.0, t.zeros), (1.0, t.ones)]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(v, n)| (v, n as f64))
+        .collect();
+    (!pairs.is_empty()).then(|| {
+        Value::Distribution(Distribution {
+            values: pairs.iter().map(|p| p.0).collect(),
+            counts: pairs.iter().map(|p| p.1).collect(),
+            max_relative_error: 0.0,
+        })
+    })
+}
+
+/// Every datum of one period: per hop `Latency`, `Probes` (one per class seen),
+/// `ProbeFailures`, `HopUp`, `BrokenHop`, and `HealthCheckUp` / `UnexpectedSource` where they
+/// apply; per chain `ChainUp`. `extra` dimensions go on every datum after hopwatch's own.
+pub fn datums(period: &Period, extra: &[(String, String)], storage_resolution: u8) -> Vec<Datum> {
+    let mut out = Vec::new();
+    let datum = |metric: &str, dimensions: Vec<(String, String)>, unit, value| Datum {
+        metric: metric.to_string(),
+        dimensions,
+        timestamp: period.start,
+        unit,
+        value,
+        storage_resolution,
+    };
+    let with_extra = |mut d: Vec<(String, String)>| {
+        d.extend(extra.iter().cloned());
+        d
+    };
+    for ((chain, hop), p) in &period.hops {
+        let base = || {
+            with_extra(vec![
+                (dims::CHAIN.to_string(), chain.clone()),
+                (dims::HOP.to_string(), hop.clone()),
+            ])
+        };
+        if let Some(d) = distribution(&p.latency, MAX_PAIRS) {
+            out.push(datum(
+                names::LATENCY,
+                base(),
+                Unit::Milliseconds,
+                Value::Distribution(d),
+            ));
+        }
+        for (class, n) in &p.results {
+            let dimensions = with_extra(vec![
+                (dims::CHAIN.to_string(), chain.clone()),
+                (dims::HOP.to_string(), hop.clone()),
+                (dims::RESULT.to_string(), class.to_string()),
+            ]);
+            out.push(datum(
+                names::PROBES,
+                dimensions,
+                Unit::Count,
+                Value::Single(*n as f64),
+            ));
+        }
+        if !p.results.is_empty() {
+            // Sent as 0 too: an alarm on failures must see data while all is well.
+            out.push(datum(
+                names::PROBE_FAILURES,
+                base(),
+                Unit::Count,
+                Value::Single(p.failures() as f64),
+            ));
+        }
+        for (metric, t) in [
+            (names::HOP_UP, &p.up),
+            (names::BROKEN_HOP, &p.broken),
+            (names::HEALTH_CHECK_UP, &p.health_up),
+            (names::UNEXPECTED_SOURCE, &p.unexpected_source),
+        ] {
+            if let Some(value) = tally(t) {
+                out.push(datum(metric, base(), Unit::None, value));
+            }
+        }
+    }
+    for (chain, t) in &period.chains {
+        if let Some(value) = tally(t) {
+            let dimensions = with_extra(vec![(dims::CHAIN.to_string(), chain.clone())]);
+            out.push(datum(names::CHAIN_UP, dimensions, Unit::None, value));
+        }
+    }
+    out
+}
+
+/// Splits datums into those CloudWatch accepts as of `now` and those it would reject (with
+/// why), so one bad datum never fails a whole request.
+pub fn admissible(
+    datums: Vec<Datum>,
+    now: SystemTime,
+) -> (Vec<Datum>, Vec<(Datum, super::datum::Rejected)>) {
+    let mut ok = Vec::with_capacity(datums.len());
+    let mut bad = Vec::new();
+    for d in datums {
+        match d.check(now) {
+            Ok(()) => ok.push(d),
+            Err(why) => bad.push((d, why)),
+        }
+    }
+    (ok, bad)
+}
 
 /// A latency distribution in milliseconds, ready for a datum.
 #[derive(Debug, Clone, PartialEq)]
