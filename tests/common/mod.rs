@@ -2,6 +2,8 @@
 //! specific (often broken) way, a plain HTTP GET, network namespaces, and waiting on conditions.
 #![allow(dead_code)]
 
+pub mod localstack;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::process::Command;

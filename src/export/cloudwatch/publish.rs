@@ -6,6 +6,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -60,6 +61,8 @@ enum Outlet {
 struct Queue {
     buffer: Mutex<Buffer>,
     wake: Notify,
+    /// Set by the flusher once its last period is queued: then an empty buffer means done.
+    closed: AtomicBool,
 }
 
 /// The SDK client and what each call needs.
@@ -80,6 +83,7 @@ impl Publisher {
                 let queue = Arc::new(Queue {
                     buffer: Mutex::new(Buffer::new(config.max_buffered_datums)),
                     wake: Notify::new(),
+                    closed: AtomicBool::new(false),
                 });
                 let api = Api {
                     client: client(&config).await,
@@ -196,6 +200,7 @@ async fn flush_loop(
         }
         if last {
             if let Outlet::Api(queue) = &outlet {
+                queue.closed.store(true, Ordering::Release);
                 queue.wake.notify_one();
             }
             return;
@@ -362,11 +367,12 @@ async fn send_loop(
             buffer.take_batch()
         };
         if batch.is_empty() {
-            if deadline.is_some() {
-                // Finishing, and the flusher has queued its last period: all sent.
+            if queue.closed.load(Ordering::Acquire) {
+                // The flusher has queued its last period and all of it is sent.
                 metrics.buffered(0);
                 return;
             }
+            // `notify_one` stores a permit, so a wake between the check and here is not lost.
             tokio::select! {
                 _ = queue.wake.notified() => {}
                 _ = finish.changed() => {}
