@@ -72,6 +72,11 @@ impl LocalStack {
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
         self.starts += 1;
+        // A fresh state directory per start: LocalStack keeps CloudWatch data in SQLite under
+        // the temp dir (shared by every instance otherwise), and a restart must forget it, so
+        // that whatever a restarted instance holds is provably what was sent after it came back.
+        let state = self.dir.join(format!("start-{}", self.starts));
+        std::fs::create_dir_all(&state).expect("state dir");
         let log = self.dir.join(format!("localstack-{}.log", self.starts));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
@@ -86,8 +91,9 @@ impl LocalStack {
             .env("DISABLE_EVENTS", "1")
             .env("DNS_ADDRESS", "0")
             .env("SKIP_SSL_CERT_DOWNLOAD", "1")
-            .env("LOCALSTACK_VOLUME_DIR", self.dir.join("volume"))
-            .env("FILESYSTEM_ROOT", self.dir.join("fs"))
+            .env("TMPDIR", &state)
+            .env("LOCALSTACK_VOLUME_DIR", state.join("volume"))
+            .env("FILESYSTEM_ROOT", state.join("fs"))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(out)
