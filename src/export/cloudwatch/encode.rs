@@ -3,8 +3,8 @@
 //! A datum carries at most [`MAX_PAIRS`] `Values`/`Counts` pairs; CloudWatch computes
 //! percentiles from them, which it cannot do from one datum per histogram bucket. An
 //! hdrhistogram of a flush period usually holds fewer distinct values than that; when it
-//! holds more, the closest neighbours (by ratio) are merged first, each merged pair replaced
-//! by its count-weighted mean so that the sum (and so the average) stays exact. The largest
+//! holds more, neighbours are merged into groups spanning the smallest ratio that fits, each
+//! group represented by its count-weighted mean, so that the sum (and the average) stays exact. The largest
 //! relative distance between a sample and the value that now represents it is returned, so
 //! the error is stated, not guessed.
 
@@ -191,6 +191,43 @@ impl Group {
     }
 }
 
+/// Greedy grouping: a group takes values while they stay within `ratio` of its lowest.
+fn group(values: &[Group], ratio: f64) -> Vec<Group> {
+    let mut out: Vec<Group> = Vec::new();
+    for v in values {
+        match out.last_mut() {
+            Some(g) if v.hi <= g.lo * ratio => {
+                g.hi = v.hi;
+                g.count += v.count;
+                g.sum += v.sum;
+            }
+            _ => out.push(*v),
+        }
+    }
+    out
+}
+
+/// Merges ascending groups into at most `max` with the smallest span ratio that allows it.
+/// For a given ratio the greedy pass makes the fewest groups, so a binary search on the ratio
+/// finds the best one in O(n log n) instead of merging pair by pair in O(n²).
+fn merge(values: &[Group], max: usize) -> Vec<Group> {
+    let first = values.first().map_or(1.0, |g| g.lo);
+    let last = values.last().map_or(1.0, |g| g.hi);
+    let (mut lo, mut hi) = (1.0_f64, (last / first).max(1.0) * (1.0 + 1e-9));
+    for _ in 0..64 {
+        let mid = (lo * hi).sqrt();
+        if group(values, mid).len() <= max {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+        if hi / lo < 1.0 + 1e-6 {
+            break;
+        }
+    }
+    group(values, hi)
+}
+
 /// Turns a histogram of microseconds into at most `max_pairs` millisecond value/count pairs.
 /// `None` when the histogram is empty.
 pub fn distribution(hist: &Histogram<u32>, max_pairs: usize) -> Option<Distribution> {
@@ -213,23 +250,8 @@ pub fn distribution(hist: &Histogram<u32>, max_pairs: usize) -> Option<Distribut
     if groups.is_empty() {
         return None;
     }
-    // Merge the adjacent pair whose union spans the smallest ratio until few enough remain.
-    // n is at most the distinct values of one flush period, so quadratic is fine.
-    while groups.len() > max_pairs {
-        let mut best = 0;
-        let mut best_ratio = f64::INFINITY;
-        for i in 0..groups.len() - 1 {
-            let ratio = groups[i + 1].hi / groups[i].lo;
-            if ratio < best_ratio {
-                best_ratio = ratio;
-                best = i;
-            }
-        }
-        let next = groups.remove(best + 1);
-        let g = &mut groups[best];
-        g.hi = next.hi;
-        g.count += next.count;
-        g.sum += next.sum;
+    if groups.len() > max_pairs {
+        groups = merge(&groups, max_pairs);
     }
     let max_relative_error = groups
         .iter()
@@ -305,6 +327,206 @@ mod tests {
                 d.values.len()
             );
             assert_eq!(d.sample_count(), 2_000.0);
+        }
+    }
+
+    mod snapshot {
+        use super::super::*;
+        use crate::export::cloudwatch::datum::{batches, Rejected, MAX_DATUMS, MAX_DIMENSIONS};
+        use crate::export::cloudwatch::period::testing::*;
+        use crate::export::cloudwatch::period::Periods;
+        use crate::probe::Outcome;
+        use std::time::Duration;
+
+        fn period() -> Period {
+            let chain = chain();
+            let mut periods = Periods::new(Duration::from_secs(60));
+            for (i, t) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+                let mut results = vec![
+                    result(Outcome::Ok, 10, at(t), ""),
+                    result(Outcome::Ok, 20, at(t), ""),
+                    result(Outcome::Ok, 30, at(t), ECHO),
+                ];
+                if i == 2 {
+                    results[1] = result(Outcome::ConnectTimeout, 5000, at(t), "");
+                    results[2] = result(Outcome::ConnectTimeout, 5000, at(t), "");
+                }
+                let up = [true, i < 2, i < 2];
+                let v = verdict(i < 2, (i == 2).then_some(1));
+                periods.observe(&round(&chain, at(t), results, i != 1), &up, &v);
+            }
+            periods.take_all().remove(0)
+        }
+
+        fn find<'a>(all: &'a [Datum], metric: &str, hop: Option<&str>) -> Vec<&'a Datum> {
+            all.iter()
+                .filter(|d| d.metric == metric)
+                .filter(|d| {
+                    hop.is_none_or(|h| d.dimensions.iter().any(|(k, v)| k == "Hop" && v == h))
+                })
+                .collect()
+        }
+
+        #[test]
+        fn a_period_becomes_named_datums_with_dimensions() {
+            let extra = vec![("AvailabilityZone".to_string(), "eu-west-1a".to_string())];
+            let all = datums(&period(), &extra, 60);
+            for d in &all {
+                assert_eq!(d.timestamp, at(0.0), "the period's start");
+                assert_eq!(d.storage_resolution, 60);
+                assert_eq!(d.dimensions.last(), extra.last(), "extras last: {d:?}");
+                assert_eq!(d.check(at(10.0)), Ok(()));
+            }
+            // Latency: successes only, in milliseconds, one pair per distinct value.
+            let nlb = find(&all, names::LATENCY, Some("nlb"));
+            assert_eq!(nlb.len(), 1);
+            assert_eq!(nlb[0].unit, Unit::Milliseconds);
+            let Value::Distribution(d) = &nlb[0].value else {
+                panic!("distribution")
+            };
+            assert_eq!(d.counts, [2.0]);
+            assert!((d.values[0] - 20.0).abs() < 0.05, "{:?}", d.values);
+            // Probes per class, with Result; ProbeFailures also when 0.
+            let probes = find(&all, names::PROBES, Some("nlb"));
+            let classes: Vec<(&str, f64)> = probes
+                .iter()
+                .map(|d| {
+                    let class = d
+                        .dimensions
+                        .iter()
+                        .find(|(k, _)| k == "Result")
+                        .map(|(_, v)| v.as_str());
+                    let Value::Single(n) = d.value else {
+                        panic!("single")
+                    };
+                    (class.unwrap_or(""), n)
+                })
+                .collect();
+            assert_eq!(classes, [("connect_timeout", 1.0), ("ok", 2.0)]);
+            assert_eq!(
+                probes[0]
+                    .dimensions
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+                ["Chain", "Hop", "Result", "AvailabilityZone"]
+            );
+            let failures = |hop| match find(&all, names::PROBE_FAILURES, Some(hop))[0].value {
+                Value::Single(n) => n,
+                Value::Distribution(_) => f64::NAN,
+            };
+            assert_eq!((failures("gateway"), failures("nlb")), (0.0, 1.0));
+            // 0/1 states: values 0 and 1, counted per round.
+            let tally_of = |metric, hop| match &find(&all, metric, hop)[0].value {
+                Value::Distribution(d) => (d.values.clone(), d.counts.clone()),
+                Value::Single(_) => panic!("distribution"),
+            };
+            assert_eq!(
+                tally_of(names::HOP_UP, Some("nlb")),
+                (vec![0.0, 1.0], vec![1.0, 2.0])
+            );
+            assert_eq!(
+                tally_of(names::HOP_UP, Some("gateway")),
+                (vec![1.0], vec![3.0])
+            );
+            assert_eq!(
+                tally_of(names::BROKEN_HOP, Some("nlb")),
+                (vec![0.0, 1.0], vec![2.0, 1.0])
+            );
+            assert_eq!(
+                tally_of(names::HEALTH_CHECK_UP, Some("nlb")),
+                (vec![0.0, 1.0], vec![1.0, 2.0])
+            );
+            assert!(
+                find(&all, names::HEALTH_CHECK_UP, Some("gateway")).is_empty(),
+                "no health_url"
+            );
+            assert_eq!(
+                tally_of(names::UNEXPECTED_SOURCE, Some("target")),
+                (vec![0.0], vec![2.0])
+            );
+            let chain_up = find(&all, names::CHAIN_UP, None);
+            assert_eq!(chain_up.len(), 1);
+            assert_eq!(
+                chain_up[0]
+                    .dimensions
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+                ["Chain", "AvailabilityZone"]
+            );
+            assert_eq!(
+                tally_of(names::CHAIN_UP, None),
+                (vec![0.0, 1.0], vec![1.0, 2.0])
+            );
+        }
+
+        #[test]
+        fn limits_hold_for_large_periods() {
+            // 400 hops x 5,000 distinct latencies: 150 pairs each, 30 dimensions with the
+            // most extras the config allows, requests of 1,000 datums and 1 MB at most.
+            let chain = chain();
+            let mut periods = Periods::new(Duration::from_secs(3600));
+            for i in 0..5_000u64 {
+                let t = at(1.0 + i as f64 * 0.5);
+                let results = (0..3).map(|_| result(Outcome::Ok, 0, t, "")).map(|mut r| {
+                    r.total = Duration::from_micros(1_000 + i * 997);
+                    r
+                });
+                periods.observe(
+                    &round(&chain, t, results.collect(), true),
+                    &[true; 3],
+                    &verdict(true, None),
+                );
+            }
+            let mut p = periods.take_all().remove(0);
+            let one = p.hops.values().next().cloned().expect("hop");
+            for h in 0..400 {
+                p.hops
+                    .insert(("big".to_string(), format!("hop-{h}")), one.clone());
+            }
+            let extra: Vec<_> = (0..crate::config::MAX_EXTRA_DIMENSIONS)
+                .map(|i| (format!("D{i}"), "v".to_string()))
+                .collect();
+            let all = datums(&p, &extra, 1);
+            let now = at(10.0);
+            for d in &all {
+                assert_eq!(d.check(now), Ok(()), "{}", d.metric);
+                assert!(d.dimensions.len() <= MAX_DIMENSIONS);
+                if let Value::Distribution(dist) = &d.value {
+                    assert!(dist.values.len() <= MAX_PAIRS);
+                    if d.metric == names::LATENCY {
+                        assert_eq!(dist.sample_count(), 5_000.0);
+                    }
+                }
+            }
+            let n = all.len();
+            let packed = batches(all);
+            assert_eq!(packed.iter().map(Vec::len).sum::<usize>(), n);
+            for b in &packed {
+                assert!(b.len() <= MAX_DATUMS);
+                assert!(
+                    b.iter().map(Datum::encoded_size).sum::<usize>()
+                        <= crate::export::cloudwatch::datum::MAX_REQUEST_BYTES
+                );
+            }
+            assert!(packed.len() >= 2, "{n} datums need several requests");
+        }
+
+        #[test]
+        fn nan_and_infinity_are_never_sent() {
+            let mut all = datums(&period(), &[], 60);
+            let n = all.len();
+            all[0].value = Value::Single(f64::NAN);
+            if let Value::Distribution(d) = &mut all[1].value {
+                d.values[0] = f64::INFINITY;
+            } else {
+                all[1].value = Value::Single(f64::NEG_INFINITY);
+            }
+            let (ok, bad) = admissible(all, at(10.0));
+            assert_eq!(ok.len(), n - 2);
+            assert!(bad.iter().all(|(_, why)| *why == Rejected::NotFinite));
+            assert!(ok.iter().all(|d| d.check(at(10.0)).is_ok()));
         }
     }
 }

@@ -210,3 +210,205 @@ fn record(p: &mut HopPeriod, result: &ProbeResult) {
         }
     }
 }
+
+/// Rounds made by hand for the encoding tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use crate::config::{load_str, Chain};
+    use crate::diagnose::Verdict;
+    use crate::probe::{Outcome, ProbeResult};
+    use crate::schedule::{Probed, Round};
+
+    /// A REST → NLB → target chain "orders" whose target expects its source in 10.0.1.0/24,
+    /// and whose NLB has a health-check URL.
+    pub fn chain() -> Arc<Chain> {
+        let text = r#"
+[[chain]]
+name = "orders"
+kind = "rest-nlb"
+  [[chain.hop]]
+  name = "gateway"
+  url = "http://127.0.0.1:1/"
+  [[chain.hop]]
+  name = "nlb"
+  url = "http://127.0.0.1:2/"
+  health_url = "http://127.0.0.1:3/health"
+  [[chain.hop]]
+  name = "target"
+  url = "http://127.0.0.1:4/"
+  expect_source = ["10.0.1.0/24"]
+"#;
+        match load_str("t.toml", text, &|_| None) {
+            Ok(c) => c.chains[0].clone(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Seconds after the epoch, as a wall time.
+    pub fn at(secs: f64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs_f64(secs)
+    }
+
+    pub fn result(outcome: Outcome, ms: u64, at: SystemTime, body: &str) -> ProbeResult {
+        ProbeResult {
+            outcome,
+            status: outcome.is_ok().then_some(200),
+            total: Duration::from_millis(ms),
+            phases: Default::default(),
+            started_at: at,
+            remote: None,
+            evidence: Default::default(),
+            body: bytes::Bytes::from(body.to_string()),
+            detail: None,
+            trace_id: format!("Root=1-{:08x}-000000000000000000000001", 1_700_000_000u32),
+        }
+    }
+
+    /// What `hopwatch echo` answers when the NLB node 10.0.1.7 connected, with a PROXY v2
+    /// header naming the caller and the VPC endpoint.
+    pub const ECHO: &str = r#"{"service":"hopwatch-echo","peer":"10.0.1.7:41000","local":"10.0.3.10:80","method":"GET","path":"/","host":"x","x_forwarded_for":"203.0.113.9, 10.0.0.5","x_forwarded_proto":null,"x_forwarded_port":null,"x_amzn_trace_id":null,"proxy_protocol":[{"version":2,"command":"proxy","src":"10.0.0.5:50000","dst":"10.0.1.7:80","vpce_id":"vpce-0abc"}],"delay_us":0,"identity":{"hostname":"t","task_arn":null,"cluster":null,"availability_zone":null}}"#;
+
+    /// A round at `at` with one result per hop; the health check passes when `health_ok`.
+    pub fn round(
+        chain: &Arc<Chain>,
+        at: SystemTime,
+        results: Vec<ProbeResult>,
+        health_ok: bool,
+    ) -> Round {
+        let health = chain
+            .hops
+            .iter()
+            .map(|h| {
+                h.health.as_ref().map(|_| {
+                    let outcome = if health_ok {
+                        Outcome::Ok
+                    } else {
+                        Outcome::ConnectTimeout
+                    };
+                    result(outcome, 1, at, "")
+                })
+            })
+            .collect();
+        let n = chain.hops.len();
+        Round {
+            chain: chain.clone(),
+            planned: Instant::now(),
+            started: Instant::now(),
+            started_wall: at,
+            probed: Probed {
+                results,
+                health,
+                resolved: vec![None; n],
+                addresses: vec![Vec::new(); n],
+            },
+        }
+    }
+
+    pub fn verdict(up: bool, broken: Option<usize>) -> Verdict {
+        Verdict {
+            up,
+            broken,
+            blind_spots: Vec::new(),
+            reason: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::probe::Outcome;
+
+    #[test]
+    fn probes_land_in_the_period_they_started_in() {
+        let chain = chain();
+        let mut periods = Periods::new(Duration::from_secs(60));
+        // 12:00:59.9 and 12:01:00.1: two periods, whenever they are recorded.
+        for (t, ms) in [(59.9, 20), (60.1, 30)] {
+            let results = vec![
+                result(Outcome::Ok, ms, at(t), ""),
+                result(Outcome::Ok, ms, at(t), ""),
+                result(Outcome::Ok, ms, at(t), ECHO),
+            ];
+            periods.observe(
+                &round(&chain, at(t), results, true),
+                &[true; 3],
+                &verdict(true, None),
+            );
+        }
+        let ended = periods.take_ended(at(61.0));
+        assert_eq!(ended.len(), 1, "only the period that ended");
+        assert_eq!(ended[0].start, at(0.0));
+        let target = &ended[0].hops[&("orders".to_string(), "target".to_string())];
+        // Recorded in microseconds, at the histogram's precision: 20 ms, not clamped.
+        assert_eq!(target.latency.len(), 1);
+        let v = target.latency.value_at_quantile(0.5);
+        assert!((19_980..=20_020).contains(&v), "{v} µs");
+        // A round of the first period recorded late reopens it: sent again, same timestamp.
+        let late = vec![result(Outcome::Timeout, 5000, at(30.0), ""); 3];
+        periods.observe(
+            &round(&chain, at(30.0), late, true),
+            &[true, true, false],
+            &verdict(false, Some(2)),
+        );
+        let ended = periods.take_ended(at(121.0));
+        assert_eq!(
+            ended.iter().map(|p| p.start).collect::<Vec<_>>(),
+            [at(0.0), at(60.0)]
+        );
+        assert!(periods.take_all().is_empty());
+    }
+
+    #[test]
+    fn tallies_and_the_last_probe() {
+        let chain = chain();
+        let mut periods = Periods::new(Duration::from_secs(60));
+        let ok = |t| {
+            vec![
+                result(Outcome::Ok, 10, at(t), ""),
+                result(Outcome::Ok, 10, at(t), ""),
+                result(Outcome::Ok, 10, at(t), ECHO),
+            ]
+        };
+        periods.observe(
+            &round(&chain, at(1.0), ok(1.0), true),
+            &[true; 3],
+            &verdict(true, None),
+        );
+        periods.observe(
+            &round(&chain, at(2.0), ok(2.0), false),
+            &[true; 3],
+            &verdict(true, None),
+        );
+        let bad = vec![
+            result(Outcome::HttpStatus, 10, at(3.0), ""),
+            result(Outcome::ConnectTimeout, 10, at(3.0), ""),
+            result(Outcome::ConnectTimeout, 10, at(3.0), ""),
+        ];
+        periods.observe(
+            &round(&chain, at(3.0), bad, false),
+            &[false, false, true],
+            &verdict(false, Some(1)),
+        );
+        let all = periods.take_all();
+        let p = &all[0];
+        let hop = |name: &str| &p.hops[&("orders".to_string(), name.to_string())];
+        assert_eq!(p.chains["orders"], Tally { zeros: 1, ones: 2 });
+        assert_eq!(hop("nlb").up, Tally { zeros: 1, ones: 2 });
+        assert_eq!(hop("nlb").broken, Tally { zeros: 2, ones: 1 });
+        assert_eq!(hop("gateway").broken, Tally { zeros: 3, ones: 0 });
+        assert_eq!(hop("nlb").health_up, Tally { zeros: 2, ones: 1 });
+        assert_eq!(hop("gateway").health_up.total(), 0, "no health_url");
+        assert_eq!(hop("nlb").failures(), 1);
+        assert_eq!(hop("nlb").latency.len(), 2, "only successes are latency");
+        // 10.0.1.7 is inside 10.0.1.0/24; the failed third round saw nothing.
+        assert_eq!(hop("target").unexpected_source, Tally { zeros: 2, ones: 0 });
+        let last = hop("target").last.as_ref().expect("last");
+        assert_eq!(last.result, "connect_timeout");
+        assert!(last.seen.is_none());
+    }
+}
