@@ -224,3 +224,152 @@ pub fn lines(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::cloudwatch::period::testing::*;
+    use crate::export::cloudwatch::period::Periods;
+    use crate::probe::Outcome;
+    use std::time::Duration;
+
+    /// The specification's cross-references, which a JSON schema can't state: every metric a
+    /// directive names is a root member holding a number or at most 100 numbers, every
+    /// dimension a root member holding a string. Returns the parsed line.
+    fn check(line: &str) -> Json {
+        let doc: Json = serde_json::from_str(line).expect("one JSON object per line");
+        let aws = &doc["_aws"];
+        assert!(aws["Timestamp"].as_u64().is_some(), "{line}");
+        let directives = aws["CloudWatchMetrics"].as_array().expect("directives");
+        assert!(!directives.is_empty());
+        for d in directives {
+            for set in d["Dimensions"].as_array().expect("dimension sets") {
+                let set = set.as_array().expect("set");
+                assert!(set.len() <= 30);
+                for key in set {
+                    let key = key.as_str().expect("dimension name");
+                    assert!(doc[key].is_string(), "dimension {key} missing: {line}");
+                }
+            }
+            let metrics = d["Metrics"].as_array().expect("metrics");
+            assert!(metrics.len() <= 100);
+            for m in metrics {
+                let name = m["Name"].as_str().expect("name");
+                match &doc[name] {
+                    Json::Number(_) => {}
+                    Json::Array(values) => {
+                        assert!(!values.is_empty() && values.len() <= MAX_VALUES, "{name}");
+                        assert!(values.iter().all(Json::is_number), "{name}");
+                    }
+                    other => panic!("metric {name} is {other}: {line}"),
+                }
+            }
+        }
+        doc
+    }
+
+    fn values(doc: &Json, name: &str) -> Vec<f64> {
+        match &doc[name] {
+            Json::Number(n) => vec![n.as_f64().unwrap_or(f64::NAN)],
+            Json::Array(a) => a.iter().filter_map(Json::as_f64).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_line_per_hop_with_searchable_sources() {
+        let chain = chain();
+        let mut periods = Periods::new(Duration::from_secs(60));
+        for t in [1.0, 2.0] {
+            let results = vec![
+                result(Outcome::Ok, 10, at(t), ""),
+                result(Outcome::Ok, 20, at(t), ""),
+                result(Outcome::Ok, 30, at(t), ECHO),
+            ];
+            periods.observe(
+                &round(&chain, at(t), results, true),
+                &[true; 3],
+                &verdict(true, None),
+            );
+        }
+        let period = periods.take_all().remove(0);
+        let extra = vec![("AvailabilityZone".to_string(), "eu-west-1a".to_string())];
+        let lines = lines(&period, "Hopwatch", &extra, 60);
+        assert_eq!(lines.len(), 3, "gateway, nlb, target");
+        let docs: Vec<Json> = lines.iter().map(|l| check(l)).collect();
+        let hops: Vec<&str> = docs.iter().filter_map(|d| d["Hop"].as_str()).collect();
+        assert_eq!(hops, ["gateway", "nlb", "target"]);
+        for d in &docs {
+            assert_eq!(d["_aws"]["Timestamp"], 0, "the period's start, in ms");
+            assert_eq!(d["AvailabilityZone"], "eu-west-1a");
+            assert_eq!(d["Chain"], "orders");
+            assert_eq!(values(d, "Probes"), [2.0]);
+            assert_eq!(values(d, "ProbeFailures"), [0.0]);
+            assert_eq!(values(d, "HopUp"), [1.0, 1.0]);
+            assert!(d["TraceId"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Root=1-")));
+            let dims = &d["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0];
+            assert_eq!(*dims, json!(["Chain", "Hop", "AvailabilityZone"]));
+        }
+        // ChainUp once per chain, under its own dimensions.
+        assert_eq!(values(&docs[0], "ChainUp"), [1.0, 1.0]);
+        assert_eq!(
+            docs[0]["_aws"]["CloudWatchMetrics"][1]["Dimensions"][0],
+            json!(["Chain", "AvailabilityZone"])
+        );
+        assert!(docs[1].get("ChainUp").is_none() && docs[2].get("ChainUp").is_none());
+        assert_eq!(values(&docs[1], "HealthCheckUp"), [1.0, 1.0]);
+        let latency = values(&docs[1], "Latency");
+        assert_eq!(latency.len(), 2);
+        assert!(
+            latency.iter().all(|v| (v - 20.0).abs() < 0.05),
+            "{latency:?}"
+        );
+        // What the target saw, for Logs Insights.
+        let target = &docs[2];
+        assert_eq!(target["SourceIp"], "10.0.1.7");
+        assert_eq!(target["XForwardedFor"], "203.0.113.9, 10.0.0.5");
+        assert_eq!(target["VpcEndpointId"], "vpce-0abc");
+        assert_eq!(target["ProxyProtocolSource"], "10.0.0.5:50000");
+        assert_eq!(values(target, "UnexpectedSource"), [0.0, 0.0]);
+        assert!(docs[0].get("SourceIp").is_none(), "not an echo answer");
+    }
+
+    #[test]
+    fn more_than_100_samples_continue_on_further_lines() {
+        let chain = chain();
+        let mut periods = Periods::new(Duration::from_secs(300));
+        for i in 0..250u64 {
+            let t = at(1.0 + i as f64);
+            let results = (0..3)
+                .map(|_| {
+                    let mut r = result(Outcome::Ok, 0, t, "");
+                    r.total = Duration::from_micros(5_000 + i * 100);
+                    r
+                })
+                .collect();
+            periods.observe(
+                &round(&chain, t, results, true),
+                &[true; 3],
+                &verdict(true, None),
+            );
+        }
+        let period = periods.take_all().remove(0);
+        let lines = lines(&period, "Hopwatch", &[], 1);
+        let docs: Vec<Json> = lines.iter().map(|l| check(l)).collect();
+        let gateway: Vec<&Json> = docs.iter().filter(|d| d["Hop"] == "gateway").collect();
+        assert_eq!(gateway.len(), 3, "250 samples: 100 + 100 + 50");
+        let all: usize = gateway.iter().map(|d| values(d, "Latency").len()).sum();
+        assert_eq!(all, 250, "every sample once");
+        let chain_up: usize = gateway.iter().map(|d| values(d, "ChainUp").len()).sum();
+        assert_eq!(chain_up, 250);
+        assert_eq!(values(gateway[0], "Probes"), [250.0]);
+        assert!(
+            gateway[1..].iter().all(|d| d.get("Probes").is_none()),
+            "counted once"
+        );
+        assert_eq!(gateway[2]["Continues"], 2);
+        assert!(gateway[1].get("TraceId").is_none());
+    }
+}
