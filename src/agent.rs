@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::diagnose::{blind_spot_reason, ChainTracker, Change, Verdict};
-use crate::export::cloudwatch::publish::Publisher;
+use crate::export::cloudwatch::{self, publish::Publisher};
 use crate::export::prometheus::Metrics;
 use crate::export::server::{serve, Endpoint};
 use crate::probe::{tls::TlsConfigs, Prober};
@@ -78,7 +78,14 @@ pub async fn start(
     let prober = prober_for(&config)?;
     let metrics = Arc::new(Metrics::new());
     let cloudwatch = match &config.cloudwatch {
-        Some(cw) => Some(Publisher::start(cw.clone(), metrics.cloudwatch()).await),
+        Some(cw) => {
+            let mut cw = cw.clone();
+            if cloudwatch::needs_identity(&cw.dimensions) {
+                let identity = crate::echo::identity(&prober).await;
+                cw.dimensions = cloudwatch::resolve_dimensions(&cw.dimensions, &identity);
+            }
+            Some(Publisher::start(cw, metrics.cloudwatch()).await)
+        }
         None => None,
     };
     let feed = cloudwatch.as_ref().map(Publisher::feed);

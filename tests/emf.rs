@@ -1,6 +1,7 @@
 //! EMF mode end to end: `hopwatch run` probing a real `hopwatch echo`, writing Embedded Metric
 //! Format lines to a file, each validated against `tests/emf/schema.json` (the published
-//! document structure) and the specification's references by `tests/emf/validate.py`.
+//! document structure) and the specification's references by `tests/emf/validate.py`. An
+//! extra dimension comes from ECS task metadata v4, served here as the ECS agent serves it.
 
 mod common;
 
@@ -38,6 +39,16 @@ async fn emf_lines_follow_the_published_structure_and_carry_the_source() {
             .spawn()
             .expect("echo"),
     );
+    // ECS task metadata v4, as the ECS agent serves it to a task.
+    let metadata = raw_server(|stream| async move {
+        let body = r#"{"Cluster":"prod","TaskARN":"arn:aws:ecs:eu-west-1:123456789012:task/prod/abc","AvailabilityZone":"eu-west-1b","Containers":[]}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        respond(stream, [head.as_bytes(), body.as_bytes()].concat()).await;
+    })
+    .await;
     let emf = dir.join("emf.log");
     let config = dir.join("hopwatch.toml");
     std::fs::write(
@@ -62,7 +73,7 @@ mode = "emf"
 namespace = "Hopwatch"
 flush_interval = "1s"
 emf_output = "{}"
-dimensions = {{ Service = "orders-api" }}
+dimensions = {{ Service = "orders-api", AvailabilityZone = "ecs:availability_zone" }}
 "#,
             emf.display()
         ),
@@ -72,6 +83,10 @@ dimensions = {{ Service = "orders-api" }}
         Command::new(BIN)
             .args(["run", "--listen", &refused_port().to_string(), "--config"])
             .arg(&config)
+            .env(
+                "ECS_CONTAINER_METADATA_URI_V4",
+                format!("http://{metadata}/v4/abc"),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -117,6 +132,10 @@ dimensions = {{ Service = "orders-api" }}
         assert_eq!(d["Chain"], "orders");
         assert_eq!(d["Hop"], "target");
         assert_eq!(d["Service"], "orders-api");
+        assert_eq!(
+            d["AvailabilityZone"], "eu-west-1b",
+            "from ECS task metadata"
+        );
         assert_eq!(d["SourceIp"], "127.0.0.1", "the peer the echo saw: {d}");
         assert!(d["TraceId"]
             .as_str()

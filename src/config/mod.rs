@@ -109,6 +109,9 @@ pub struct CloudWatch {
     pub max_buffered_datums: usize,
 }
 
+/// Dimension values read from ECS task metadata v4 at start: `"ecs:availability_zone"`.
+pub const ECS_FIELDS: [&str; 3] = ["availability_zone", "cluster", "task_arn"];
+
 /// CloudWatch allows 30 dimensions per datum; `Chain` and `Hop` (and `Result` on counts) use 3.
 pub const MAX_EXTRA_DIMENSIONS: usize = 27;
 

@@ -408,6 +408,20 @@ impl<'a> Checker<'a> {
                 );
                 continue;
             }
+            if let Some(field) = value.get_ref().strip_prefix("ecs:") {
+                if !ECS_FIELDS.contains(&field) {
+                    self.report(
+                        &value.span(),
+                        scope,
+                        format!(
+                            "dimensions.{name}: {:?} is not an ECS task metadata field (one of {})",
+                            value.get_ref(),
+                            ECS_FIELDS.map(|f| format!("ecs:{f}")).join(", ")
+                        ),
+                    );
+                    continue;
+                }
+            }
             match expand_env(value.get_ref(), env) {
                 Ok((v, _)) if !v.is_empty() && v.len() <= 1024 => {
                     dimensions.push((name.clone(), v))
