@@ -514,3 +514,31 @@ async fn a_restarted_cloudwatch_receives_the_whole_gap() {
         "seconds inside the gap are present"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_what_cannot_be_sent_is_counted_and_said() {
+    // No LocalStack: nothing listens on the endpoint, ever.
+    let fast = Target::start(Duration::from_millis(1)).await;
+    let slow = Target::start(Duration::from_millis(1)).await;
+    let endpoint = format!("http://{}", refused_port());
+    let agent = Agent::start(
+        "lost",
+        &config("HopwatchLost", &endpoint, fast.addr, slow.addr),
+    );
+    wait_until!("a failed call", 60, agent.retried().await > 0.0);
+    let started = Instant::now();
+    let log = agent.terminate().await;
+    // The deadline is 10 s; the process must not hang on an unreachable CloudWatch.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("shutdown deadline reached"))
+        .unwrap_or_else(|| panic!("no word of the lost datums:\n{log}"));
+    let doc: serde_json::Value = serde_json::from_str(line).expect("json log");
+    assert_eq!(doc["level"], "ERROR");
+    assert!(doc["lost"].as_u64().is_some_and(|n| n > 0), "{line}");
+}

@@ -161,7 +161,12 @@ async fn client(config: &CloudWatch) -> aws_sdk_cloudwatch::Client {
     if let Some(url) = &config.endpoint_url {
         loader = loader.endpoint_url(url.clone());
     }
-    aws_sdk_cloudwatch::Client::new(&loader.load().await)
+    let sdk = loader.load().await;
+    if sdk.region().is_none() {
+        // Every call would fail; say why once, loudly, instead of retrying in silence.
+        tracing::error!("no AWS region for CloudWatch: set [cloudwatch] region or AWS_REGION; datums are buffered until then");
+    }
+    aws_sdk_cloudwatch::Client::new(&sdk)
 }
 
 /// Sleeps until the next multiple of `every` since the epoch (plus a few milliseconds, so the
