@@ -192,6 +192,17 @@ impl Drop for Agent {
 }
 
 fn config(namespace: &str, endpoint: &str, fast: SocketAddr, slow: SocketAddr) -> String {
+    config_with(namespace, endpoint, fast, slow, "")
+}
+
+/// `slow_extra`: more keys (TOML lines) for the `slow` hop.
+fn config_with(
+    namespace: &str,
+    endpoint: &str,
+    fast: SocketAddr,
+    slow: SocketAddr,
+    slow_extra: &str,
+) -> String {
     format!(
         r#"
 [agent]
@@ -211,6 +222,7 @@ kind = "custom"
   name = "slow"
   role = "target"
   url = "http://{slow}/"
+{slow_extra}
 
 [cloudwatch]
 mode = "api"
@@ -238,7 +250,7 @@ fn dims(pairs: &[(&str, &str)]) -> Vec<Dimension> {
         .collect()
 }
 
-/// Per second: (SampleCount, Minimum, Maximum) of one metric.
+/// Per second: (SampleCount, Minimum, Maximum, Sum) of one metric.
 async fn per_second(
     client: &aws_sdk_cloudwatch::Client,
     namespace: &str,
@@ -246,7 +258,7 @@ async fn per_second(
     dimensions: &[(&str, &str)],
     from: i64,
     to: i64,
-) -> BTreeMap<i64, (f64, f64, f64)> {
+) -> BTreeMap<i64, (f64, f64, f64, f64)> {
     let out = client
         .get_metric_statistics()
         .namespace(namespace)
@@ -258,6 +270,7 @@ async fn per_second(
         .statistics(Statistic::SampleCount)
         .statistics(Statistic::Minimum)
         .statistics(Statistic::Maximum)
+        .statistics(Statistic::Sum)
         .send()
         .await
         .expect("GetMetricStatistics");
@@ -270,13 +283,14 @@ async fn per_second(
                     d.sample_count().unwrap_or(0.0),
                     d.minimum().unwrap_or(f64::NAN),
                     d.maximum().unwrap_or(f64::NAN),
+                    d.sum().unwrap_or(f64::NAN),
                 ),
             )
         })
         .collect()
 }
 
-fn counts_only(points: &BTreeMap<i64, (f64, f64, f64)>) -> BTreeMap<i64, u64> {
+fn counts_only(points: &BTreeMap<i64, (f64, f64, f64, f64)>) -> BTreeMap<i64, u64> {
     points.iter().map(|(t, p)| (*t, p.0 as u64)).collect()
 }
 
@@ -308,8 +322,20 @@ async fn every_probe_arrives_as_a_distribution_with_its_dimensions() {
     ls.start().await;
     let fast = Target::start(Duration::from_millis(10)).await;
     let slow = Target::start(Duration::from_millis(40)).await;
+    // The load balancer's health-check port of `slow`: its own server, so the targets count
+    // only traffic probes.
+    let health = Target::start(Duration::ZERO).await;
     let ns = "HopwatchDist";
-    let agent = Agent::start("dist", &config(ns, &ls.endpoint(), fast.addr, slow.addr));
+    let agent = Agent::start(
+        "dist",
+        &config_with(
+            ns,
+            &ls.endpoint(),
+            fast.addr,
+            slow.addr,
+            &format!("  health_url = \"http://{}/health\"", health.addr),
+        ),
+    );
 
     wait_until!("20 probes per hop and a successful PutMetricData", 60, {
         fast.total() >= 20 && slow.total() >= 20 && agent.sent().await > 0.0
@@ -334,7 +360,7 @@ async fn every_probe_arrives_as_a_distribution_with_its_dimensions() {
             truth,
             "{hop}: samples per second in CloudWatch vs probes the target received\nagent log:\n{log}"
         );
-        for (t, (_, min, max)) in &got {
+        for (t, (_, min, max, _)) in &got {
             assert!(
                 *min >= delay_ms && *max < delay_ms + 250.0,
                 "{hop} at {t}: min {min} max {max} vs a {delay_ms} ms delay"
@@ -354,9 +380,30 @@ async fn every_probe_arrives_as_a_distribution_with_its_dimensions() {
             to,
         )
         .await;
-        // One Probes datum per period (or two when a round ended after its period was sent).
-        assert!(!probes.is_empty(), "{hop}: Probes{{Result=ok}} missing");
+        let sums: BTreeMap<i64, u64> = probes.iter().map(|(t, p)| (*t, p.3 as u64)).collect();
+        assert_eq!(sums, truth, "{hop}: Probes{{Result=ok}} per second");
     }
+
+    // HealthCheckUp: one sample per round, all 1; the health server counted the checks.
+    let truth = health.counts();
+    let checks = per_second(
+        &client,
+        ns,
+        "HealthCheckUp",
+        &[("Chain", "orders"), ("Hop", "slow"), ("Team", "payments")],
+        truth.keys().min().copied().unwrap_or(0) - 5,
+        now_secs() + 5,
+    )
+    .await;
+    assert_eq!(
+        counts_only(&checks),
+        truth,
+        "HealthCheckUp samples per second"
+    );
+    assert!(
+        checks.values().all(|p| p.1 == 1.0),
+        "every check passed: {checks:?}"
+    );
 
     // ChainUp: one sample per round; each round probed `fast` once.
     let truth = fast.counts();
@@ -380,7 +427,7 @@ async fn every_probe_arrives_as_a_distribution_with_its_dimensions() {
         .send()
         .await
         .expect("ListMetrics");
-    let mut shapes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut shapes: BTreeMap<String, std::collections::BTreeSet<Vec<String>>> = BTreeMap::new();
     for m in listed.metrics() {
         let mut names: Vec<String> = m
             .dimensions()
@@ -388,20 +435,29 @@ async fn every_probe_arrives_as_a_distribution_with_its_dimensions() {
             .filter_map(|d| d.name().map(str::to_string))
             .collect();
         names.sort();
-        shapes.insert(m.metric_name().unwrap_or("").to_string(), names);
+        shapes
+            .entry(m.metric_name().unwrap_or("").to_string())
+            .or_default()
+            .insert(names);
     }
-    let hop_dims = ["Chain", "Hop", "Team"];
-    for metric in ["Latency", "ProbeFailures", "HopUp", "BrokenHop"] {
-        assert_eq!(
-            shapes.get(metric).map(Vec::as_slice),
-            Some(&hop_dims.map(String::from)[..]),
-            "{metric}: {shapes:?}"
-        );
-    }
-    assert_eq!(shapes.get("Probes").map(Vec::len), Some(4), "{shapes:?}");
+    let set = |names: &[&str]| -> std::collections::BTreeSet<Vec<String>> {
+        [names.iter().map(|n| n.to_string()).collect()].into()
+    };
+    let expected: BTreeMap<String, std::collections::BTreeSet<Vec<String>>> = [
+        ("Latency", set(&["Chain", "Hop", "Team"])),
+        ("ProbeFailures", set(&["Chain", "Hop", "Team"])),
+        ("HopUp", set(&["Chain", "Hop", "Team"])),
+        ("BrokenHop", set(&["Chain", "Hop", "Team"])),
+        ("HealthCheckUp", set(&["Chain", "Hop", "Team"])),
+        ("Probes", set(&["Chain", "Hop", "Result", "Team"])),
+        ("ChainUp", set(&["Chain", "Team"])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     assert_eq!(
-        shapes.get("ChainUp").map(Vec::as_slice),
-        Some(&["Chain".to_string(), "Team".to_string()][..])
+        shapes, expected,
+        "every metric, with exactly its dimensions"
     );
 }
 
@@ -464,8 +520,8 @@ async fn a_restarted_cloudwatch_receives_the_whole_gap() {
     let agent = Agent::start("gap", &config(ns, &ls.endpoint(), fast.addr, slow.addr));
     wait_until!("a successful PutMetricData", 60, agent.sent().await > 0.0);
 
-    // LocalStack keeps its data in memory: once killed, everything it holds after the restart
-    // came after it, so whatever has a timestamp from the gap was buffered and resent.
+    // Each LocalStack start gets a fresh state directory: everything the restarted one holds
+    // was sent after it came back, so whatever has a timestamp from the gap was buffered.
     ls.kill();
     let killed = now_secs();
     wait_until!("failed calls and four more seconds of probes", 60, {
@@ -517,23 +573,31 @@ async fn a_restarted_cloudwatch_receives_the_whole_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_shutdown_what_cannot_be_sent_is_counted_and_said() {
-    // No LocalStack: nothing listens on the endpoint, ever.
+    // A CloudWatch that accepts connections and never answers: calls hang, the worst case for
+    // a deadline. No LocalStack needed.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", black_hole.local_addr().expect("addr"));
+    let held = std::thread::spawn(move || {
+        let mut streams = Vec::new();
+        for stream in black_hole.incoming().take(64) {
+            streams.push(stream);
+        }
+    });
     let fast = Target::start(Duration::from_millis(1)).await;
     let slow = Target::start(Duration::from_millis(1)).await;
-    let endpoint = format!("http://{}", refused_port());
     let agent = Agent::start(
         "lost",
         &config("HopwatchLost", &endpoint, fast.addr, slow.addr),
     );
-    wait_until!("a failed call", 60, agent.retried().await > 0.0);
+    // Two flushed periods: a call is hanging and datums are held.
+    wait_until!("datums held", 60, {
+        fast.counts().len() >= 3 && agent.buffered().await > 0.0
+    });
     let started = Instant::now();
     let log = agent.terminate().await;
-    // The deadline is 10 s; the process must not hang on an unreachable CloudWatch.
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "{:?}",
-        started.elapsed()
-    );
+    // The deadline is 10 s, hanging call included; the process must not wait out the SDK's.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(12), "shutdown took {took:?}");
     let line = log
         .lines()
         .find(|l| l.contains("shutdown deadline reached"))
@@ -541,4 +605,5 @@ async fn at_shutdown_what_cannot_be_sent_is_counted_and_said() {
     let doc: serde_json::Value = serde_json::from_str(line).expect("json log");
     assert_eq!(doc["level"], "ERROR");
     assert!(doc["lost"].as_u64().is_some_and(|n| n > 0), "{line}");
+    drop(held);
 }

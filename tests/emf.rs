@@ -92,11 +92,15 @@ dimensions = {{ Service = "orders-api", AvailabilityZone = "ecs:availability_zon
             .spawn()
             .expect("run"),
     );
-    wait_for(
-        "three flushes of EMF lines",
-        Duration::from_secs(30),
-        || std::fs::read_to_string(&emf).is_ok_and(|t| t.lines().count() >= 3),
-    )
+    let probes_written = |text: &str| -> f64 {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|d| d["Probes"].as_f64())
+            .sum()
+    };
+    wait_for("EMF lines with 10 probes", Duration::from_secs(30), || {
+        std::fs::read_to_string(&emf).is_ok_and(|t| probes_written(&t) >= 10.0)
+    })
     .await;
     let _ = Command::new("kill")
         .args(["-TERM", &agent.0.id().to_string()])
@@ -126,9 +130,12 @@ dimensions = {{ Service = "orders-api", AvailabilityZone = "ecs:availability_zon
         serde_json::Value::Number(_) => 1.0,
         _ => 0.0,
     };
+    let (hop_lines, chain_lines): (Vec<_>, Vec<_>) =
+        docs.iter().partition(|d| d.get("Hop").is_some());
+    let rounds: f64 = chain_lines.iter().map(|d| number(&d["ChainUp"])).sum();
     let mut probes = 0.0;
     let mut samples = 0.0;
-    for d in &docs {
+    for d in hop_lines {
         assert_eq!(d["Chain"], "orders");
         assert_eq!(d["Hop"], "target");
         assert_eq!(d["Service"], "orders-api");
@@ -153,5 +160,9 @@ dimensions = {{ Service = "orders-api", AvailabilityZone = "ecs:availability_zon
     }
     assert!(probes >= 10.0, "{probes} probes");
     assert_eq!(samples, probes, "one latency sample per successful probe");
+    assert_eq!(
+        rounds, probes,
+        "one ChainUp sample per round, on the chain's own lines"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

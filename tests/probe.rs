@@ -345,3 +345,44 @@ async fn reused_connection_skips_connect_phases() {
     let b: hopwatch::echo::EchoReply = serde_json::from_slice(&second.body).expect("json");
     assert_eq!(a.peer, b.peer, "same client port: same connection");
 }
+
+#[tokio::test]
+async fn every_probe_sends_its_own_trace_id_and_records_the_one_sent() {
+    let addr = echo(Duration::ZERO).await;
+    let url = format!("http://{addr}/");
+    let seen = |r: &ProbeResult| {
+        hopwatch::source::seen(&r.body)
+            .map(|_| serde_json::from_slice::<serde_json::Value>(&r.body).expect("json"))
+            .and_then(|v| v["x_amzn_trace_id"].as_str().map(str::to_string))
+    };
+    let a = probe(&url, "").await;
+    let b = probe(&url, "").await;
+    assert_eq!(a.outcome, Outcome::Ok);
+    assert!(
+        a.trace_id.starts_with("Root=1-") && a.trace_id.len() == 40,
+        "{}",
+        a.trace_id
+    );
+    assert_ne!(a.trace_id, b.trace_id, "one id per probe");
+    assert_eq!(
+        seen(&a).as_deref(),
+        Some(a.trace_id.as_str()),
+        "the target got what was recorded"
+    );
+    // The epoch second in the id is the probe's start.
+    let secs = u64::from_str_radix(&a.trace_id[7..15], 16).expect("hex");
+    let started = a
+        .started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert_eq!(secs, started);
+
+    let own = probe(
+        &url,
+        "  headers = { \"X-Amzn-Trace-Id\" = \"Root=1-5f84c7a9-0123456789abcdef01234567\" }",
+    )
+    .await;
+    assert_eq!(own.trace_id, "Root=1-5f84c7a9-0123456789abcdef01234567");
+    assert_eq!(seen(&own).as_deref(), Some(own.trace_id.as_str()));
+}

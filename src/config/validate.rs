@@ -400,11 +400,25 @@ impl<'a> Checker<'a> {
                 );
                 continue;
             }
-            if name.is_empty() || name.len() > 255 {
+            if name.is_empty()
+                || name.len() > 255
+                || name.starts_with(':')
+                || !name.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+            {
                 self.report(
                     &value.span(),
                     scope,
-                    format!("dimensions: name {name:?} must be 1 to 255 characters"),
+                    format!("dimensions: name {name:?} must be 1 to 255 printable ASCII characters, not starting with ':'"),
+                );
+                continue;
+            }
+            if RESERVED_EMF_KEYS.contains(&name.as_str()) {
+                self.report(
+                    &value.span(),
+                    scope,
+                    format!(
+                        "dimensions.{name}: {name} is a metric or property name of hopwatch's own"
+                    ),
                 );
                 continue;
             }

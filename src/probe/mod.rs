@@ -328,7 +328,17 @@ impl Prober {
     /// `reuse` is the hop's connection state when connection reuse is on.
     pub async fn probe(&self, hop: &Hop, reuse: Option<&HopConn>) -> ProbeResult {
         let started_at = SystemTime::now();
-        let trace = trace_id(started_at);
+        // The id actually sent: a configured header of that name replaces ours.
+        let trace = hop
+            .headers
+            .iter()
+            .find(|h| h.name == TRACE_ID)
+            .map(|h| match h.value.to_str() {
+                // Never copy a secret into exports.
+                Ok(v) if !h.value.is_sensitive() => v.to_string(),
+                _ => "<configured>".to_string(),
+            })
+            .unwrap_or_else(|| trace_id(started_at));
         let start = Instant::now();
         let mut marks = Marks {
             start,

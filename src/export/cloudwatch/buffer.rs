@@ -68,14 +68,15 @@ impl Buffer {
         self.queue.drain(..).collect()
     }
 
-    /// Takes the oldest datums that fit one request (1,000 datums, 1 MB).
-    pub fn take_batch(&mut self) -> Vec<Datum> {
+    /// Takes the oldest datums that fit one request: at most `limit` (capped at 1,000) datums
+    /// and 1 MB.
+    pub fn take_batch(&mut self, limit: usize) -> Vec<Datum> {
+        let limit = limit.clamp(1, MAX_DATUMS);
         let mut batch = Vec::new();
         let mut bytes = 0;
         while let Some(next) = self.queue.front() {
             let size = next.encoded_size();
-            if batch.len() >= MAX_DATUMS || (!batch.is_empty() && bytes + size > MAX_REQUEST_BYTES)
-            {
+            if batch.len() >= limit || (!batch.is_empty() && bytes + size > MAX_REQUEST_BYTES) {
                 break;
             }
             bytes += size;
@@ -107,7 +108,7 @@ mod tests {
     fn values(b: &mut Buffer) -> Vec<f64> {
         let mut out = Vec::new();
         loop {
-            let batch = b.take_batch();
+            let batch = b.take_batch(MAX_DATUMS);
             if batch.is_empty() {
                 return out;
             }
@@ -134,7 +135,7 @@ mod tests {
     fn a_failed_batch_goes_back_in_front_in_order() {
         let mut b = Buffer::new(1500);
         b.push((0..1200).map(datum));
-        let batch = b.take_batch();
+        let batch = b.take_batch(MAX_DATUMS);
         assert_eq!(batch.len(), 1000);
         assert_eq!(b.len(), 200);
         b.push((1200..1500).map(datum));
@@ -146,10 +147,19 @@ mod tests {
         // Newer data filled the room while the batch was out: the oldest of it is dropped.
         let mut b = Buffer::new(1000);
         b.push((0..1000).map(datum));
-        let batch = b.take_batch();
+        let batch = b.take_batch(MAX_DATUMS);
         b.push((1000..1300).map(datum));
         assert_eq!(b.restore(batch), 300);
         assert_eq!(values(&mut b)[0], 300.0);
+    }
+
+    #[test]
+    fn batches_can_be_made_smaller() {
+        let mut b = Buffer::new(100);
+        b.push((0..10).map(datum));
+        assert_eq!(b.take_batch(3).len(), 3);
+        assert_eq!(b.take_batch(0).len(), 1, "never empty while datums wait");
+        assert_eq!(b.len(), 6);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Embedded Metric Format: one JSON line per (chain, hop, flush period) that CloudWatch Logs
-//! turns into the same metrics as `PutMetricData`, and that Logs Insights can search for the
-//! source IP the target saw, `X-Forwarded-For`, the VPC endpoint id and the probe's trace id.
+//! turns into the same metrics, under the same dimensions, as `PutMetricData`, and that Logs
+//! Insights can search for the source IP the target saw, `X-Forwarded-For`, the VPC endpoint
+//! id and the probe's trace id. A failure class and `ChainUp` need lines of their own: EMF
+//! takes one value per dimension a line.
 //!
 //! EMF values are plain numbers or arrays of at most [`MAX_VALUES`] numbers, each one sample.
 //! A period with more samples than that (a 1 s interval flushed every 5 minutes) continues on
@@ -17,14 +19,24 @@ use super::period::{HopPeriod, Period, Tally};
 /// EMF: values per metric per line.
 pub const MAX_VALUES: usize = 100;
 
-/// One metric's samples in a line and where its dimensions come from.
+/// Which dimension set a metric is published under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// `Chain`, `Hop`, extras.
+    Hop,
+    /// `Chain`, `Hop`, `Result`, extras: `Probes` by class.
+    Result,
+    /// `Chain`, extras: `ChainUp`.
+    Chain,
+}
+
+/// One metric's samples, split over as many lines as they need.
 struct Series {
     name: &'static str,
     unit: &'static str,
     values: Vec<f64>,
-    /// Chain-level (`ChainUp`): its own dimension set without `Hop`.
-    chain_level: bool,
-    /// Counts that are one number for the period, not samples: first line only.
+    level: Level,
+    /// One number for the period (a count), not samples: first line only.
     single: bool,
 }
 
@@ -45,27 +57,31 @@ fn latency_values(h: &Histogram<u32>) -> Vec<f64> {
         .collect()
 }
 
-fn series(p: &HopPeriod, chain_up: Option<&Tally>) -> Vec<Series> {
+fn hop_series(p: &HopPeriod) -> Vec<Series> {
     let mut out = vec![Series {
         name: names::LATENCY,
         unit: "Milliseconds",
         values: latency_values(&p.latency),
-        chain_level: false,
+        level: Level::Hop,
         single: false,
     }];
+    if let Some(ok) = p.results.get("ok") {
+        out.push(Series {
+            name: names::PROBES,
+            unit: "Count",
+            values: vec![*ok as f64],
+            level: Level::Result,
+            single: true,
+        });
+    }
     if !p.results.is_empty() {
-        for (name, n) in [
-            (names::PROBES, p.results.values().sum::<u64>()),
-            (names::PROBE_FAILURES, p.failures()),
-        ] {
-            out.push(Series {
-                name,
-                unit: "Count",
-                values: vec![n as f64],
-                chain_level: false,
-                single: true,
-            });
-        }
+        out.push(Series {
+            name: names::PROBE_FAILURES,
+            unit: "Count",
+            values: vec![p.failures() as f64],
+            level: Level::Hop,
+            single: true,
+        });
     }
     for (name, t) in [
         (names::HOP_UP, &p.up),
@@ -77,16 +93,7 @@ fn series(p: &HopPeriod, chain_up: Option<&Tally>) -> Vec<Series> {
             name,
             unit: "None",
             values: tally_values(t),
-            chain_level: false,
-            single: false,
-        });
-    }
-    if let Some(t) = chain_up {
-        out.push(Series {
-            name: names::CHAIN_UP,
-            unit: "None",
-            values: tally_values(t),
-            chain_level: true,
+            level: Level::Hop,
             single: false,
         });
     }
@@ -97,9 +104,9 @@ fn series(p: &HopPeriod, chain_up: Option<&Tally>) -> Vec<Series> {
 /// Searchable properties of the period's last probe of the hop.
 fn properties(p: &HopPeriod, root: &mut Map<String, Json>) {
     let Some(last) = &p.last else { return };
+    // Config validation keeps dimension names off these keys (RESERVED_EMF_KEYS).
     let mut put = |key: &str, value: Json| {
-        // A configured dimension of the same name wins: it is a metric's identity.
-        root.entry(key.to_string()).or_insert(value);
+        root.insert(key.to_string(), value);
     };
     put("TraceId", json!(last.trace_id));
     put("LastResult", json!(last.result));
@@ -123,48 +130,46 @@ fn properties(p: &HopPeriod, root: &mut Map<String, Json>) {
     }
 }
 
-/// The EMF lines of one period, for every (chain, hop) in it. The first hop of each chain
-/// also carries `ChainUp`, under a dimension set of its own.
-pub fn lines(
-    period: &Period,
-    namespace: &str,
-    extra: &[(String, String)],
+/// Builds lines as EMF wants them: each metric a number or at most [`MAX_VALUES`] samples,
+/// each dimension a root member.
+struct Writer<'a> {
+    namespace: &'a str,
+    timestamp: u64,
+    extra: &'a [(String, String)],
     storage_resolution: u8,
-) -> Vec<String> {
-    let timestamp = period
-        .start
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let extra_names: Vec<&str> = extra.iter().map(|(k, _)| k.as_str()).collect();
-    let hop_dims: Vec<&str> = [dims::CHAIN, dims::HOP]
-        .into_iter()
-        .chain(extra_names.iter().copied())
-        .collect();
-    let chain_dims: Vec<&str> = [dims::CHAIN]
-        .into_iter()
-        .chain(extra_names.iter().copied())
-        .collect();
-    let mut out = Vec::new();
-    let mut chains_done = std::collections::BTreeSet::new();
-    for ((chain, hop), p) in &period.hops {
-        let chain_up = chains_done
-            .insert(chain.as_str())
-            .then(|| period.chains.get(chain))
-            .flatten();
-        let all = series(p, chain_up);
-        let longest = all.iter().map(|s| s.values.len()).max().unwrap_or(0);
-        let count = longest.div_ceil(MAX_VALUES).max(1);
-        for line in 0..count {
-            let mut root = Map::new();
-            root.insert(dims::CHAIN.into(), json!(chain));
-            root.insert(dims::HOP.into(), json!(hop));
-            for (k, v) in extra {
+    out: Vec<String>,
+}
+
+impl Writer<'_> {
+    fn dims(&self, level: Level) -> Vec<&str> {
+        let own: &[&str] = match level {
+            Level::Hop => &[dims::CHAIN, dims::HOP],
+            Level::Result => &[dims::CHAIN, dims::HOP, dims::RESULT],
+            Level::Chain => &[dims::CHAIN],
+        };
+        own.iter()
+            .copied()
+            .chain(self.extra.iter().map(|(k, _)| k.as_str()))
+            .collect()
+    }
+
+    /// Writes `series` over as many lines as its longest needs. `base` holds the dimension
+    /// values; `first` adds the searchable properties to the first line.
+    fn write(
+        &mut self,
+        base: &Map<String, Json>,
+        series: &[Series],
+        first: impl FnOnce(&mut Map<String, Json>),
+    ) {
+        let longest = series.iter().map(|s| s.values.len()).max().unwrap_or(0);
+        let mut first = Some(first);
+        for line in 0..longest.div_ceil(MAX_VALUES) {
+            let mut root = base.clone();
+            for (k, v) in self.extra {
                 root.insert(k.clone(), json!(v));
             }
-            let mut hop_metrics = Vec::new();
-            let mut chain_metrics = Vec::new();
-            for s in &all {
+            let mut by_level: Vec<(Level, Vec<Json>)> = Vec::new();
+            for s in series {
                 if s.single && line > 0 {
                     continue;
                 }
@@ -184,45 +189,98 @@ pub fn lines(
                 let definition = json!({
                     "Name": s.name,
                     "Unit": s.unit,
-                    "StorageResolution": storage_resolution,
+                    "StorageResolution": self.storage_resolution,
                 });
-                if s.chain_level {
-                    chain_metrics.push(definition);
-                } else {
-                    hop_metrics.push(definition);
+                match by_level.iter_mut().find(|(l, _)| *l == s.level) {
+                    Some((_, defs)) => defs.push(definition),
+                    None => by_level.push((s.level, vec![definition])),
                 }
             }
-            let mut directives = Vec::new();
-            if !hop_metrics.is_empty() {
-                directives.push(json!({
-                    "Namespace": namespace,
-                    "Dimensions": [hop_dims],
-                    "Metrics": hop_metrics,
-                }));
-            }
-            if !chain_metrics.is_empty() {
-                directives.push(json!({
-                    "Namespace": namespace,
-                    "Dimensions": [chain_dims],
-                    "Metrics": chain_metrics,
-                }));
-            }
-            if directives.is_empty() {
+            if by_level.is_empty() {
                 continue;
             }
+            if !by_level.iter().any(|(l, _)| *l == Level::Result) {
+                root.remove(dims::RESULT);
+            }
+            let directives: Vec<Json> = by_level
+                .into_iter()
+                .map(|(level, metrics)| {
+                    json!({
+                        "Namespace": self.namespace,
+                        "Dimensions": [self.dims(level)],
+                        "Metrics": metrics,
+                    })
+                })
+                .collect();
             if line == 0 {
-                properties(p, &mut root);
+                if let Some(f) = first.take() {
+                    f(&mut root);
+                }
             } else {
                 root.insert("Continues".into(), json!(line));
             }
             root.insert(
                 "_aws".into(),
-                json!({ "Timestamp": timestamp, "CloudWatchMetrics": directives }),
+                json!({ "Timestamp": self.timestamp, "CloudWatchMetrics": directives }),
             );
-            out.push(Json::Object(root).to_string());
+            self.out.push(Json::Object(root).to_string());
         }
     }
-    out
+}
+
+/// The EMF lines of one period: per (chain, hop) one line with its metrics, `Probes` of
+/// `ok` under `Result`, and the searchable properties; one more per failure class seen (EMF
+/// takes one value per dimension a line); per chain one line with `ChainUp`. Samples beyond
+/// 100 continue on further lines.
+pub fn lines(
+    period: &Period,
+    namespace: &str,
+    extra: &[(String, String)],
+    storage_resolution: u8,
+) -> Vec<String> {
+    let timestamp = period
+        .start
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut w = Writer {
+        namespace,
+        timestamp,
+        extra,
+        storage_resolution,
+        out: Vec::new(),
+    };
+    for ((chain, hop), p) in &period.hops {
+        let mut base = Map::new();
+        base.insert(dims::CHAIN.into(), json!(chain));
+        base.insert(dims::HOP.into(), json!(hop));
+        base.insert(dims::RESULT.into(), json!("ok"));
+        w.write(&base, &hop_series(p), |root| properties(p, root));
+        for (class, n) in p.results.iter().filter(|(c, _)| **c != "ok") {
+            base.insert(dims::RESULT.into(), json!(class));
+            let probes = Series {
+                name: names::PROBES,
+                unit: "Count",
+                values: vec![*n as f64],
+                level: Level::Result,
+                single: true,
+            };
+            w.write(&base, &[probes], |_| {});
+        }
+    }
+    for (chain, t) in &period.chains {
+        let mut base = Map::new();
+        base.insert(dims::CHAIN.into(), json!(chain));
+        let chain_up = Series {
+            name: names::CHAIN_UP,
+            unit: "None",
+            values: tally_values(t),
+            level: Level::Chain,
+            single: false,
+        };
+        w.write(&base, &[chain_up], |_| {});
+    }
+    w.out
 }
 
 #[cfg(test)]
@@ -295,30 +353,50 @@ mod tests {
         let period = periods.take_all().remove(0);
         let extra = vec![("AvailabilityZone".to_string(), "eu-west-1a".to_string())];
         let lines = lines(&period, "Hopwatch", &extra, 60);
-        assert_eq!(lines.len(), 3, "gateway, nlb, target");
+        assert_eq!(lines.len(), 4, "gateway, nlb, target, and the chain");
         let docs: Vec<Json> = lines.iter().map(|l| check(l)).collect();
         let hops: Vec<&str> = docs.iter().filter_map(|d| d["Hop"].as_str()).collect();
         assert_eq!(hops, ["gateway", "nlb", "target"]);
-        for d in &docs {
+        for d in &docs[..3] {
             assert_eq!(d["_aws"]["Timestamp"], 0, "the period's start, in ms");
             assert_eq!(d["AvailabilityZone"], "eu-west-1a");
             assert_eq!(d["Chain"], "orders");
+            assert_eq!(d["Result"], "ok");
             assert_eq!(values(d, "Probes"), [2.0]);
             assert_eq!(values(d, "ProbeFailures"), [0.0]);
             assert_eq!(values(d, "HopUp"), [1.0, 1.0]);
             assert!(d["TraceId"]
                 .as_str()
                 .is_some_and(|t| t.starts_with("Root=1-")));
-            let dims = &d["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0];
-            assert_eq!(*dims, json!(["Chain", "Hop", "AvailabilityZone"]));
+            let directives = &d["_aws"]["CloudWatchMetrics"];
+            assert_eq!(
+                directives[0]["Dimensions"][0],
+                json!(["Chain", "Hop", "AvailabilityZone"])
+            );
+            assert_eq!(
+                directives[1]["Dimensions"][0],
+                json!(["Chain", "Hop", "Result", "AvailabilityZone"])
+            );
+            assert_eq!(directives[1]["Metrics"][0]["Name"], "Probes");
+            assert!(d.get("ChainUp").is_none());
         }
-        // ChainUp once per chain, under its own dimensions.
-        assert_eq!(values(&docs[0], "ChainUp"), [1.0, 1.0]);
+        for d in &docs {
+            for key in d.as_object().expect("object").keys() {
+                assert!(
+                    ["Chain", "Hop", "Result", "AvailabilityZone"].contains(&key.as_str())
+                        || crate::config::RESERVED_EMF_KEYS.contains(&key.as_str()),
+                    "{key} must be reserved so no dimension can collide with it"
+                );
+            }
+        }
+        // ChainUp once per chain, on a line of its own under its own dimensions.
+        let chain = &docs[3];
+        assert_eq!(values(chain, "ChainUp"), [1.0, 1.0]);
+        assert!(chain.get("Hop").is_none());
         assert_eq!(
-            docs[0]["_aws"]["CloudWatchMetrics"][1]["Dimensions"][0],
+            chain["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0],
             json!(["Chain", "AvailabilityZone"])
         );
-        assert!(docs[1].get("ChainUp").is_none() && docs[2].get("ChainUp").is_none());
         assert_eq!(values(&docs[1], "HealthCheckUp"), [1.0, 1.0]);
         let latency = values(&docs[1], "Latency");
         assert_eq!(latency.len(), 2);
@@ -334,6 +412,57 @@ mod tests {
         assert_eq!(target["ProxyProtocolSource"], "10.0.0.5:50000");
         assert_eq!(values(target, "UnexpectedSource"), [0.0, 0.0]);
         assert!(docs[0].get("SourceIp").is_none(), "not an echo answer");
+    }
+
+    #[test]
+    fn each_failure_class_gets_its_own_line() {
+        let chain = chain();
+        let mut periods = Periods::new(Duration::from_secs(60));
+        let results = |t, o| vec![result(o, 10, at(t), ""); 3];
+        periods.observe(
+            &round(&chain, at(1.0), results(1.0, Outcome::Ok), true),
+            &[true; 3],
+            &verdict(true, None),
+        );
+        periods.observe(
+            &round(&chain, at(2.0), results(2.0, Outcome::Timeout), true),
+            &[true; 3],
+            &verdict(false, Some(2)),
+        );
+        periods.observe(
+            &round(&chain, at(3.0), results(3.0, Outcome::Reset), true),
+            &[true; 3],
+            &verdict(false, Some(2)),
+        );
+        let period = periods.take_all().remove(0);
+        let docs: Vec<Json> = lines(&period, "Hopwatch", &[], 60)
+            .iter()
+            .map(|l| check(l))
+            .collect();
+        let nlb: Vec<(String, Vec<f64>)> = docs
+            .iter()
+            .filter(|d| d["Hop"] == "nlb")
+            .map(|d| {
+                (
+                    d["Result"].as_str().unwrap_or("").to_string(),
+                    values(d, "Probes"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            nlb,
+            [
+                ("ok".to_string(), vec![1.0]),
+                ("reset".to_string(), vec![1.0]),
+                ("timeout".to_string(), vec![1.0])
+            ]
+        );
+        let main = docs
+            .iter()
+            .find(|d| d["Hop"] == "nlb" && d["Result"] == "ok")
+            .expect("main");
+        assert_eq!(values(main, "ProbeFailures"), [2.0]);
+        assert_eq!(main["Results"], json!({"ok": 1, "reset": 1, "timeout": 1}));
     }
 
     #[test]
@@ -362,8 +491,12 @@ mod tests {
         assert_eq!(gateway.len(), 3, "250 samples: 100 + 100 + 50");
         let all: usize = gateway.iter().map(|d| values(d, "Latency").len()).sum();
         assert_eq!(all, 250, "every sample once");
-        let chain_up: usize = gateway.iter().map(|d| values(d, "ChainUp").len()).sum();
+        let chain_up: usize = docs.iter().map(|d| values(d, "ChainUp").len()).sum();
         assert_eq!(chain_up, 250);
+        assert!(
+            gateway[1].get("Result").is_none(),
+            "no Probes, no Result dimension"
+        );
         assert_eq!(values(gateway[0], "Probes"), [250.0]);
         assert!(
             gateway[1..].iter().all(|d| d.get("Probes").is_none()),

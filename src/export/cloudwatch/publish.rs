@@ -6,7 +6,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::buffer::Buffer;
+use super::datum::MAX_DATUMS;
 use super::datum::{Datum, Unit, Value};
 use super::encode::{admissible, datums};
 use super::period::{Period, Periods};
@@ -63,6 +64,15 @@ struct Queue {
     wake: Notify,
     /// Set by the flusher once its last period is queued: then an empty buffer means done.
     closed: AtomicBool,
+    /// Datums taken out for the call in progress: still waiting, so part of the gauge.
+    in_flight: AtomicUsize,
+}
+
+impl Queue {
+    /// Publishes `hopwatch_cloudwatch_buffered_datums`: queued plus in the call in progress.
+    fn report(&self, buffer: &Buffer, metrics: &CloudWatchMetrics) {
+        metrics.buffered(buffer.len() + self.in_flight.load(Ordering::Relaxed));
+    }
 }
 
 /// The SDK client and what each call needs.
@@ -84,6 +94,7 @@ impl Publisher {
                     buffer: Mutex::new(Buffer::new(config.max_buffered_datums)),
                     wake: Notify::new(),
                     closed: AtomicBool::new(false),
+                    in_flight: AtomicUsize::new(0),
                 });
                 let api = Api {
                     client: client(&config).await,
@@ -201,7 +212,7 @@ async fn flush_loop(
             }
         };
         for period in &ended {
-            emit(&config, period, &outlet, &metrics);
+            emit(&config, period, &outlet, &metrics).await;
         }
         if last {
             if let Outlet::Api(queue) = &outlet {
@@ -214,20 +225,20 @@ async fn flush_loop(
 }
 
 /// Hands one period to the outlet: datums to the queue, or EMF lines to their output.
-fn emit(config: &CloudWatch, period: &Period, outlet: &Outlet, metrics: &CloudWatchMetrics) {
+async fn emit(config: &CloudWatch, period: &Period, outlet: &Outlet, metrics: &CloudWatchMetrics) {
     let all = datums(period, &config.dimensions, config.storage_resolution);
-    let (ok, rejected) = admissible(all, SystemTime::now());
-    for (datum, why) in &rejected {
-        tracing::error!(metric = %datum.metric, ?why, "datum CloudWatch would refuse; dropped");
-    }
-    metrics.dropped(rejected.len());
     match outlet {
         Outlet::Api(queue) => {
+            let (ok, rejected) = admissible(all, SystemTime::now());
+            for (datum, why) in &rejected {
+                tracing::error!(metric = %datum.metric, ?why, "datum CloudWatch would refuse; dropped");
+            }
+            metrics.dropped(rejected.len());
             let n = ok.len();
             let dropped = {
                 let mut buffer = queue.buffer.lock().unwrap_or_else(|e| e.into_inner());
                 let dropped = buffer.push(ok);
-                metrics.buffered(buffer.len());
+                queue.report(&buffer, metrics);
                 dropped
             };
             if dropped > 0 {
@@ -243,20 +254,28 @@ fn emit(config: &CloudWatch, period: &Period, outlet: &Outlet, metrics: &CloudWa
             }
         }
         Outlet::Emf(output) => {
+            // EMF lines carry the same numbers as these datums; they count what was written.
+            let n = all.len();
             let lines = super::emf::lines(
                 period,
                 &config.namespace,
                 &config.dimensions,
                 config.storage_resolution,
             );
-            match write_lines(output, &lines) {
+            let count = lines.len();
+            let output = output.clone();
+            // A slow log driver must block a blocking thread, not a runtime worker.
+            let written = tokio::task::spawn_blocking(move || write_lines(&output, &lines))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            match written {
                 Ok(()) => {
-                    metrics.sent(ok.len());
+                    metrics.sent(n);
                     metrics.succeeded();
                 }
                 Err(e) => {
-                    metrics.dropped(ok.len());
-                    tracing::error!(error = %e, lines = lines.len(), "cannot write EMF lines; dropped");
+                    metrics.dropped(n);
+                    tracing::error!(error = %e, lines = count, "cannot write EMF lines; dropped");
                 }
             }
         }
@@ -352,6 +371,31 @@ fn backoff(attempt: u32, cap: Duration) -> Duration {
     top / 2 + top.mul_f64(fastrand::f64() / 2.0)
 }
 
+/// Resolves once finishing has begun and its deadline has passed; never otherwise.
+async fn deadline_passed(mut finish: watch::Receiver<Option<Instant>>) {
+    let at = loop {
+        if let Some(at) = *finish.borrow_and_update() {
+            break at;
+        }
+        if finish.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::time::sleep_until(at).await;
+}
+
+/// Resolves when the finish signal changes; never if the publisher is gone (the flusher then
+/// closes the queue, which ends the sender).
+async fn finish_changed(finish: &mut watch::Receiver<Option<Instant>>) {
+    if finish.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// While finishing, retries come at least this often, so the last period gets several tries
+/// before the deadline whatever the backoff had grown to.
+const FINISHING_RETRY: Duration = Duration::from_millis(500);
+
 async fn send_loop(
     api: Api,
     queue: Arc<Queue>,
@@ -360,8 +404,10 @@ async fn send_loop(
     mut finish: watch::Receiver<Option<Instant>>,
 ) {
     let mut failures: u32 = 0;
+    // Halved while CloudWatch rejects requests, to isolate the datum it refuses; doubled back
+    // after each success.
+    let mut batch_limit = MAX_DATUMS;
     loop {
-        let deadline = *finish.borrow();
         let batch = {
             let mut buffer = queue.buffer.lock().unwrap_or_else(|e| e.into_inner());
             let expired = buffer.expire(SystemTime::now());
@@ -369,7 +415,9 @@ async fn send_loop(
                 metrics.dropped(expired);
                 tracing::warn!(expired, "buffered datums older than two weeks dropped");
             }
-            buffer.take_batch()
+            let batch = buffer.take_batch(batch_limit);
+            queue.in_flight.store(batch.len(), Ordering::Relaxed);
+            batch
         };
         if batch.is_empty() {
             if queue.closed.load(Ordering::Acquire) {
@@ -380,7 +428,7 @@ async fn send_loop(
             // `notify_one` stores a permit, so a wake between the check and here is not lost.
             tokio::select! {
                 _ = queue.wake.notified() => {}
-                _ = finish.changed() => {}
+                _ = finish_changed(&mut finish) => {}
             }
             continue;
         }
@@ -391,60 +439,78 @@ async fn send_loop(
             .namespace(&api.namespace)
             .set_metric_data(Some(batch.iter().map(to_sdk).collect()))
             .send();
-        let outcome = match deadline {
-            Some(at) => tokio::time::timeout_at(at, request).await.ok(),
-            None => Some(request.await),
+        let deadline = deadline_passed(finish.clone());
+        let outcome = tokio::select! {
+            r = request => r,
+            _ = deadline => {
+                give_up(&queue, batch, &metrics);
+                return;
+            }
         };
-        let Some(outcome) = outcome else {
-            give_up(&queue, batch, &metrics);
-            return;
-        };
-        match outcome {
+        let failure = match outcome {
             Ok(_) => {
+                queue.in_flight.store(0, Ordering::Relaxed);
                 metrics.sent(n);
                 metrics.succeeded();
                 if failures > 0 {
                     tracing::info!(after = failures, "CloudWatch publishing recovered");
                 }
                 failures = 0;
+                batch_limit = (batch_limit * 2).min(MAX_DATUMS);
+                let buffer = queue.buffer.lock().unwrap_or_else(|e| e.into_inner());
+                queue.report(&buffer, &metrics);
+                continue;
             }
-            Err(err) => match classify(&err) {
-                Failure::Reject(why) => {
-                    metrics.dropped(n);
-                    tracing::error!(datums = n, error = %why, "CloudWatch rejected a request; its datums are dropped");
-                }
-                Failure::Retry(why) => {
-                    metrics.retried(n);
-                    failures += 1;
-                    let dropped = {
-                        let mut buffer = queue.buffer.lock().unwrap_or_else(|e| e.into_inner());
-                        let dropped = buffer.restore(batch);
-                        metrics.buffered(buffer.len());
-                        dropped
-                    };
+            Err(err) => classify(&err),
+        };
+        match failure {
+            Failure::Reject(why) if n > 1 => {
+                // One bad datum must not take a thousand good ones with it: send halves.
+                batch_limit = n / 2;
+                tracing::warn!(datums = n, error = %why, "CloudWatch rejected a request; retrying in halves to isolate the datum it refuses");
+                let mut buffer = queue.buffer.lock().unwrap_or_else(|e| e.into_inner());
+                let dropped = buffer.restore(batch);
+                queue.in_flight.store(0, Ordering::Relaxed);
+                queue.report(&buffer, &metrics);
+                metrics.dropped(dropped);
+            }
+            Failure::Reject(why) => {
+                queue.in_flight.store(0, Ordering::Relaxed);
+                metrics.dropped(n);
+                tracing::error!(datums = n, error = %why, "CloudWatch rejected a datum; it is dropped");
+            }
+            Failure::Retry(why) => {
+                metrics.retried(n);
+                failures += 1;
+                {
+                    let mut buffer = queue.buffer.lock().unwrap_or_else(|e| e.into_inner());
+                    let dropped = buffer.restore(batch);
+                    queue.in_flight.store(0, Ordering::Relaxed);
+                    queue.report(&buffer, &metrics);
                     metrics.dropped(dropped);
-                    let wait = backoff(failures, cap);
-                    // Once per outage at warn, then quietly: the metrics carry the rest.
-                    if failures == 1 {
-                        tracing::warn!(datums = n, error = %why, "PutMetricData failed; datums kept and retried");
-                    } else {
-                        tracing::debug!(datums = n, attempt = failures, error = %why, "PutMetricData failed again");
-                    }
-                    let sleep = tokio::time::sleep(wait);
-                    match deadline {
-                        Some(at) if Instant::now() + wait >= at => {
-                            tokio::time::sleep_until(at).await;
-                            give_up(&queue, Vec::new(), &metrics);
-                            return;
-                        }
-                        _ => sleep.await,
-                    }
-                    continue;
                 }
-            },
+                // Once per outage at warn, then quietly: the metrics carry the rest.
+                if failures == 1 {
+                    tracing::warn!(datums = n, error = %why, "PutMetricData failed; datums kept and retried");
+                } else {
+                    tracing::debug!(datums = n, attempt = failures, error = %why, "PutMetricData failed again");
+                }
+                let mut wait = backoff(failures, cap);
+                if finish.borrow().is_some() {
+                    wait = wait.min(FINISHING_RETRY);
+                }
+                let deadline = deadline_passed(finish.clone());
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    // Finishing began: stop waiting out a long backoff, try again now.
+                    _ = finish_changed(&mut finish) => {}
+                    _ = deadline => {
+                        give_up(&queue, Vec::new(), &metrics);
+                        return;
+                    }
+                }
+            }
         }
-        let buffered = queue.buffer.lock().unwrap_or_else(|e| e.into_inner()).len();
-        metrics.buffered(buffered);
     }
 }
 
@@ -453,6 +519,7 @@ fn give_up(queue: &Queue, in_flight: Vec<Datum>, metrics: &CloudWatchMetrics) {
     let mut buffer = queue.buffer.lock().unwrap_or_else(|e| e.into_inner());
     let lost = buffer.len() + in_flight.len();
     buffer.take_all();
+    queue.in_flight.store(0, Ordering::Relaxed);
     metrics.dropped(lost);
     metrics.buffered(0);
     if lost > 0 {
