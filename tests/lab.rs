@@ -1,0 +1,761 @@
+//! The chain lab's scenarios: each reference topology (T1, T2, T4 in `tests/lab/`) on real
+//! HAProxy, real nftables security groups and `hopwatch echo` targets in network namespaces,
+//! broken one way at a time. Every scenario is judged twice, from `hopwatch check --json` and
+//! from the running agent's `/metrics` as a real Prometheus scraped it, and must reach its
+//! verdict within the configured rounds. Each topology prints a table and writes it to
+//! `target/lab/<topology>.txt`.
+
+#[path = "lab/mod.rs"]
+mod lab;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use lab::{second, Faults, Lab, DEBOUNCE, INTERVAL_MS};
+
+/// What a scenario must end in. Everything not named must be clean.
+#[derive(Debug, Clone, Default)]
+struct Expect {
+    up: bool,
+    broken: Option<&'static str>,
+    /// A phrase the reason must contain.
+    reason: Option<&'static str>,
+    blind: Vec<&'static str>,
+    health_down: Vec<&'static str>,
+    /// (hop, node) whose address probe fails.
+    address_down: Vec<(&'static str, &'static str)>,
+    unexpected: Vec<&'static str>,
+    /// (hop, node): the TCP peer the target saw through that hop.
+    peers: Vec<(&'static str, &'static str)>,
+    /// (hop, ms): the hop's latency is at least this.
+    slow: Option<(&'static str, u64)>,
+    /// (hop, node-link): the caller in the PROXY v2 header the target saw.
+    proxy_src: Option<(&'static str, &'static str)>,
+}
+
+struct Scenario {
+    name: &'static str,
+    faults: Faults,
+    expect: Expect,
+}
+
+fn up() -> Expect {
+    Expect {
+        up: true,
+        ..Expect::default()
+    }
+}
+
+fn down(broken: &'static str, reason: &'static str) -> Expect {
+    Expect {
+        up: false,
+        broken: Some(broken),
+        reason: Some(reason),
+        ..Expect::default()
+    }
+}
+
+fn label<'a>(series: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("{name}=\"");
+    let start = series.find(&key)? + key.len();
+    let len = series[start..].find('"')?;
+    Some(&series[start..start + len])
+}
+
+/// The verdict as one comparable line: `up` or `down at HOP`, then every other signal.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Verdict {
+    up: Option<bool>,
+    broken: BTreeSet<String>,
+    blind: BTreeSet<String>,
+    health_down: BTreeSet<String>,
+    address_down: BTreeSet<String>,
+    unexpected: BTreeSet<String>,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.up {
+            None => write!(f, "no data")?,
+            Some(true) => write!(f, "up")?,
+            Some(false) => write!(
+                f,
+                "down at {}",
+                self.broken.iter().cloned().collect::<Vec<_>>().join(",")
+            )?,
+        }
+        for (what, set) in [
+            ("blind spot", &self.blind),
+            ("health check down", &self.health_down),
+            ("address down", &self.address_down),
+            ("unexpected source", &self.unexpected),
+        ] {
+            if !set.is_empty() {
+                write!(
+                    f,
+                    "; {what} {}",
+                    set.iter().cloned().collect::<Vec<_>>().join(",")
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Expect {
+    fn verdict(&self, lab: &Lab) -> Verdict {
+        let addr = |node: &str| lab.topo.nodes[node].addr.to_string();
+        Verdict {
+            up: Some(self.up),
+            broken: self.broken.iter().map(|s| s.to_string()).collect(),
+            blind: self.blind.iter().map(|s| s.to_string()).collect(),
+            health_down: self.health_down.iter().map(|s| s.to_string()).collect(),
+            address_down: self
+                .address_down
+                .iter()
+                .map(|(h, n)| format!("{h}/{}", addr(n)))
+                .collect(),
+            unexpected: self.unexpected.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// The verdict read from the agent's own `/metrics`.
+fn from_metrics(metrics: &BTreeMap<String, f64>) -> Verdict {
+    let mut v = Verdict::default();
+    for (series, value) in metrics {
+        let hop = || label(series, "hop").unwrap_or("").to_string();
+        if series.starts_with("hopwatch_chain_up{") {
+            v.up = Some(*value == 1.0);
+        } else if series.starts_with("hopwatch_chain_broken_hop{") && *value == 1.0 {
+            v.broken.insert(hop());
+        } else if series.starts_with("hopwatch_hop_blind_spot{") && *value == 1.0 {
+            v.blind.insert(hop());
+        } else if series.starts_with("hopwatch_health_check_up{") && *value == 0.0 {
+            v.health_down.insert(hop());
+        } else if series.starts_with("hopwatch_hop_address_up{") && *value == 0.0 {
+            v.address_down.insert(format!(
+                "{}/{}",
+                hop(),
+                label(series, "address").unwrap_or("")
+            ));
+        } else if series.starts_with("hopwatch_source_unexpected{") && *value == 1.0 {
+            v.unexpected.insert(hop());
+        }
+    }
+    v
+}
+
+/// The verdict as Prometheus has it from its scrapes.
+fn from_prometheus(lab: &Lab) -> Verdict {
+    let hops = |q: &str, with: &dyn Fn(&BTreeMap<String, String>) -> String| -> BTreeSet<String> {
+        lab.promql(q).iter().map(|(l, _)| with(l)).collect()
+    };
+    let hop = |l: &BTreeMap<String, String>| l.get("hop").cloned().unwrap_or_default();
+    Verdict {
+        up: lab
+            .promql("hopwatch_chain_up")
+            .first()
+            .map(|(_, v)| *v == 1.0),
+        broken: hops("hopwatch_chain_broken_hop == 1", &hop),
+        blind: hops("hopwatch_hop_blind_spot == 1", &hop),
+        health_down: hops("hopwatch_health_check_up == 0", &hop),
+        address_down: hops("hopwatch_hop_address_up == 0", &|l| {
+            format!(
+                "{}/{}",
+                hop(l),
+                l.get("address").cloned().unwrap_or_default()
+            )
+        }),
+        unexpected: hops("hopwatch_source_unexpected == 1", &hop),
+    }
+}
+
+struct Row {
+    scenario: &'static str,
+    expected: String,
+    observed: String,
+    rounds: u64,
+}
+
+/// Brings up `topology`, runs every scenario from a healthy lab, and returns the table.
+fn run(topology: &str, scenarios: Vec<Scenario>) {
+    if let Some(why) = lab::missing_tools() {
+        if std::env::var_os("HOPWATCH_REQUIRE_NETNS").is_some() {
+            panic!("the lab cannot run: {why} (HOPWATCH_REQUIRE_NETNS is set)");
+        }
+        eprintln!("SKIPPED lab {topology}: {why}");
+        return;
+    }
+    let mut lab = Lab::up(topology);
+    let healthy = up().verdict(&lab);
+    let settle = Duration::from_secs(30);
+    let got = lab.wait(settle, || {
+        (from_metrics(&lab.metrics()) == healthy).then_some(())
+    });
+    assert!(
+        got.is_some(),
+        "{topology} never became healthy: {}\n{}",
+        from_metrics(&lab.metrics()),
+        lab.logs()
+    );
+
+    let mut rows = Vec::new();
+    for s in scenarios {
+        lab.apply(&s.faults);
+        let expected = s.expect.verdict(&lab);
+        let start = lab.rounds();
+        let reached = lab.wait(Duration::from_secs(20), || {
+            let v = from_metrics(&lab.metrics());
+            (v == expected).then_some(v)
+        });
+        let rounds = lab.rounds().saturating_sub(start);
+        let observed = reached
+            .clone()
+            .unwrap_or_else(|| from_metrics(&lab.metrics()));
+        rows.push(Row {
+            scenario: s.name,
+            expected: expected.to_string(),
+            observed: observed.to_string(),
+            rounds,
+        });
+        let table = render(topology, &rows);
+        assert!(
+            reached.is_some(),
+            "{topology}/{}: expected {expected}, the agent says {observed}\n{table}\n{}",
+            s.name,
+            lab.logs()
+        );
+        // Counting the round that was in flight when the fault landed.
+        assert!(
+            rounds <= DEBOUNCE + 2,
+            "{topology}/{}: {rounds} rounds to detect, more than down_after ({DEBOUNCE}) + 2\n{table}",
+            s.name
+        );
+
+        // The same verdict from Prometheus's own scrapes of the agent.
+        let prom = lab.wait(Duration::from_secs(15), || {
+            (from_prometheus(&lab) == expected).then_some(())
+        });
+        assert!(
+            prom.is_some(),
+            "{topology}/{}: Prometheus says {}, expected {expected}",
+            s.name,
+            from_prometheus(&lab)
+        );
+
+        // And from one `check --json` round: verdict, blamed hop, reason, sources.
+        let doc = lab.check();
+        let chain = &doc["chains"][0];
+        assert_eq!(
+            chain["up"], s.expect.up,
+            "{topology}/{}: check --json {chain:#}",
+            s.name
+        );
+        assert_eq!(
+            chain["broken_hop"].as_str(),
+            s.expect.broken,
+            "{topology}/{}: {chain:#}",
+            s.name
+        );
+        if let Some(phrase) = s.expect.reason {
+            let reason = chain["reason"].as_str().unwrap_or("");
+            assert!(
+                reason.contains(phrase),
+                "{topology}/{}: reason {reason:?} lacks {phrase:?}",
+                s.name
+            );
+        }
+        let hop = |name: &str| {
+            chain["hops"]
+                .as_array()
+                .and_then(|hops| hops.iter().find(|h| h["name"] == name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        for (h, node) in &s.expect.peers {
+            let want = if s.faults.new_source.iter().any(|n| n == node) {
+                second(lab.topo.nodes[*node].addr).to_string()
+            } else {
+                lab.topo.nodes[*node].addr.to_string()
+            };
+            assert_eq!(
+                hop(h)["source"]["peer"],
+                want,
+                "{topology}/{}: what the target saw through {h}",
+                s.name
+            );
+            let info = format!("hopwatch_target_source_info{{hop=\"{h}\",source_ip=\"{want}\"}}");
+            let seen = lab.wait(Duration::from_secs(10), || {
+                (!lab.promql(&info).is_empty()).then_some(())
+            });
+            assert!(
+                seen.is_some(),
+                "{topology}/{}: Prometheus has no {info}",
+                s.name
+            );
+        }
+        if let Some((h, link)) = s.expect.proxy_src {
+            let node = link.trim_end_matches("-link");
+            let want = lab.topo.nodes[node]
+                .link
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let src = hop(h)["source"]["proxy_protocol"]["src"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            assert!(
+                src.starts_with(&format!("{want}:")),
+                "{topology}/{}: PROXY v2 source {src:?}, want {want}",
+                s.name
+            );
+        }
+        if let Some((h, ms)) = s.expect.slow {
+            let took = hop(h)["duration_ms"].as_f64().unwrap_or(0.0);
+            assert!(
+                took >= ms as f64,
+                "{topology}/{}: {h} took {took} ms, the targets add {ms}",
+                s.name
+            );
+            let q = format!(
+                "rate(hopwatch_probe_duration_seconds_sum{{hop=\"{h}\"}}[4s]) / rate(hopwatch_probe_duration_seconds_count{{hop=\"{h}\"}}[4s])"
+            );
+            let slow = lab.wait(Duration::from_secs(15), || {
+                lab.promql(&q)
+                    .first()
+                    .filter(|(_, v)| *v >= ms as f64 / 1000.0)
+                    .map(|_| ())
+            });
+            assert!(
+                slow.is_some(),
+                "{topology}/{}: Prometheus never saw {h} at {ms} ms: {:?}",
+                s.name,
+                lab.promql(&q)
+            );
+        }
+
+        // Back to healthy before the next scenario.
+        lab.apply(&Faults::default());
+        let back = lab.wait(settle, || {
+            (from_metrics(&lab.metrics()) == healthy).then_some(())
+        });
+        assert!(
+            back.is_some(),
+            "{topology}: not healthy again after {}: {}",
+            s.name,
+            from_metrics(&lab.metrics())
+        );
+    }
+    let table = render(topology, &rows);
+    println!("{table}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lab");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{topology}.txt")), &table);
+}
+
+fn render(topology: &str, rows: &[Row]) -> String {
+    let w = |f: &dyn Fn(&Row) -> usize, title: &str| {
+        rows.iter().map(f).max().unwrap_or(0).max(title.len())
+    };
+    let (a, b, c) = (
+        w(&|r| r.scenario.len(), "scenario"),
+        w(&|r| r.expected.len(), "expected verdict"),
+        w(&|r| r.observed.len(), "observed verdict"),
+    );
+    let mut out = format!(
+        "lab {topology} (rounds of {INTERVAL_MS} ms, down_after {DEBOUNCE})\n{:a$}  {:b$}  {:c$}  rounds to detect\n",
+        "scenario", "expected verdict", "observed verdict"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:a$}  {:b$}  {:c$}  {}\n",
+            r.scenario, r.expected, r.observed, r.rounds
+        ));
+    }
+    out
+}
+
+fn f() -> Faults {
+    Faults::default()
+}
+
+fn s(text: &str) -> String {
+    text.to_string()
+}
+
+#[test]
+fn t2_rest_nlb_alb() {
+    run(
+        "t2",
+        vec![
+            Scenario {
+                name: "healthy",
+                faults: f(),
+                expect: Expect {
+                    // Through the NLB and the ALB the target sees an ALB node; direct, the agent.
+                    peers: vec![
+                        ("gateway", "alb"),
+                        ("nlb", "alb"),
+                        ("alb", "alb"),
+                        ("target", "agent"),
+                    ],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "alb-sg lacks the NLB on 80",
+                faults: Faults {
+                    removed_sources: vec![
+                        (s("alb-sg"), s("traffic"), s("nlb-a")),
+                        (s("alb-sg"), s("traffic"), s("nlb-b")),
+                    ],
+                    ..f()
+                },
+                expect: Expect {
+                    // Each NLB node, probed on its own, fails the same way.
+                    address_down: vec![("nlb", "nlb-a"), ("nlb", "nlb-b")],
+                    ..down("nlb", "alb-sg probably lacks the NLB addresses")
+                },
+            },
+            Scenario {
+                name: "alb-sg lacks health port 8080",
+                faults: Faults {
+                    removed_rules: vec![(s("alb-sg"), s("health"))],
+                    ..f()
+                },
+                expect: Expect {
+                    health_down: vec!["alb"],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "one target down",
+                faults: Faults {
+                    stopped: vec![s("target-b")],
+                    ..f()
+                },
+                expect: Expect {
+                    address_down: vec![("target", "target-b")],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "all targets down",
+                faults: Faults {
+                    stopped: vec![s("target-a"), s("target-b")],
+                    ..f()
+                },
+                expect: Expect {
+                    health_down: vec!["target"],
+                    address_down: vec![
+                        ("nlb", "nlb-a"),
+                        ("nlb", "nlb-b"),
+                        ("target", "target-a"),
+                        ("target", "target-b"),
+                    ],
+                    ..down("target", "nothing listening on port 80")
+                },
+            },
+            Scenario {
+                name: "targets slow (250 ms)",
+                faults: Faults {
+                    target_delay_ms: 250,
+                    ..f()
+                },
+                expect: Expect {
+                    slow: Some(("target", 250)),
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "VPC link down (gateway -> NLB)",
+                faults: Faults {
+                    link_down: true,
+                    ..f()
+                },
+                expect: down("gateway", "VPC link or endpoint service"),
+            },
+            Scenario {
+                name: "one NLB node (AZ b) down",
+                faults: Faults {
+                    stopped: vec![s("nlb-b")],
+                    ..f()
+                },
+                expect: Expect {
+                    address_down: vec![("nlb", "nlb-b")],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "agent blocked from the ALB",
+                faults: Faults {
+                    removed_sources: vec![(s("alb-sg"), s("traffic"), s("agent"))],
+                    ..f()
+                },
+                expect: Expect {
+                    blind: vec!["alb"],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "ALB connects from an unexpected address",
+                faults: Faults {
+                    new_source: vec![s("alb")],
+                    ..f()
+                },
+                expect: Expect {
+                    unexpected: vec!["alb", "gateway", "nlb"],
+                    peers: vec![("alb", "alb")],
+                    ..up()
+                },
+            },
+        ],
+    );
+}
+
+#[test]
+fn t1_rest_nlb() {
+    run(
+        "t1",
+        vec![
+            Scenario {
+                name: "healthy",
+                faults: f(),
+                expect: Expect {
+                    // Behind the NLB the target's peer is an NLB node (which one varies), and
+                    // the PROXY v2 header names the VPC link endpoint as the caller.
+                    peers: vec![("target", "agent")],
+                    proxy_src: Some(("gateway", "gateway-link")),
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "target-sg lacks the NLB on 80",
+                faults: Faults {
+                    removed_sources: vec![
+                        (s("target-a-sg"), s("traffic"), s("nlb-a")),
+                        (s("target-a-sg"), s("traffic"), s("nlb-b")),
+                        (s("target-b-sg"), s("traffic"), s("nlb-a")),
+                        (s("target-b-sg"), s("traffic"), s("nlb-b")),
+                    ],
+                    ..f()
+                },
+                expect: Expect {
+                    address_down: vec![("nlb", "nlb-a"), ("nlb", "nlb-b")],
+                    ..down("nlb", "target-sg probably lacks the NLB addresses")
+                },
+            },
+            Scenario {
+                name: "target-sg lacks health port 8080",
+                faults: Faults {
+                    removed_rules: vec![
+                        (s("target-a-sg"), s("health")),
+                        (s("target-b-sg"), s("health")),
+                    ],
+                    ..f()
+                },
+                expect: Expect {
+                    health_down: vec!["target"],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "one target down",
+                faults: Faults {
+                    stopped: vec![s("target-b")],
+                    ..f()
+                },
+                expect: Expect {
+                    address_down: vec![("target", "target-b")],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "all targets down",
+                faults: Faults {
+                    stopped: vec![s("target-a"), s("target-b")],
+                    ..f()
+                },
+                expect: Expect {
+                    health_down: vec!["target"],
+                    address_down: vec![
+                        ("nlb", "nlb-a"),
+                        ("nlb", "nlb-b"),
+                        ("target", "target-a"),
+                        ("target", "target-b"),
+                    ],
+                    ..down("target", "nothing listening on port 80")
+                },
+            },
+            Scenario {
+                name: "targets slow (250 ms)",
+                faults: Faults {
+                    target_delay_ms: 250,
+                    ..f()
+                },
+                expect: Expect {
+                    slow: Some(("target", 250)),
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "VPC link down (gateway -> NLB)",
+                faults: Faults {
+                    link_down: true,
+                    ..f()
+                },
+                expect: down("gateway", "VPC link or endpoint service"),
+            },
+            Scenario {
+                name: "one NLB node (AZ b) down",
+                faults: Faults {
+                    stopped: vec![s("nlb-b")],
+                    ..f()
+                },
+                expect: Expect {
+                    address_down: vec![("nlb", "nlb-b")],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "agent blocked from the targets",
+                faults: Faults {
+                    removed_sources: vec![
+                        (s("target-a-sg"), s("traffic"), s("agent")),
+                        (s("target-b-sg"), s("traffic"), s("agent")),
+                    ],
+                    ..f()
+                },
+                expect: Expect {
+                    blind: vec!["target"],
+                    address_down: vec![("target", "target-a"), ("target", "target-b")],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "NLB connects from unexpected addresses",
+                faults: Faults {
+                    new_source: vec![s("nlb-a"), s("nlb-b")],
+                    ..f()
+                },
+                expect: Expect {
+                    unexpected: vec!["gateway"],
+                    ..up()
+                },
+            },
+        ],
+    );
+}
+
+#[test]
+fn t4_http_alb() {
+    run(
+        "t4",
+        vec![
+            Scenario {
+                name: "healthy",
+                faults: f(),
+                expect: Expect {
+                    peers: vec![("gateway", "alb"), ("alb", "alb"), ("target", "agent")],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "alb-sg lacks the link (httpapi-sg) on 80",
+                faults: Faults {
+                    removed_sources: vec![(s("alb-sg"), s("traffic"), s("gateway-link"))],
+                    ..f()
+                },
+                expect: down("gateway", "httpapi-sg"),
+            },
+            Scenario {
+                name: "target-sg lacks health port 8080",
+                faults: Faults {
+                    removed_rules: vec![
+                        (s("target-a-sg"), s("health")),
+                        (s("target-b-sg"), s("health")),
+                    ],
+                    ..f()
+                },
+                expect: Expect {
+                    health_down: vec!["target"],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "one target down",
+                faults: Faults {
+                    stopped: vec![s("target-b")],
+                    ..f()
+                },
+                expect: Expect {
+                    address_down: vec![("target", "target-b")],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "all targets down",
+                faults: Faults {
+                    stopped: vec![s("target-a"), s("target-b")],
+                    ..f()
+                },
+                expect: Expect {
+                    health_down: vec!["target"],
+                    address_down: vec![("target", "target-a"), ("target", "target-b")],
+                    ..down("target", "nothing listening on port 80")
+                },
+            },
+            Scenario {
+                name: "targets slow (250 ms)",
+                faults: Faults {
+                    target_delay_ms: 250,
+                    ..f()
+                },
+                expect: Expect {
+                    slow: Some(("target", 250)),
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "VPC link down",
+                faults: Faults {
+                    link_down: true,
+                    ..f()
+                },
+                expect: down("gateway", "VPC link (INACTIVE"),
+            },
+            Scenario {
+                name: "httpapi-sg outbound rule removed",
+                faults: Faults {
+                    removed_rules: vec![(s("httpapi-sg"), s("to-alb"))],
+                    ..f()
+                },
+                expect: down("gateway", "httpapi-sg"),
+            },
+            Scenario {
+                name: "agent blocked from the ALB",
+                faults: Faults {
+                    removed_sources: vec![(s("alb-sg"), s("traffic"), s("agent"))],
+                    ..f()
+                },
+                expect: Expect {
+                    blind: vec!["alb"],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "ALB connects from an unexpected address",
+                faults: Faults {
+                    new_source: vec![s("alb")],
+                    ..f()
+                },
+                expect: Expect {
+                    unexpected: vec!["alb", "gateway"],
+                    peers: vec![("alb", "alb")],
+                    ..up()
+                },
+            },
+        ],
+    );
+}

@@ -1,0 +1,815 @@
+//! The chain lab: a reference topology (`tests/lab/t*.toml`) built from network namespaces,
+//! veth pairs, HAProxy (gateway, NLB nodes, ALB), `hopwatch echo` targets and nftables
+//! security groups, with the agent and a real Prometheus in a namespace of their own.
+//!
+//! Every address lives inside the namespaces the lab makes; all of them are deleted, and every
+//! process it started is killed by PID, when the `Lab` is dropped (a failing test included).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hopwatch");
+
+/// Round interval of the lab's agent; every timeout in the lab is set against it.
+pub const INTERVAL_MS: u64 = 1000;
+/// Hop timeout: above the gateway's and the ALB's own timeouts, so they answer first.
+pub const HOP_TIMEOUT_MS: u64 = 850;
+/// The agent's `down_after` / `up_after`.
+pub const DEBOUNCE: u64 = 2;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    pub kind: String,
+    pub nodes: BTreeMap<String, Node>,
+    pub names: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub sg: Vec<Sg>,
+    pub hop: Vec<HopSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub addr: Ipv4Addr,
+    /// The gateway's VPC link address: the source of its onward connections.
+    pub link: Option<Ipv4Addr>,
+    /// `gateway`, `nlb`, `alb` or `target`; none for the agent.
+    pub part: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// NLB: send PROXY protocol v2 to its targets.
+    #[serde(default)]
+    pub proxy_v2: bool,
+    /// Target: read PROXY protocol headers.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sg {
+    pub name: String,
+    pub node: String,
+    /// Outbound group: applies to traffic leaving from this address of the node (`link`).
+    pub outbound_from: Option<String>,
+    pub rules: Vec<SgRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SgRule {
+    pub id: String,
+    pub port: u16,
+    #[serde(default)]
+    pub from: Vec<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HopSpec {
+    pub name: String,
+    pub url: String,
+    pub health_url: Option<String>,
+    #[serde(default)]
+    pub per_address: bool,
+}
+
+/// What is broken right now. `Faults::default()` is the healthy lab.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// (security group, rule id) removed.
+    pub removed_rules: Vec<(String, String)>,
+    /// (security group, rule id, source) taken out of one rule.
+    pub removed_sources: Vec<(String, String, String)>,
+    /// Nodes whose processes are stopped (nothing listening).
+    pub stopped: Vec<String>,
+    /// Added delay at every target, milliseconds.
+    pub target_delay_ms: u64,
+    /// The gateway's VPC link drops everything it sends onward.
+    pub link_down: bool,
+    /// Nodes that now connect onward from a second address (.99 in their subnet), which the
+    /// security groups allow (a group wider than intended).
+    pub new_source: Vec<String>,
+}
+
+/// A topology brought up.
+pub struct Lab {
+    pub name: String,
+    pub topo: Topology,
+    prefix: String,
+    dir: PathBuf,
+    namespaces: Vec<String>,
+    /// Running processes per node, with the spec they were started from.
+    procs: BTreeMap<String, (String, Vec<Child>)>,
+    agent: Vec<Child>,
+    faults: Faults,
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// True when the lab can run here: root, `ip`, `nft`, `haproxy`, `prometheus`, `curl`.
+pub fn missing_tools() -> Option<String> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        return Some("needs root (network namespaces)".into());
+    }
+    let missing: Vec<&str> = ["ip", "nft", "haproxy", "prometheus", "curl"]
+        .into_iter()
+        .filter(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+        .collect();
+    (!missing.is_empty()).then(|| format!("missing {}", missing.join(", ")))
+}
+
+impl Lab {
+    /// Reads `tests/lab/NAME.toml`.
+    pub fn topology(name: &str) -> Topology {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/lab/{name}.toml"));
+        let text = std::fs::read_to_string(&path).expect("topology file");
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Builds the namespaces, the network and the security groups, starts every part, the
+    /// agent and Prometheus.
+    pub fn up(name: &str) -> Lab {
+        let topo = Self::topology(name);
+        let prefix = format!("hwl{}{name}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(&prefix);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("lab dir");
+        let mut lab = Lab {
+            name: name.to_string(),
+            topo,
+            prefix,
+            dir,
+            namespaces: Vec::new(),
+            procs: BTreeMap::new(),
+            agent: Vec::new(),
+            faults: Faults::default(),
+        };
+        lab.network();
+        lab.apply(&Faults::default());
+        lab.start_agent();
+        lab
+    }
+
+    /// The namespace of a node (`vpc` is the router).
+    pub fn ns(&self, node: &str) -> String {
+        format!("{}-{node}", self.prefix)
+    }
+
+    fn add_ns(&mut self, node: &str) -> String {
+        let ns = self.ns(node);
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        run(&["ip", "netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        run(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        let etc = format!("/etc/netns/{ns}");
+        std::fs::create_dir_all(&etc).expect("/etc/netns");
+        // No resolver: names come from the hosts file only, nothing is asked outside.
+        std::fs::write(
+            format!("{etc}/resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .expect("resolv.conf");
+        ns
+    }
+
+    fn exec(&self, node: &str, args: &[&str]) {
+        let ns = self.ns(node);
+        let mut full = vec!["ip", "netns", "exec", ns.as_str()];
+        full.extend_from_slice(args);
+        run(&full);
+    }
+
+    /// A router namespace ("the VPC") with one veth per node; each node's addresses are /32s
+    /// routed to its veth, so any node reaches any other through the router.
+    fn network(&mut self) {
+        let router = self.add_ns("vpc");
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &router,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        let nodes: Vec<(String, Node)> = self
+            .topo
+            .nodes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (i, (name, node)) in nodes.iter().enumerate() {
+            let ns = self.add_ns(name);
+            let r = format!("r{i}");
+            run(&[
+                "ip", "link", "add", &r, "netns", &router, "type", "veth", "peer", "name", "e0",
+                "netns", &ns,
+            ]);
+            // Point-to-point: the router is 169.254.0.1 on every veth, reached on-link.
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &router,
+                "ip",
+                "addr",
+                "add",
+                "169.254.0.1/32",
+                "dev",
+                &r,
+            ]);
+            run(&[
+                "ip", "netns", "exec", &router, "ip", "link", "set", &r, "up",
+            ]);
+            self.exec(name, &["ip", "link", "set", "e0", "up"]);
+            for addr in [Some(node.addr), node.link, Some(second(node.addr))]
+                .into_iter()
+                .flatten()
+            {
+                self.exec(
+                    name,
+                    &["ip", "addr", "add", &format!("{addr}/32"), "dev", "e0"],
+                );
+                run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &router,
+                    "ip",
+                    "route",
+                    "add",
+                    &format!("{addr}/32"),
+                    "dev",
+                    &r,
+                ]);
+            }
+            self.exec(name, &["ip", "route", "add", "169.254.0.1/32", "dev", "e0"]);
+            self.exec(
+                name,
+                &[
+                    "ip",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "169.254.0.1",
+                    "dev",
+                    "e0",
+                    "src",
+                    &node.addr.to_string(),
+                ],
+            );
+        }
+        let mut hosts = String::from("127.0.0.1 localhost\n");
+        for (name, nodes) in &self.topo.names {
+            for n in nodes {
+                hosts.push_str(&format!("{} {name}\n", self.topo.nodes[n].addr));
+            }
+        }
+        std::fs::write(format!("/etc/netns/{}/hosts", self.ns("agent")), hosts).expect("hosts");
+    }
+
+    /// Addresses a security-group reference stands for: a node (its address, and its second
+    /// address once it uses it), `NODE-link`, or a CIDR.
+    fn addresses(&self, name: &str, faults: &Faults) -> Vec<String> {
+        if let Some(node) = name
+            .strip_suffix("-link")
+            .and_then(|n| self.topo.nodes.get(n))
+        {
+            return node.link.iter().map(|a| a.to_string()).collect();
+        }
+        match self.topo.nodes.get(name) {
+            Some(node) => {
+                let mut out = vec![node.addr.to_string()];
+                if faults.new_source.iter().any(|n| n == name) {
+                    out.push(second(node.addr).to_string());
+                }
+                out
+            }
+            None => vec![name.to_string()],
+        }
+    }
+
+    /// The nftables ruleset of one node under `faults`.
+    fn ruleset(&self, node: &str, faults: &Faults) -> String {
+        let mut input = Vec::new();
+        let mut output = Vec::new();
+        for sg in self.topo.sg.iter().filter(|s| s.node == node) {
+            let outbound = sg.outbound_from.as_ref().map(|f| {
+                let n = &self.topo.nodes[node];
+                match f.as_str() {
+                    "link" => n.link.unwrap_or(n.addr).to_string(),
+                    other => other.to_string(),
+                }
+            });
+            for rule in &sg.rules {
+                if faults
+                    .removed_rules
+                    .contains(&(sg.name.clone(), rule.id.clone()))
+                {
+                    continue;
+                }
+                let peers: Vec<String> = rule
+                    .from
+                    .iter()
+                    .chain(&rule.to)
+                    .filter(|p| {
+                        !faults.removed_sources.contains(&(
+                            sg.name.clone(),
+                            rule.id.clone(),
+                            (*p).clone(),
+                        ))
+                    })
+                    .flat_map(|p| self.addresses(p, faults))
+                    .collect();
+                if peers.is_empty() {
+                    continue;
+                }
+                let set = peers.join(", ");
+                match &outbound {
+                    Some(src) => output.push(format!(
+                        "    ip saddr {src} ip daddr {{ {set} }} tcp dport {} accept comment \"{}:{}\"",
+                        rule.port, sg.name, rule.id
+                    )),
+                    None => input.push(format!(
+                        "    ip saddr {{ {set} }} tcp dport {} accept comment \"{}:{}\"",
+                        rule.port, sg.name, rule.id
+                    )),
+                }
+            }
+            if let Some(src) = &outbound {
+                // Security groups are stateful: answers to allowed traffic pass.
+                output.insert(0, "    ct state established,related accept".into());
+                output.push(format!(
+                    "    ip saddr {src} drop comment \"{}: default deny\"",
+                    sg.name
+                ));
+            }
+        }
+        let inbound = self
+            .topo
+            .sg
+            .iter()
+            .any(|s| s.node == node && s.outbound_from.is_none());
+        if inbound {
+            input.insert(0, "    ct state established,related accept".into());
+            input.insert(1, "    iif lo accept".into());
+        }
+        let node_spec = &self.topo.nodes[node];
+        if node_spec.part.as_deref() == Some("gateway") && faults.link_down {
+            if let Some(link) = node_spec.link {
+                output.push(format!(
+                    "    ip saddr {link} drop comment \"vpc link down\""
+                ));
+            }
+        }
+        format!(
+            "table inet lab\ndelete table inet lab\ntable inet lab {{\n  chain input {{\n    type filter hook input priority 0; policy {};\n{}\n  }}\n  chain output {{\n    type filter hook output priority 0; policy accept;\n{}\n  }}\n}}\n",
+            if inbound { "drop" } else { "accept" },
+            input.join("\n"),
+            output.join("\n")
+        )
+    }
+
+    /// The command lines a node runs under `faults` (empty when stopped).
+    fn processes(&self, node: &str, faults: &Faults) -> Vec<Vec<String>> {
+        let n = &self.topo.nodes[node];
+        if faults.stopped.iter().any(|s| s == node) {
+            return Vec::new();
+        }
+        match n.part.as_deref() {
+            Some("target") => {
+                let mut traffic = vec![
+                    BIN.to_string(),
+                    "echo".into(),
+                    "--listen".into(),
+                    format!("{}:80", n.addr),
+                ];
+                if n.proxy_protocol {
+                    traffic.push("--proxy-protocol".into());
+                }
+                if faults.target_delay_ms > 0 {
+                    traffic.push("--delay".into());
+                    traffic.push(format!("{}ms", faults.target_delay_ms));
+                }
+                let health = vec![
+                    BIN.to_string(),
+                    "echo".into(),
+                    "--listen".into(),
+                    format!("{}:8080", n.addr),
+                ];
+                vec![traffic, health]
+            }
+            Some(part) => {
+                let cfg = self.dir.join(format!("{node}.cfg"));
+                std::fs::write(&cfg, self.haproxy(node, part, faults)).expect("haproxy config");
+                vec![vec![
+                    "haproxy".into(),
+                    "-db".into(),
+                    "-f".into(),
+                    cfg.display().to_string(),
+                ]]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// HAProxy playing API Gateway, an NLB node or an ALB. Timeouts are scaled to the lab's
+    /// 1 s rounds: the gateway and the ALB give up before the agent does, so their error pages
+    /// are what the agent sees; an NLB holds the connection, as a real one does on a drop.
+    fn haproxy(&self, node: &str, part: &str, faults: &Faults) -> String {
+        let n = &self.topo.nodes[node];
+        let source = if faults.new_source.iter().any(|s| s == node) {
+            format!("  source {}\n", second(n.addr))
+        } else {
+            n.link
+                .map(|l| format!("  source {l}\n"))
+                .unwrap_or_default()
+        };
+        let mut servers = String::new();
+        let proxy = if n.proxy_v2 { " send-proxy-v2" } else { "" };
+        for t in &n.to {
+            let addr = self.topo.nodes[t].addr;
+            let check = if part == "gateway" {
+                // The link checks the next hop's traffic listener (all its group allows).
+                "check inter 300ms fall 2 rise 1"
+            } else {
+                // Load balancers check their targets on the health-check port.
+                "check port 8080 inter 300ms fall 2 rise 1"
+            };
+            servers.push_str(&format!("  server {t} {addr}:80{proxy} {check}\n"));
+        }
+        // Load balancers fail open: when every target fails its health check, they route to
+        // all of them anyway.
+        if part != "gateway" {
+            for t in &n.to {
+                let addr = self.topo.nodes[t].addr;
+                servers.push_str(&format!("  server {t}-open {addr}:80{proxy} backup\n"));
+            }
+        }
+        // A raw response for `errorfile`: HAProxy sends it as is, status line included.
+        let errors = |name: &str, status: &str, headers: &[&str], body: &str| {
+            let mut text = format!("HTTP/1.1 {status}\r\n");
+            for h in headers {
+                text.push_str(&format!("{h}\r\n"));
+            }
+            text.push_str(&format!(
+                "connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            ));
+            let path = self.dir.join(format!("{node}-{name}.http"));
+            std::fs::write(&path, text).expect("errorfile");
+            path.display().to_string()
+        };
+        match part {
+            "gateway" => {
+                // API Gateway's answers when its integration fails (brief §3).
+                let e500 = errors(
+                    "500",
+                    "500 Internal Server Error",
+                    &["content-type: application/json", "x-amzn-ErrorType: InternalServerErrorException"],
+                    "{\"message\": \"Internal server error\"}",
+                );
+                let e504 = errors(
+                    "504",
+                    "504 Gateway Timeout",
+                    &["content-type: application/json", "x-amzn-ErrorType: InternalServerErrorException"],
+                    "{\"message\": \"Endpoint request timed out\"}",
+                );
+                format!(
+                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend api\n  bind {}:80\n  http-after-response set-header x-amzn-RequestId %[uuid]\n  http-after-response set-header x-amz-apigw-id %[rand,hex]\n  default_backend link\nbackend link\n{source}  balance roundrobin\n  errorfile 502 {e500}\n  errorfile 503 {e500}\n  errorfile 504 {e504}\n{servers}",
+                    n.addr
+                )
+            }
+            "nlb" => format!(
+                "global\n  maxconn 512\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  retries 1\n  option redispatch\nfrontend nlb\n  bind {}:80\n  default_backend targets\nbackend targets\n{source}  balance roundrobin\n{servers}",
+                n.addr
+            ),
+            "alb" => {
+                // ALB-made errors carry `Server: awselb/2.0`.
+                let e502 = errors("502", "502 Bad Gateway", &["Server: awselb/2.0", "content-type: text/html"], "<html>502 Bad Gateway</html>");
+                let e504 = errors("504", "504 Gateway Time-out", &["Server: awselb/2.0", "content-type: text/html"], "<html>504 Gateway Time-out</html>");
+                format!(
+                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend alb\n  bind {addr}:80\n  http-request set-header X-Forwarded-For \"%[req.hdr(X-Forwarded-For)], %[src]\" if {{ req.hdr(X-Forwarded-For) -m found }}\n  http-request set-header X-Forwarded-For %[src] unless {{ req.hdr(X-Forwarded-For) -m found }}\n  http-request set-header X-Forwarded-Proto http\n  http-request set-header X-Forwarded-Port 80\n  default_backend targets\nfrontend health\n  bind {addr}:8080\n  http-request return status 200 content-type text/plain string ok\nbackend targets\n{source}  balance roundrobin\n  errorfile 502 {e502}\n  errorfile 503 {e502}\n  errorfile 504 {e504}\n{servers}",
+                    addr = n.addr
+                )
+            }
+            other => panic!("unknown part {other}"),
+        }
+    }
+
+    /// Moves the lab to `faults`: rewrites every security group and restarts exactly the
+    /// processes whose command line changed.
+    pub fn apply(&mut self, faults: &Faults) {
+        let nodes: Vec<String> = self.topo.nodes.keys().cloned().collect();
+        for node in &nodes {
+            let rules = self.ruleset(node, faults);
+            let path = self.dir.join(format!("{node}.nft"));
+            std::fs::write(&path, rules).expect("ruleset");
+            self.exec(node, &["nft", "-f", &path.display().to_string()]);
+        }
+        for node in &nodes {
+            let cmds = self.processes(node, faults);
+            let spec = format!("{cmds:?}|{}", self.haproxy_spec(node, faults));
+            if self.procs.get(node).is_some_and(|(s, _)| *s == spec) {
+                continue;
+            }
+            if let Some((_, children)) = self.procs.remove(node) {
+                stop(children);
+            }
+            let mut children = Vec::new();
+            for (i, cmd) in cmds.iter().enumerate() {
+                let log =
+                    std::fs::File::create(self.dir.join(format!("{node}-{i}.log"))).expect("log");
+                let child = Command::new("ip")
+                    .args(["netns", "exec", &self.ns(node)])
+                    .args(cmd)
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().expect("log"))
+                    .stderr(log)
+                    .spawn()
+                    .expect("start part");
+                children.push(child);
+            }
+            self.procs.insert(node.clone(), (spec, children));
+        }
+        self.faults = faults.clone();
+    }
+
+    fn haproxy_spec(&self, node: &str, faults: &Faults) -> String {
+        let path = self.dir.join(format!("{node}.cfg"));
+        let _ = faults;
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// The hopwatch config probing this topology's chain.
+    pub fn agent_config(&self) -> String {
+        let mut text = format!(
+            "[agent]\nlisten = \"127.0.0.1:9464\"\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"{HOP_TIMEOUT_MS}ms\"\ndown_after = {DEBOUNCE}\nup_after = {DEBOUNCE}\n\n[[chain]]\nname = \"{}\"\nkind = \"{}\"\n",
+            self.name, self.topo.kind
+        );
+        for hop in &self.topo.hop {
+            text.push_str(&format!(
+                "\n  [[chain.hop]]\n  name = \"{}\"\n  url = \"{}\"\n",
+                hop.name, hop.url
+            ));
+            if let Some(h) = &hop.health_url {
+                text.push_str(&format!("  health_url = \"{h}\"\n"));
+            }
+            if hop.per_address {
+                text.push_str("  per_address = true\n");
+            }
+        }
+        text
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("hopwatch.toml")
+    }
+
+    fn start_agent(&mut self) {
+        std::fs::write(self.config_path(), self.agent_config()).expect("config");
+        let prom = self.dir.join("prometheus.yml");
+        std::fs::write(
+            &prom,
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: hopwatch\n    static_configs:\n      - targets: ['127.0.0.1:9464']\n",
+        )
+        .expect("prometheus.yml");
+        let agent_ns = self.ns("agent");
+        let log = std::fs::File::create(self.dir.join("agent.log")).expect("log");
+        let agent = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &agent_ns,
+                BIN,
+                "run",
+                "--log-format",
+                "json",
+                "--config",
+            ])
+            .arg(self.config_path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start agent");
+        let log = std::fs::File::create(self.dir.join("prometheus.log")).expect("log");
+        let prometheus = Command::new("ip")
+            .args(["netns", "exec", &agent_ns, "prometheus"])
+            .arg(format!("--config.file={}", prom.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                self.dir.join("tsdb").display()
+            ))
+            .arg("--web.listen-address=127.0.0.1:9090")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        self.agent = vec![agent, prometheus];
+    }
+
+    /// GET a URL from inside the agent's namespace.
+    pub fn get(&self, url: &str) -> Option<String> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns("agent"),
+                "curl",
+                "-sf",
+                "--max-time",
+                "3",
+                url,
+            ])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// The agent's own `/metrics`, as `series -> value`.
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        self.get("http://127.0.0.1:9464/metrics")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_string(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// An instant PromQL query against the lab's Prometheus: `labels -> value` per series.
+    pub fn promql(&self, query: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let url = format!(
+            "http://127.0.0.1:9090/api/v1/query?query={}",
+            query
+                .bytes()
+                .map(|b| if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                })
+                .collect::<String>()
+        );
+        let Some(body) = self.get(&url) else {
+            return Vec::new();
+        };
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        doc["data"]["result"]
+            .as_array()
+            .map(|results| {
+                results
+                    .iter()
+                    .map(|r| {
+                        let labels = r["metric"]
+                            .as_object()
+                            .map(|m| {
+                                m.iter()
+                                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        let value = r["value"][1]
+                            .as_str()
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(f64::NAN);
+                        (labels, value)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `hopwatch check --json` from the agent's namespace.
+    pub fn check(&self) -> serde_json::Value {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns("agent"),
+                BIN,
+                "check",
+                "--json",
+                "--config",
+            ])
+            .arg(self.config_path())
+            .output()
+            .expect("check");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "check printed no JSON ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// Rounds the agent has completed (probes of the outermost hop).
+    pub fn rounds(&self) -> u64 {
+        let first = &self.topo.hop[0].name;
+        self.metrics()
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("hopwatch_probes_total{") && k.contains(&format!("hop=\"{first}\""))
+            })
+            .map(|(_, v)| *v as u64)
+            .sum()
+    }
+
+    /// Where the logs are, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for name in ["agent.log"] {
+            let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!(
+                "--- {name} (last lines)\n{}\n",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        out.push_str(&format!("(all logs in {})", self.dir.display()));
+        out
+    }
+
+    /// Waits for `cond` with a deadline; `None` on time out.
+    pub fn wait<T>(&self, deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(v) = cond() {
+                return Some(v);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A node's second address: .99 in its own /24.
+pub fn second(addr: Ipv4Addr) -> Ipv4Addr {
+    let [a, b, c, _] = addr.octets();
+    Ipv4Addr::new(a, b, c, 99)
+}
+
+fn stop(children: Vec<Child>) {
+    for mut c in children {
+        // `ip netns exec` execs the program, so this PID is the part itself.
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        stop(std::mem::take(&mut self.agent));
+        for (_, (_, children)) in std::mem::take(&mut self.procs) {
+            stop(children);
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
+        }
+        if std::env::var_os("HOPWATCH_LAB_KEEP_LOGS").is_none() && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
