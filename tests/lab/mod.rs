@@ -392,9 +392,11 @@ impl Lab {
         let node_spec = &self.topo.nodes[node];
         if node_spec.part.as_deref() == Some("gateway") && faults.link_down {
             if let Some(link) = node_spec.link {
-                output.push(format!(
-                    "    ip saddr {link} drop comment \"vpc link down\""
-                ));
+                // First: a dead link carries nothing, not even connections already open.
+                output.insert(
+                    0,
+                    format!("    ip saddr {link} drop comment \"vpc link down\""),
+                );
             }
         }
         format!(
