@@ -759,3 +759,28 @@ fn t4_http_alb() {
         ],
     );
 }
+
+/// Brings one topology up and holds it until Enter: `tests/lab/lab up t2`.
+#[test]
+#[ignore = "by hand: tests/lab/lab up t2"]
+fn hold() {
+    if let Some(why) = lab::missing_tools() {
+        panic!("the lab cannot run: {why}");
+    }
+    let name = std::env::var("HOPWATCH_LAB").unwrap_or_else(|_| "t2".to_string());
+    let lab = Lab::up(&name);
+    let agent = lab.ns("agent");
+    println!("lab {name} is up. Namespaces:");
+    for node in lab.topo.nodes.keys() {
+        println!("  {node:10} {}", lab.ns(node));
+    }
+    println!("  {:10} {}", "router", lab.ns("vpc"));
+    println!(
+        "\nTry:\n  ip netns exec {agent} {} check --config {}\n  ip netns exec {agent} curl -s 127.0.0.1:9464/metrics | grep chain\n  ip netns exec {} nft list ruleset\n\nPress Enter to tear it down.",
+        lab::BIN,
+        lab.config_path().display(),
+        lab.ns(lab.topo.sg.first().map(|s| s.node.as_str()).unwrap_or("agent")),
+    );
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}

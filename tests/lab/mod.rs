@@ -546,7 +546,7 @@ impl Lab {
         }
         for node in &nodes {
             let cmds = self.processes(node, faults);
-            let spec = format!("{cmds:?}|{}", self.haproxy_spec(node, faults));
+            let spec = format!("{cmds:?}|{}", self.haproxy_spec(node));
             if self.procs.get(node).is_some_and(|(s, _)| *s == spec) {
                 continue;
             }
@@ -572,10 +572,10 @@ impl Lab {
         self.faults = faults.clone();
     }
 
-    fn haproxy_spec(&self, node: &str, faults: &Faults) -> String {
-        let path = self.dir.join(format!("{node}.cfg"));
-        let _ = faults;
-        std::fs::read_to_string(path).unwrap_or_default()
+    /// The HAProxy config a node was last given (written by `processes`), so a changed
+    /// config restarts the part even when its command line is the same.
+    fn haproxy_spec(&self, node: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{node}.cfg"))).unwrap_or_default()
     }
 
     /// The hopwatch config probing this topology's chain.
@@ -759,7 +759,7 @@ impl Lab {
     /// Where the logs are, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for name in ["agent.log"] {
+        for name in ["agent.log", "prometheus.log"] {
             let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
             out.push_str(&format!(
