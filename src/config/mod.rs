@@ -252,6 +252,15 @@ pub struct HopUrl {
 impl HopUrl {
     /// Parses an absolute `http://` or `https://` URL; the error completes "url (...) ".
     pub fn parse(text: &str) -> Result<HopUrl, &'static str> {
+        // `http:///x` has an empty authority, which `Uri` refuses as a whole.
+        if let Some(rest) = text
+            .strip_prefix("http://")
+            .or_else(|| text.strip_prefix("https://"))
+        {
+            if rest.is_empty() || rest.starts_with('/') {
+                return Err("has no host");
+            }
+        }
         let uri: http::Uri = text.parse().map_err(|_| "is not a valid URL")?;
         let tls = match uri.scheme_str() {
             Some("http") => false,
@@ -267,7 +276,21 @@ impl HopUrl {
             return Err("has no host");
         }
         let default_port = if tls { 443 } else { 80 };
-        let port = authority.port_u16().unwrap_or(default_port);
+        // `Uri` accepts any digits as a port and `Authority::port` is None when they don't fit
+        // in 16 bits: read them ourselves, so 99999 is an error rather than the default port.
+        let port_text = authority
+            .as_str()
+            .rsplit_once(':')
+            .map(|(_, p)| p)
+            .filter(|p| !p.contains(']'));
+        let port = match port_text {
+            None | Some("") => default_port,
+            Some(p) => match p.parse::<u16>() {
+                Ok(0) => return Err("has port 0"),
+                Ok(n) => n,
+                Err(_) => return Err("has a port above 65535"),
+            },
+        };
         let host = authority.host().to_string();
         let authority = if port == default_port {
             host.clone()
@@ -402,5 +425,29 @@ impl Kind {
             Kind::HttpAlb | Kind::HttpNlb | Kind::HttpCloudmap => Some(Duration::from_secs(30)),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HopUrl;
+
+    #[test]
+    fn ports_are_read_exactly() {
+        let port = |t: &str| HopUrl::parse(t).map(|u| (u.port, u.authority));
+        assert_eq!(port("http://a.lab/"), Ok((80, "a.lab".into())));
+        assert_eq!(port("https://a.lab/"), Ok((443, "a.lab".into())));
+        assert_eq!(port("http://a.lab:8080/x"), Ok((8080, "a.lab:8080".into())));
+        assert_eq!(port("http://[::1]/"), Ok((80, "[::1]".into())));
+        assert_eq!(port("http://[::1]:9000/"), Ok((9000, "[::1]:9000".into())));
+        assert_eq!(
+            port("http://a.lab:65535/"),
+            Ok((65535, "a.lab:65535".into()))
+        );
+        assert_eq!(port("http://a.lab:65536/"), Err("has a port above 65535"));
+        assert_eq!(port("http://a.lab:99999/"), Err("has a port above 65535"));
+        assert_eq!(port("http://a.lab:0/"), Err("has port 0"));
+        assert_eq!(port("http:///x"), Err("has no host"));
+        assert_eq!(port("https://"), Err("has no host"));
     }
 }

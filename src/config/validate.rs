@@ -809,7 +809,7 @@ impl<'a> Checker<'a> {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Option<Hop> {
         let mut ok = role.is_some();
-        let url = self.url(&raw.url, scope);
+        let url = self.url("url", &raw.url, scope);
         ok &= url.is_some();
 
         let method = match &raw.method {
@@ -987,7 +987,7 @@ impl<'a> Checker<'a> {
         // A health check is probed like the load balancer does it: plain GET, 2xx, same trust.
         let health = match &raw.health_url {
             None => None,
-            Some(text) => match self.url(text, scope) {
+            Some(text) => match self.url("health_url", text, scope) {
                 Some(url) => Some(Box::new(Hop {
                     max_body,
                     tls_server_name: tls_server_name.clone(),
@@ -1028,14 +1028,15 @@ impl<'a> Checker<'a> {
         })
     }
 
-    fn url(&mut self, raw: &Spanned<String>, scope: &str) -> Option<HopUrl> {
+    /// Parses the URL under `key` (`url`, `health_url`), naming that key when it is wrong.
+    fn url(&mut self, key: &str, raw: &Spanned<String>, scope: &str) -> Option<HopUrl> {
         match HopUrl::parse(raw.get_ref()) {
             Ok(url) => Some(url),
             Err(why) => {
                 self.report(
                     &raw.span(),
                     scope,
-                    format!("url ({:?}) {why}", raw.get_ref()),
+                    format!("{key} ({:?}) {why}", raw.get_ref()),
                 );
                 None
             }
