@@ -587,20 +587,26 @@ impl<'a> Checker<'a> {
         let thresholds =
             self.thresholds(&raw.down_after, &raw.up_after, inherited.thresholds, &scope);
         let mut interval = inherited.interval;
+        // A value already reported as wrong is not compared again: the next message would
+        // quote a default the user never wrote.
+        let mut interval_known = inherited.valid;
         if let Some((value, span)) = self.duration(&raw.interval, &scope, "interval") {
             if self.interval_ok(value, &span, &scope) {
                 interval = value;
+                interval_known = true;
             } else {
                 ok = false;
+                interval_known = false;
             }
+        } else if raw.interval.is_some() {
+            interval_known = false;
         }
         let mut timeout = inherited.timeout;
-        let mut timeout_from_chain = false;
+        let timeout_from_chain = raw.timeout.is_some();
         if let Some((value, span)) = self.duration(&raw.timeout, &scope, "timeout") {
             if self.timeout_ok(value, &span, &scope) {
                 timeout = value;
-                timeout_from_chain = true;
-                if value >= interval {
+                if interval_known && value >= interval {
                     self.report(
                         &span,
                         &scope,
@@ -616,7 +622,12 @@ impl<'a> Checker<'a> {
         }
         let hops_override_all =
             !raw.hops.is_empty() && raw.hops.iter().all(|h| h.get_ref().timeout.is_some());
-        if inherited.valid && !timeout_from_chain && !hops_override_all && timeout >= interval {
+        if inherited.valid
+            && interval_known
+            && !timeout_from_chain
+            && !hops_override_all
+            && timeout >= interval
+        {
             // The inherited [agent] timeout does not fit this chain's interval.
             let span = raw
                 .interval
@@ -634,6 +645,29 @@ impl<'a> Checker<'a> {
                 ),
             );
             ok = false;
+        }
+
+        // The HTTP API's 30 s integration limit binds the timeout hops inherit too.
+        if let Some(limit) = kind.and_then(Kind::gateway_hard_limit) {
+            if !hops_override_all && timeout >= limit {
+                let span = raw
+                    .timeout
+                    .as_ref()
+                    .map(Spanned::span)
+                    .or_else(|| inherited.timeout_span.clone())
+                    .unwrap_or_else(|| raw.kind.span());
+                self.report(
+                    &span,
+                    &scope,
+                    format!(
+                        "timeout ({}) must be less than the HTTP API integration limit ({}) of kind {}",
+                        format_duration(timeout),
+                        format_duration(limit),
+                        raw.kind.get_ref()
+                    ),
+                );
+                ok = false;
+            }
         }
 
         if raw.hops.is_empty() {
@@ -688,7 +722,7 @@ impl<'a> Checker<'a> {
             let role = roles.as_ref().and_then(|r| r.get(index).copied().flatten());
             let limits = HopLimits {
                 hop_names: &hop_names,
-                interval,
+                interval: interval_known.then_some(interval),
                 default_timeout: timeout,
                 gateway_limit: kind.and_then(Kind::gateway_hard_limit),
                 kind: raw.kind.get_ref(),
@@ -870,14 +904,14 @@ impl<'a> Checker<'a> {
         if let Some((value, span)) = self.duration(&raw.timeout, scope, "timeout") {
             if !self.timeout_ok(value, &span, scope) {
                 ok = false;
-            } else if value >= limits.interval {
+            } else if let Some(interval) = limits.interval.filter(|i| value >= *i) {
                 self.report(
                     &span,
                     scope,
                     format!(
                         "timeout ({}) must be less than the chain interval ({})",
                         format_duration(value),
-                        format_duration(limits.interval)
+                        format_duration(interval)
                     ),
                 );
                 ok = false;
@@ -1139,7 +1173,8 @@ impl<'a> Checker<'a> {
 
 struct HopLimits<'a> {
     hop_names: &'a [String],
-    interval: Duration,
+    /// `None` when the chain's interval was itself wrong (already reported).
+    interval: Option<Duration>,
     default_timeout: Duration,
     gateway_limit: Option<Duration>,
     kind: &'a str,
