@@ -49,6 +49,11 @@ pub struct Metrics {
     health_up: IntGaugeVec,
     source_unexpected: IntGaugeVec,
     address_up: IntGaugeVec,
+    hop_info: IntGaugeVec,
+    chain_interval: GaugeVec,
+    broken_reason: IntGaugeVec,
+    /// The reason series exported per chain (labels), to remove it when it changes.
+    reasons: Mutex<BTreeMap<String, [String; 3]>>,
     /// Addresses exported per (chain, hop) last round, to remove those that went away.
     addresses: Mutex<BTreeMap<(String, String), Vec<String>>>,
     /// Source IPs currently exported per (chain, hop), oldest first, to bound the series.
@@ -329,6 +334,39 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let hop_info = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_hop_info",
+                    "Each configured hop and its role (gateway, nlb, alb, cloudmap, target); always 1.",
+                ),
+                &["chain", "hop", "role"],
+            )
+            .expect("valid"),
+        );
+        let chain_interval = reg(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "hopwatch_chain_interval_seconds",
+                    "Configured round interval of the chain.",
+                ),
+                &["chain"],
+            )
+            .expect("valid"),
+        );
+        let broken_reason = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_chain_broken_reason_info",
+                    "While a chain is down: 1 on its blamed hop, with that hop's role and the reason; no series while it is up.",
+                ),
+                &["chain", "hop", "role", "reason"],
+            )
+            .expect("valid"),
+        );
         let build = reg(
             &registry,
             IntGaugeVec::new(
@@ -372,6 +410,10 @@ impl Metrics {
             health_up,
             source_unexpected,
             address_up,
+            hop_info,
+            chain_interval,
+            broken_reason,
+            reasons: Mutex::default(),
             addresses: Mutex::default(),
             sources: Mutex::default(),
             windows,
@@ -421,6 +463,15 @@ impl Metrics {
     /// made on those states.
     pub fn observe(&self, round: &Round, up: &[bool], verdict: &Verdict) {
         let chain = round.chain.name.as_str();
+        self.chain_interval
+            .with_label_values(&[chain])
+            .set(round.chain.interval.as_secs_f64());
+        for hop in &round.chain.hops {
+            self.hop_info
+                .with_label_values(&[chain, hop.name.as_str(), hop.role.as_str()])
+                .set(1);
+        }
+        self.reason(round, verdict);
         self.lag.observe(round.lag().as_secs_f64());
         self.chain_up
             .with_label_values(&[chain])
@@ -524,6 +575,39 @@ impl Metrics {
         self.source_info
             .with_label_values(&[chain, hop, peer])
             .set(1);
+    }
+
+    /// Keeps exactly one `hopwatch_chain_broken_reason_info` series per down chain.
+    fn reason(&self, round: &Round, verdict: &Verdict) {
+        let chain = round.chain.name.as_str();
+        let now = match (verdict.broken, &verdict.reason) {
+            (Some(i), Some(reason)) if !verdict.up => round.chain.hops.get(i).map(|hop| {
+                [
+                    hop.name.clone(),
+                    hop.role.as_str().to_string(),
+                    reason.clone(),
+                ]
+            }),
+            _ => None,
+        };
+        let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
+        let before = reasons.get(chain).cloned();
+        if before == now {
+            return;
+        }
+        if let Some([hop, role, reason]) = before {
+            let _ = self
+                .broken_reason
+                .remove_label_values(&[chain, &hop, &role, &reason]);
+            reasons.remove(chain);
+        }
+        if let Some(labels) = now {
+            let [hop, role, reason] = &labels;
+            self.broken_reason
+                .with_label_values(&[chain, hop, role, reason])
+                .set(1);
+            reasons.insert(chain.to_string(), labels);
+        }
     }
 
     /// Exports this round's per-address results and removes addresses the host no longer
@@ -646,5 +730,53 @@ mod tests {
         let text = m.render();
         assert!(!text.contains("10.0.2.5"), "{text}");
         assert!(text.contains("address=\"10.0.2.9\""));
+    }
+
+    #[test]
+    fn one_reason_series_per_down_chain() {
+        use crate::diagnose::Verdict;
+        use crate::export::cloudwatch::period::testing::{at, chain, result, round};
+        use crate::probe::Outcome;
+        let chain = chain();
+        let m = Metrics::new();
+        let r = round(
+            &chain,
+            at(1.0),
+            vec![result(Outcome::Ok, 1, at(1.0), ""); 3],
+            true,
+        );
+        let down = |hop: usize, why: &str| Verdict {
+            up: false,
+            broken: Some(hop),
+            blind_spots: Vec::new(),
+            reason: Some(why.to_string()),
+        };
+        let reasons = |m: &Metrics| -> Vec<String> {
+            m.render()
+                .lines()
+                .filter(|l| l.starts_with("hopwatch_chain_broken_reason_info{"))
+                .map(str::to_string)
+                .collect()
+        };
+        m.observe(&r, &[true, false, true], &down(1, "nlb -> target: timeout"));
+        assert_eq!(
+            reasons(&m),
+            ["hopwatch_chain_broken_reason_info{chain=\"orders\",hop=\"nlb\",reason=\"nlb -> target: timeout\",role=\"nlb\"} 1"]
+        );
+        m.observe(&r, &[false, true, true], &down(0, "gateway: 500"));
+        let now = reasons(&m);
+        assert_eq!(now.len(), 1, "{now:?}");
+        assert!(now[0].contains("role=\"gateway\"") && now[0].contains("reason=\"gateway: 500\""));
+        let up = Verdict {
+            up: true,
+            broken: None,
+            blind_spots: Vec::new(),
+            reason: None,
+        };
+        m.observe(&r, &[true; 3], &up);
+        assert!(reasons(&m).is_empty());
+        let text = m.render();
+        assert!(text.contains("hopwatch_hop_info{chain=\"orders\",hop=\"nlb\",role=\"nlb\"} 1"));
+        assert!(text.contains("hopwatch_chain_interval_seconds{chain=\"orders\"} 30"));
     }
 }
