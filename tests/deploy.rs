@@ -1,0 +1,256 @@
+//! What ships in deploy/: the Prometheus alert rules pass `promtool check rules` and their
+//! unit tests (`promtool test rules`), and every metric and label they use is exported by a
+//! real `hopwatch run` (not by a list written by hand).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hopwatch");
+
+fn deploy(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
+}
+
+fn promtool(args: &[&str]) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .output()
+        .expect("promtool (scripts/test installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn alert_rules_check_and_their_unit_tests_pass() {
+    let rules = deploy("prometheus/alerts.yml");
+    let text = promtool(&["check", "rules", rules.to_str().unwrap_or_default()]);
+    assert!(text.contains("SUCCESS: 8 rules found"), "{text}");
+    let tests = deploy("prometheus/alerts.test.yml");
+    let text = promtool(&["test", "rules", tests.to_str().unwrap_or_default()]);
+    assert!(text.contains("SUCCESS"), "{text}");
+    // Every alert is exercised by the unit tests.
+    let rules_text = std::fs::read_to_string(&rules).expect("rules");
+    let tests_text = std::fs::read_to_string(&tests).expect("tests");
+    for name in rules_text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        assert!(
+            tests_text.contains(&format!("alertname: {name}")),
+            "{name} has no unit test"
+        );
+    }
+}
+
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `name -> label names` of every series a real agent exports, with every kind of signal on:
+/// a down chain blamed on its gateway, a health check, an unexpected source, CloudWatch (EMF).
+async fn exported() -> BTreeMap<String, BTreeSet<String>> {
+    let dir = std::env::temp_dir().join(format!("hopwatch-deploy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let echo = refused_port();
+    let _echo = Kill(
+        Command::new(BIN)
+            .args(["echo", "--listen", &echo.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("echo"),
+    );
+    let metrics = refused_port();
+    let config = dir.join("hopwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interval = "300ms"
+timeout = "200ms"
+down_after = 1
+
+[[chain]]
+name = "orders"
+kind = "custom"
+  [[chain.hop]]
+  name = "gateway"
+  role = "gateway"
+  url = "http://{gateway}/"
+  [[chain.hop]]
+  name = "target"
+  role = "target"
+  url = "http://{echo}/"
+  health_url = "http://{echo}/health"
+  expect_source = ["10.9.9.9/32"]
+  per_address = true
+
+[cloudwatch]
+mode = "emf"
+flush_interval = "1s"
+emf_output = "{emf}"
+"#,
+            gateway = refused_port(),
+            emf = dir.join("emf.log").display()
+        ),
+    )
+    .expect("config");
+    let _agent = Kill(
+        Command::new(BIN)
+            .args(["run", "--listen", &metrics.to_string(), "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run"),
+    );
+    let mut text = String::new();
+    wait_for(
+        "the reason and CloudWatch series",
+        Duration::from_secs(30),
+        || {
+            text = http_get(metrics, "/metrics")
+                .map(|r| r.1)
+                .unwrap_or_default();
+            text.contains("hopwatch_chain_broken_reason_info{")
+                && text.contains("hopwatch_cloudwatch_last_success_timestamp_seconds 1")
+                && text.contains("hopwatch_probe_latency_seconds{")
+        },
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let series = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        // Histogram and summary parts are queried by their family's name too.
+        let entry = out.entry(name.to_string()).or_default();
+        for pair in labels.trim_end_matches('}').split("\",") {
+            if let Some((k, _)) = pair.split_once('=') {
+                entry.insert(k.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Metric names in a PromQL expression with the label names their selectors use, and the
+/// label names of the expression's `by`/`on` clauses.
+fn used(expr: &str) -> (Vec<(String, BTreeSet<String>)>, BTreeSet<String>) {
+    let mut out = Vec::new();
+    let bytes: Vec<char> = expr.chars().collect();
+    let mut i = 0;
+    // Labels named by `by (...)` / `on (...)` must exist on the metrics they group.
+    let mut grouping = BTreeSet::new();
+    for kw in ["by (", "on (", "by(", "on("] {
+        for (at, _) in expr.match_indices(kw) {
+            let rest = &expr[at + kw.len()..];
+            if let Some(end) = rest.find(')') {
+                grouping.extend(rest[..end].split(',').map(|l| l.trim().to_string()));
+            }
+        }
+    }
+    while i < bytes.len() {
+        if expr[i..].starts_with("hopwatch_")
+            && (i == 0 || !bytes[i - 1].is_alphanumeric() && bytes[i - 1] != '_')
+        {
+            let end = expr[i..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(expr.len(), |e| i + e);
+            let name = expr[i..end].to_string();
+            let mut labels = BTreeSet::new();
+            if expr[end..].starts_with('{') {
+                let close = expr[end..].find('}').map_or(expr.len(), |e| end + e);
+                for m in expr[end + 1..close].split(',') {
+                    let key: String = m
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    if !key.is_empty() {
+                        labels.insert(key);
+                    }
+                }
+            }
+            out.push((name, labels));
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    (out, grouping)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_alerts_use_is_exported_with_its_labels() {
+    let exported = exported().await;
+    let text = std::fs::read_to_string(deploy("prometheus/alerts.yml")).expect("rules");
+    // The `expr:` values, including folded multi-line ones.
+    let mut exprs = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for (n, line) in lines.iter().enumerate() {
+        if let Some(rest) = line.trim().strip_prefix("expr:") {
+            let mut expr = rest.trim().trim_start_matches(">-").to_string();
+            let indent = line.len() - line.trim_start().len();
+            for next in &lines[n + 1..] {
+                if next.trim().is_empty() || next.len() - next.trim_start().len() <= indent {
+                    break;
+                }
+                expr.push(' ');
+                expr.push_str(next.trim());
+            }
+            exprs.push(expr);
+        }
+    }
+    assert_eq!(exprs.len(), 8, "one expression per alert");
+    let mut checked = 0;
+    for expr in &exprs {
+        let (metrics, grouping) = used(expr);
+        // A `by`/`on` label must be on some metric of the expression.
+        for label in &grouping {
+            assert!(
+                metrics
+                    .iter()
+                    .any(|(name, _)| exported.get(name).is_some_and(|l| l.contains(label))),
+                "no metric of `{expr}` has the label {label:?}"
+            );
+        }
+        for (name, labels) in metrics {
+            let known = exported.get(&name).unwrap_or_else(|| {
+                panic!(
+                    "{name} (in `{expr}`) is not exported; exported: {:?}",
+                    exported.keys()
+                )
+            });
+            for label in labels {
+                assert!(
+                    known.contains(&label),
+                    "{name} has no label {label:?} (used in `{expr}`); it has {known:?}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked} metric uses checked");
+}
