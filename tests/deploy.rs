@@ -224,8 +224,14 @@ async fn every_metric_the_alerts_use_is_exported_with_its_labels() {
         }
     }
     assert_eq!(exprs.len(), 8, "one expression per alert");
+    let checked = check_metrics(&exprs, &exported);
+    assert!(checked >= 10, "{checked} metric uses checked");
+}
+
+/// Asserts every metric and label the expressions use is exported; returns how many uses.
+fn check_metrics(exprs: &[String], exported: &BTreeMap<String, BTreeSet<String>>) -> usize {
     let mut checked = 0;
-    for expr in &exprs {
+    for expr in exprs {
         let (metrics, grouping) = used(expr);
         // A `by`/`on` label must be on some metric of the expression.
         for label in &grouping {
@@ -252,5 +258,72 @@ async fn every_metric_the_alerts_use_is_exported_with_its_labels() {
             checked += 1;
         }
     }
-    assert!(checked >= 10, "{checked} metric uses checked");
+    checked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_parses_uses_its_variables_and_real_metrics() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dashboards/grafana-hopwatch.json");
+    let text = std::fs::read_to_string(&path).expect("dashboard");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let mut exprs = Vec::new();
+    let mut panels = 0;
+    for panel in doc["panels"].as_array().expect("panels") {
+        if panel["type"] == "row" {
+            continue;
+        }
+        panels += 1;
+        assert!(panel["title"].as_str().is_some_and(|t| !t.is_empty()));
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{} has no query", panel["title"]);
+        for t in targets {
+            exprs.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    assert!(panels >= 12, "{panels} panels");
+    // Every variable is used somewhere outside its own definition.
+    let vars: Vec<String> = doc["templating"]["list"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(vars, ["datasource", "chain", "hop"]);
+    let panels_text = doc["panels"].to_string();
+    for v in &vars {
+        let used =
+            panels_text.contains(&format!("${v}")) || panels_text.contains(&format!("${{{v}}}"));
+        assert!(used, "${v} is never used");
+    }
+    // Every query parses: promtool reads each as a recording rule, variables filled in.
+    let rules: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let e = e
+                .replace("$chain", ".*")
+                .replace("$hop", ".*")
+                .replace("$__rate_interval", "1m");
+            format!(
+                "      - record: dashboard:query_{i}\n        expr: {}\n",
+                serde_json::to_string(&e).unwrap_or_default()
+            )
+        })
+        .collect();
+    let file = std::env::temp_dir().join(format!("hopwatch-dashboard-{}.yml", std::process::id()));
+    std::fs::write(
+        &file,
+        format!("groups:\n  - name: dashboard\n    rules:\n{rules}"),
+    )
+    .expect("rules");
+    let out = promtool(&["check", "rules", file.to_str().unwrap_or_default()]);
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.contains(&format!("SUCCESS: {} rules found", exprs.len())),
+        "{out}"
+    );
+    // And every metric they read is exported by a real agent, with those labels.
+    let exported = exported().await;
+    let checked = check_metrics(&exprs, &exported);
+    assert!(checked >= exprs.len(), "{checked} metric uses checked");
 }
