@@ -481,3 +481,34 @@ async fn a_hop_the_agent_cannot_reach_behind_a_working_one_is_a_blind_spot() {
     assert_eq!(chain["hops"][1]["blind_spot"], true);
     assert_eq!(chain["hops"][0]["blind_spot"], false);
 }
+
+#[test]
+fn config_can_come_from_an_environment_variable() {
+    let valid = "[[chain]]\nname = \"orders\"\nkind = \"custom\"\n  [[chain.hop]]\n  name = \"t\"\n  role = \"target\"\n  url = \"http://10.0.3.10/\"\n";
+    let run = |value: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.args(["validate", "--config", "env:HOPWATCH_TEST_CONFIG"]);
+        match value {
+            Some(v) => c.env("HOPWATCH_TEST_CONFIG", v),
+            None => c.env_remove("HOPWATCH_TEST_CONFIG"),
+        };
+        let out = c.output().expect("validate");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert_eq!(run(Some(valid)).0, Some(0));
+    let (code, err) = run(Some(&valid.replace("http://", "ftp://")));
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("env:HOPWATCH_TEST_CONFIG:7:9: chain \"orders\" hop \"t\": url"),
+        "{err}"
+    );
+    let (code, err) = run(None);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("environment variable HOPWATCH_TEST_CONFIG is not set"),
+        "{err}"
+    );
+}

@@ -55,11 +55,23 @@ fn render_problems(problems: &[Problem]) -> String {
 }
 
 /// Reads and validates a config file. The file name in error messages is the path as given.
+/// `env:NAME` reads the TOML from environment variable `NAME` instead (an ECS task injects
+/// an SSM parameter or a secret that way; the image has no shell to write a file).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let shown = path.display().to_string();
+    let text = match shown.strip_prefix("env:") {
+        Some(var) => std::env::var(var).map_err(|_| ConfigError::Read {
+            path: shown.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("environment variable {var} is not set"),
+            ),
+        })?,
+        None => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?,
+    };
     load_str(&path.display().to_string(), &text, &|name| {
         std::env::var(name).ok()
     })
