@@ -74,6 +74,12 @@ enum Command {
         #[arg(long)]
         proxy_protocol: bool,
     },
+    /// Exit 0 when a running agent's /-/healthy answers 2xx, else 1: a container health check
+    /// for images without curl.
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:9464/-/healthy")]
+        url: String,
+    },
     /// Run a local T2-shaped chain in-process and watch it (no AWS, no root).
     Demo {
         /// Where the demo agent serves /metrics.
@@ -121,7 +127,7 @@ pub fn main() -> ExitCode {
         }
     };
     let default_level = match cli.command {
-        Command::Check { .. } | Command::Validate { .. } => "warn",
+        Command::Check { .. } | Command::Validate { .. } | Command::Health { .. } => "warn",
         // The demo's live table is the output, and it already shows every failure; logs would
         // only scroll it away.
         Command::Demo { .. } => "error",
@@ -172,6 +178,27 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Health { url } => {
+            let hop =
+                config::Hop::get("health", config::Role::Target, &url, Duration::from_secs(2))
+                    .map_err(|e| anyhow::anyhow!("--url {url:?}: {e}"))?;
+            let prober = crate::probe::Prober::new(
+                crate::probe::tls::TlsConfigs::new(std::iter::empty::<&std::path::Path>())
+                    .map_err(anyhow::Error::msg)?,
+            );
+            let result = prober.probe(&hop, None).await;
+            if result.outcome.is_ok() {
+                println!("{url}: {}", result.status.unwrap_or(0));
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "{url}: {} {}",
+                    result.outcome,
+                    result.detail.unwrap_or_default()
+                );
+                Ok(ExitCode::FAILURE)
+            }
+        }
         Command::Validate { config } => Ok(match load(&config) {
             Ok(c) => {
                 let hops: usize = c.chains.iter().map(|c| c.hops.len()).sum();

@@ -512,3 +512,28 @@ fn config_can_come_from_an_environment_variable() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_command_answers_for_a_running_agent() {
+    let config = config(
+        "[[chain]]\nname = \"h\"\nkind = \"custom\"\n  [[chain.hop]]\n  name = \"t\"\n  role = \"target\"\n  url = \"http://127.0.0.1:9/\"\n",
+    );
+    let agent = hopwatch::agent::start(config, "127.0.0.1:0".parse().expect("addr"), Vec::new())
+        .await
+        .expect("agent");
+    let url = format!("http://{}/-/healthy", agent.metrics_addr);
+    let health = |url: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(["health", "--url", &url])
+                .output()
+                .expect("health")
+                .status
+                .code()
+        })
+    };
+    assert_eq!(health(url).await.expect("join"), Some(0));
+    let dead = format!("http://{}/-/healthy", refused_port());
+    assert_eq!(health(dead).await.expect("join"), Some(1));
+    agent.shutdown().await;
+}
