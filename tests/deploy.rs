@@ -327,3 +327,165 @@ async fn the_grafana_dashboard_parses_uses_its_variables_and_real_metrics() {
     let checked = check_metrics(&exprs, &exported);
     assert!(checked >= exprs.len(), "{checked} metric uses checked");
 }
+
+/// `metric -> dimension sets` a real agent publishes, from its EMF lines (the same names and
+/// dimensions `PutMetricData` gets; tests/cloudwatch.rs checks those against LocalStack).
+async fn published() -> BTreeMap<String, BTreeSet<Vec<String>>> {
+    let dir = std::env::temp_dir().join(format!("hopwatch-deploy-emf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let echo = refused_port();
+    let _echo = Kill(
+        Command::new(BIN)
+            .args(["echo", "--listen", &echo.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("echo"),
+    );
+    let emf = dir.join("emf.log");
+    let config = dir.join("hopwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterval = \"300ms\"\ntimeout = \"200ms\"\ndown_after = 1\n\n[[chain]]\nname = \"orders\"\nkind = \"custom\"\n  [[chain.hop]]\n  name = \"gateway\"\n  role = \"gateway\"\n  url = \"http://{}/\"\n  [[chain.hop]]\n  name = \"target\"\n  role = \"target\"\n  url = \"http://{echo}/\"\n  health_url = \"http://{echo}/health\"\n  expect_source = [\"10.9.9.9/32\"]\n\n[cloudwatch]\nmode = \"emf\"\nflush_interval = \"1s\"\nemf_output = \"{}\"\n",
+            refused_port(),
+            emf.display()
+        ),
+    )
+    .expect("config");
+    let _agent = Kill(
+        Command::new(BIN)
+            .args(["run", "--listen", &refused_port().to_string(), "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run"),
+    );
+    let mut out: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
+    let wanted = [
+        "Latency",
+        "Probes",
+        "ProbeFailures",
+        "HopUp",
+        "ChainUp",
+        "BrokenHop",
+        "HealthCheckUp",
+        "UnexpectedSource",
+    ];
+    wait_for("every metric in EMF", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&emf).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(doc) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            for d in doc["_aws"]["CloudWatchMetrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                for set in d["Dimensions"].as_array().into_iter().flatten() {
+                    let mut dims: Vec<String> = set
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect();
+                    dims.sort();
+                    for m in d["Metrics"].as_array().into_iter().flatten() {
+                        if let Some(name) = m["Name"].as_str() {
+                            out.entry(name.to_string())
+                                .or_default()
+                                .insert(dims.clone());
+                        }
+                    }
+                }
+            }
+        }
+        wanted.iter().all(|w| out.contains_key(*w))
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloudformation_template_lints_and_uses_published_metrics() {
+    let template = deploy("cloudformation/hopwatch.yaml");
+    // cfn-lint from the test venv (scripts/test builds it; see tests/localstack/requirements.txt).
+    match common::localstack::python() {
+        Some(python) => {
+            let lint = python.with_file_name("cfn-lint");
+            let out = Command::new(&lint)
+                .arg(&template)
+                .output()
+                .expect("cfn-lint");
+            assert!(
+                out.status.success(),
+                "cfn-lint:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None => common::localstack::skip("cfn-lint of deploy/cloudformation/hopwatch.yaml"),
+    }
+    let text = std::fs::read_to_string(&template).expect("template");
+    // (metric, dimensions) from Metrics Insights alarms, classic alarms and dashboard searches.
+    let mut uses: Vec<(String, Vec<String>)> = Vec::new();
+    for (at, _) in text.match_indices("FROM SCHEMA(") {
+        let before = &text[..at];
+        let metric = before
+            .rsplit_once('(')
+            .map(|(_, m)| m.trim().trim_end_matches(')').to_string())
+            .unwrap_or_default();
+        let args = &text[at + "FROM SCHEMA(".len()..];
+        let args = &args[..args.find(')').unwrap_or(0)];
+        let dims = args
+            .split(',')
+            .skip(1)
+            .map(|d| d.trim().to_string())
+            .collect();
+        uses.push((metric, dims));
+    }
+    for (at, _) in text.match_indices("SEARCH('{") {
+        let rest = &text[at + "SEARCH('{".len()..];
+        // `{${Namespace},Chain,Hop} MetricName=...`: the namespace has braces of its own.
+        let dims: Vec<String> = rest[..rest.find("} MetricName").unwrap_or(0)]
+            .split(',')
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        let metric = rest
+            .split("MetricName=\\\"")
+            .nth(1)
+            .and_then(|m| m.split('\\').next())
+            .unwrap_or_default()
+            .to_string();
+        uses.push((metric, dims));
+    }
+    for block in text.split("MetricName: ").skip(1) {
+        let metric = block.lines().next().unwrap_or("").trim().to_string();
+        let dims = block
+            .lines()
+            .take_while(|l| !l.contains("ExtendedStatistic") && !l.contains("Statistic:"))
+            .filter_map(|l| l.trim().strip_prefix("- Name: "))
+            .map(str::to_string)
+            .collect();
+        uses.push((metric, dims));
+    }
+    // 4 Metrics Insights alarms, 1 classic alarm, 6 dashboard searches.
+    assert_eq!(uses.len(), 11, "{uses:?}");
+    let published = published().await;
+    for (metric, mut dims) in uses {
+        dims.sort();
+        let sets = published.get(&metric).unwrap_or_else(|| {
+            panic!(
+                "{metric} is not published; published: {:?}",
+                published.keys()
+            )
+        });
+        assert!(
+            sets.contains(&dims),
+            "{metric} is not published with dimensions {dims:?}; it has {sets:?}"
+        );
+    }
+}
