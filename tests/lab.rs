@@ -202,12 +202,15 @@ fn run(topology: &str, scenarios: Vec<Scenario>) {
 
     let mut rows = Vec::new();
     for s in scenarios {
+        let start = lab.rounds();
         lab.apply(&s.faults);
         let expected = s.expect.verdict(&lab);
-        let start = lab.rounds();
+        // A fault whose verdict looks healthy (slow targets) must be judged on rounds made
+        // after the parts restarted, not on the metrics from before it.
+        let min_rounds = if expected == healthy { DEBOUNCE + 1 } else { 1 };
         let reached = lab.wait(Duration::from_secs(20), || {
             let v = from_metrics(&lab.metrics());
-            (v == expected).then_some(v)
+            (v == expected && lab.rounds() >= start + min_rounds).then_some(v)
         });
         let rounds = lab.rounds().saturating_sub(start);
         let observed = reached
@@ -336,9 +339,11 @@ fn run(topology: &str, scenarios: Vec<Scenario>) {
         }
 
         // Back to healthy before the next scenario.
+        let start = lab.rounds();
         lab.apply(&Faults::default());
         let back = lab.wait(settle, || {
-            (from_metrics(&lab.metrics()) == healthy).then_some(())
+            (from_metrics(&lab.metrics()) == healthy && lab.rounds() > start + DEBOUNCE)
+                .then_some(())
         });
         assert!(
             back.is_some(),

@@ -164,7 +164,7 @@ impl Lab {
     /// agent and Prometheus.
     pub fn up(name: &str) -> Lab {
         let topo = Self::topology(name);
-        let prefix = format!("hwl{}{name}", std::process::id() % 100_000);
+        let prefix = format!("hwl{}{name}", std::process::id());
         let dir = std::env::temp_dir().join(&prefix);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("lab dir");
@@ -203,6 +203,8 @@ impl Lab {
             "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
         )
         .expect("resolv.conf");
+        // Only the hosts file: no NSS module may ask the host's resolver.
+        std::fs::write(format!("{etc}/nsswitch.conf"), "hosts: files\n").expect("nsswitch.conf");
         ns
     }
 
@@ -499,26 +501,27 @@ impl Lab {
         };
         match part {
             "gateway" => {
-                // API Gateway's answers when its integration fails (brief §3).
-                let e500 = errors(
-                    "500",
-                    "500 Internal Server Error",
-                    &["content-type: application/json", "x-amzn-ErrorType: InternalServerErrorException"],
-                    "{\"message\": \"Internal server error\"}",
-                );
-                let e504 = errors(
-                    "504",
-                    "504 Gateway Timeout",
-                    &["content-type: application/json", "x-amzn-ErrorType: InternalServerErrorException"],
-                    "{\"message\": \"Endpoint request timed out\"}",
-                );
+                // API Gateway's answers when its integration fails (brief §3): a REST API
+                // says why in x-amzn-ErrorType; an HTTP API only gives apigw-requestid.
+                let http_api = self.topo.kind.starts_with("http-");
+                let (kind_header, ids) = if http_api {
+                    (None, "  http-after-response set-header apigw-requestid %[rand,hex]\n")
+                } else {
+                    (
+                        Some("x-amzn-ErrorType: InternalServerErrorException"),
+                        "  http-after-response set-header x-amzn-RequestId %[uuid]\n  http-after-response set-header x-amz-apigw-id %[rand,hex]\n",
+                    )
+                };
+                let headers: Vec<&str> = ["content-type: application/json"].into_iter().chain(kind_header).collect();
+                let e500 = errors("500", "500 Internal Server Error", &headers, "{\"message\": \"Internal Server Error\"}");
+                let e504 = errors("504", "504 Gateway Timeout", &headers, "{\"message\": \"Endpoint request timed out\"}");
                 format!(
-                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend api\n  bind {}:80\n  http-after-response set-header x-amzn-RequestId %[uuid]\n  http-after-response set-header x-amz-apigw-id %[rand,hex]\n  default_backend link\nbackend link\n{source}  balance roundrobin\n  errorfile 502 {e500}\n  errorfile 503 {e500}\n  errorfile 504 {e504}\n{servers}",
+                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend api\n  bind {}:80\n{ids}  default_backend link\nbackend link\n{source}  balance roundrobin\n  errorfile 502 {e500}\n  errorfile 503 {e500}\n  errorfile 504 {e504}\n{servers}",
                     n.addr
                 )
             }
             "nlb" => format!(
-                "global\n  maxconn 512\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  retries 1\n  option redispatch\nfrontend nlb\n  bind {}:80\n  default_backend targets\nbackend targets\n{source}  balance roundrobin\n{servers}",
+                "global\n  maxconn 512\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  retries 1\n  option redispatch\nfrontend nlb\n  bind {}:80\n  default_backend targets\nbackend targets\n{source}  balance roundrobin\n  option allbackups\n{servers}",
                 n.addr
             ),
             "alb" => {
@@ -526,7 +529,7 @@ impl Lab {
                 let e502 = errors("502", "502 Bad Gateway", &["Server: awselb/2.0", "content-type: text/html"], "<html>502 Bad Gateway</html>");
                 let e504 = errors("504", "504 Gateway Time-out", &["Server: awselb/2.0", "content-type: text/html"], "<html>504 Gateway Time-out</html>");
                 format!(
-                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend alb\n  bind {addr}:80\n  http-request set-header X-Forwarded-For \"%[req.hdr(X-Forwarded-For)], %[src]\" if {{ req.hdr(X-Forwarded-For) -m found }}\n  http-request set-header X-Forwarded-For %[src] unless {{ req.hdr(X-Forwarded-For) -m found }}\n  http-request set-header X-Forwarded-Proto http\n  http-request set-header X-Forwarded-Port 80\n  default_backend targets\nfrontend health\n  bind {addr}:8080\n  http-request return status 200 content-type text/plain string ok\nbackend targets\n{source}  balance roundrobin\n  errorfile 502 {e502}\n  errorfile 503 {e502}\n  errorfile 504 {e504}\n{servers}",
+                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend alb\n  bind {addr}:80\n  http-request set-header X-Forwarded-For \"%[req.fhdr(X-Forwarded-For)], %[src]\" if {{ req.hdr(X-Forwarded-For) -m found }}\n  http-request set-header X-Forwarded-For %[src] unless {{ req.hdr(X-Forwarded-For) -m found }}\n  http-request set-header X-Forwarded-Proto http\n  http-request set-header X-Forwarded-Port 80\n  default_backend targets\nfrontend health\n  bind {addr}:8080\n  http-request return status 200 content-type text/plain string ok\nbackend targets\n{source}  balance roundrobin\n  option allbackups\n  errorfile 502 {e502}\n  errorfile 503 {e502}\n  errorfile 504 {e504}\n{servers}",
                     addr = n.addr
                 )
             }
@@ -807,6 +810,13 @@ impl Drop for Lab {
             stop(children);
         }
         for ns in self.namespaces.iter().rev() {
+            // Anything still running in the namespace (a part whose Child was not recorded
+            // before a panic) goes too: deleting a namespace does not end its processes.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).output();
+                }
+            }
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
             let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
         }
