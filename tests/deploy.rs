@@ -428,7 +428,13 @@ async fn the_cloudformation_template_lints_and_uses_published_metrics() {
         }
         None => common::localstack::skip("cfn-lint of deploy/cloudformation/hopwatch.yaml"),
     }
-    let text = std::fs::read_to_string(&template).expect("template");
+    // The template, and the standalone CloudWatch dashboard (the template's, for the console).
+    let dashboard =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dashboards/cloudwatch-hopwatch.json");
+    let dashboard = std::fs::read_to_string(dashboard).expect("dashboard");
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    assert!(parsed["widgets"].as_array().is_some_and(|w| w.len() >= 6));
+    let text = std::fs::read_to_string(&template).expect("template") + &dashboard;
     // (metric, dimensions) from Metrics Insights alarms, classic alarms and dashboard searches.
     let mut uses: Vec<(String, Vec<String>)> = Vec::new();
     for (at, _) in text.match_indices("FROM SCHEMA(") {
@@ -472,8 +478,8 @@ async fn the_cloudformation_template_lints_and_uses_published_metrics() {
             .collect();
         uses.push((metric, dims));
     }
-    // 4 Metrics Insights alarms, 1 classic alarm, 6 dashboard searches.
-    assert_eq!(uses.len(), 11, "{uses:?}");
+    // 4 Metrics Insights alarms, 1 classic alarm, 6 searches in each dashboard.
+    assert_eq!(uses.len(), 17, "{uses:?}");
     let published = published().await;
     for (metric, mut dims) in uses {
         dims.sort();
@@ -487,5 +493,64 @@ async fn the_cloudformation_template_lints_and_uses_published_metrics() {
             sets.contains(&dims),
             "{metric} is not published with dimensions {dims:?}; it has {sets:?}"
         );
+    }
+}
+
+#[test]
+fn kubernetes_config_validates_and_ecs_files_call_real_commands() {
+    // The ConfigMap's hopwatch.toml is a real config.
+    let k8s = std::fs::read_to_string(deploy("kubernetes/agent.yaml")).expect("agent.yaml");
+    let toml: String = k8s
+        .split("hopwatch.toml: |\n")
+        .nth(1)
+        .expect("ConfigMap data")
+        .lines()
+        .take_while(|l| !l.starts_with("---"))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let out = Command::new(BIN)
+        .args(["validate", "--config", "env:HOPWATCH_K8S_CONFIG"])
+        .env("HOPWATCH_K8S_CONFIG", &toml)
+        .output()
+        .expect("validate");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The ECS task definitions parse, and the commands they run are ones the binary has.
+    for file in [
+        "ecs/task-definition.json",
+        "ecs/sidecar-task-definition.json",
+    ] {
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(deploy(file)).expect("file"))
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        for c in doc["containerDefinitions"].as_array().expect("containers") {
+            let Some(args) = c["command"].as_array() else {
+                continue;
+            };
+            let sub = args[0].as_str().unwrap_or("");
+            let help = Command::new(BIN)
+                .args([sub, "--help"])
+                .output()
+                .expect("help");
+            assert!(
+                help.status.success(),
+                "{file}: `hopwatch {sub}` does not exist"
+            );
+            let help = String::from_utf8_lossy(&help.stdout);
+            for flag in args
+                .iter()
+                .filter_map(|a| a.as_str())
+                .filter(|a| a.starts_with("--"))
+            {
+                assert!(
+                    help.contains(flag),
+                    "{file}: `hopwatch {sub}` has no {flag}"
+                );
+            }
+        }
     }
 }
