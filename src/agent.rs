@@ -77,6 +77,7 @@ pub async fn start(
     let metrics_addr = listener.local_addr()?;
     let prober = prober_for(&config)?;
     let metrics = Arc::new(Metrics::new());
+    metrics.describe(&config.chains);
     let cloudwatch = match &config.cloudwatch {
         Some(cw) => {
             let mut cw = cw.clone();

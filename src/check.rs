@@ -110,10 +110,7 @@ impl ChainReport {
     /// Builds the report of a round judged by `verdict` (raw or debounced states).
     pub fn judged(chain: &Chain, probed: &crate::schedule::Probed, verdict: &Verdict) -> Self {
         let (results, health) = (&probed.results, &probed.health);
-        let seen: Vec<_> = results
-            .iter()
-            .map(|r| crate::source::seen(&r.body))
-            .collect();
+        let seen = &probed.seen;
         let hops = chain
             .hops
             .iter()

@@ -44,6 +44,9 @@ pub struct Probed {
     pub resolved: Vec<Option<Vec<IpAddr>>>,
     /// For hops with `per_address`: one probe per address their host resolved to.
     pub addresses: Vec<Vec<(IpAddr, ProbeResult)>>,
+    /// What the target saw through each hop, read once from `results[i]` when it is a
+    /// `hopwatch echo` answer; exporters and reports use this instead of parsing again.
+    pub seen: Vec<Option<crate::source::Seen>>,
 }
 
 /// Most addresses probed for one hop: an ALB has one node per AZ, Cloud Map a few instances.
@@ -177,6 +180,7 @@ pub async fn run_round(
         health: Vec::with_capacity(traffic.len()),
         resolved: Vec::with_capacity(traffic.len()),
         addresses: Vec::with_capacity(traffic.len()),
+        seen: Vec::with_capacity(traffic.len()),
     };
     for fan_out in fan_outs {
         probed.addresses.push(match fan_out {
@@ -196,6 +200,7 @@ pub async fn run_round(
             tracing::error!(chain = %chain.name, hop = %hop.name, error = %err, "probe task failed");
             failed_task(&err)
         });
+        probed.seen.push(crate::source::seen(&result.body));
         probed.results.push(result);
         let health = match check {
             Some(handle) => Some(handle.await.unwrap_or_else(|err| failed_task(&err))),

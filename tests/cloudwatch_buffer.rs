@@ -109,6 +109,7 @@ max_buffered_datums = {CAPACITY}
                 health: vec![None, None],
                 resolved: vec![None, None],
                 addresses: vec![Vec::new(), Vec::new()],
+                seen: vec![None, None],
             },
         };
         let verdict = Verdict {

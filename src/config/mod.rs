@@ -123,26 +123,7 @@ pub struct CloudWatch {
 
 /// Names a dimension can't take: in an EMF line, dimensions, metrics and properties share the
 /// root object.
-pub const RESERVED_EMF_KEYS: &[&str] = &[
-    "_aws",
-    "Latency",
-    "Probes",
-    "ProbeFailures",
-    "HopUp",
-    "ChainUp",
-    "BrokenHop",
-    "HealthCheckUp",
-    "UnexpectedSource",
-    "TraceId",
-    "LastResult",
-    "HttpStatus",
-    "Results",
-    "SourceIp",
-    "XForwardedFor",
-    "ProxyProtocolSource",
-    "VpcEndpointId",
-    "Continues",
-];
+pub use crate::export::cloudwatch::emf::RESERVED_KEYS as RESERVED_EMF_KEYS;
 
 /// Dimension values read from ECS task metadata v4 at start: `"ecs:availability_zone"`.
 pub const ECS_FIELDS: [&str; 3] = ["availability_zone", "cluster", "task_arn"];

@@ -463,14 +463,6 @@ impl Metrics {
     /// made on those states.
     pub fn observe(&self, round: &Round, up: &[bool], verdict: &Verdict) {
         let chain = round.chain.name.as_str();
-        self.chain_interval
-            .with_label_values(&[chain])
-            .set(round.chain.interval.as_secs_f64());
-        for hop in &round.chain.hops {
-            self.hop_info
-                .with_label_values(&[chain, hop.name.as_str(), hop.role.as_str()])
-                .set(1);
-        }
         self.reason(round, verdict);
         self.lag.observe(round.lag().as_secs_f64());
         self.chain_up
@@ -503,7 +495,13 @@ impl Metrics {
             }
         }
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        for (hop, result) in round.chain.hops.iter().zip(&round.probed.results) {
+        for (i, (hop, result)) in round
+            .chain
+            .hops
+            .iter()
+            .zip(&round.probed.results)
+            .enumerate()
+        {
             let name = hop.name.as_str();
             let labels = [chain, name];
             self.probes
@@ -521,10 +519,10 @@ impl Metrics {
             let window = windows
                 .entry((chain.to_string(), name.to_string()))
                 .or_insert_with(|| Window::new(DEFAULT_WINDOW));
-            if let Some(seen) = crate::source::seen(&result.body) {
+            if let Some(Some(seen)) = round.probed.seen.get(i) {
                 self.saw_source(chain, name, &seen.peer);
                 let expected = crate::source::expected(
-                    Some(&seen),
+                    Some(seen),
                     &hop.expect_source,
                     &hop.expect_forwarded,
                     &round.probed.resolved,
@@ -575,6 +573,21 @@ impl Metrics {
         self.source_info
             .with_label_values(&[chain, hop, peer])
             .set(1);
+    }
+
+    /// Exports what the config says of each chain (`hopwatch_hop_info`,
+    /// `hopwatch_chain_interval_seconds`): once at start, not every round.
+    pub fn describe(&self, chains: &[std::sync::Arc<crate::config::Chain>]) {
+        for c in chains {
+            self.chain_interval
+                .with_label_values(&[c.name.as_str()])
+                .set(c.interval.as_secs_f64());
+            for hop in &c.hops {
+                self.hop_info
+                    .with_label_values(&[c.name.as_str(), hop.name.as_str(), hop.role.as_str()])
+                    .set(1);
+            }
+        }
     }
 
     /// Keeps exactly one `hopwatch_chain_broken_reason_info` series per down chain.
@@ -739,6 +752,7 @@ mod tests {
         use crate::probe::Outcome;
         let chain = chain();
         let m = Metrics::new();
+        m.describe(std::slice::from_ref(&chain));
         let r = round(
             &chain,
             at(1.0),

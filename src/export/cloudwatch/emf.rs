@@ -19,6 +19,42 @@ use super::period::{HopPeriod, Period, Tally};
 /// EMF: values per metric per line.
 pub const MAX_VALUES: usize = 100;
 
+/// Searchable properties of a line (not metrics).
+pub mod props {
+    pub const TRACE_ID: &str = "TraceId";
+    pub const LAST_RESULT: &str = "LastResult";
+    pub const HTTP_STATUS: &str = "HttpStatus";
+    pub const RESULTS: &str = "Results";
+    pub const SOURCE_IP: &str = "SourceIp";
+    pub const X_FORWARDED_FOR: &str = "XForwardedFor";
+    pub const PROXY_PROTOCOL_SOURCE: &str = "ProxyProtocolSource";
+    pub const VPC_ENDPOINT_ID: &str = "VpcEndpointId";
+    /// On continuation lines: which one.
+    pub const CONTINUES: &str = "Continues";
+}
+
+/// Root keys of a line that no configured dimension may take.
+pub const RESERVED_KEYS: &[&str] = &[
+    "_aws",
+    names::LATENCY,
+    names::PROBES,
+    names::PROBE_FAILURES,
+    names::HOP_UP,
+    names::CHAIN_UP,
+    names::BROKEN_HOP,
+    names::HEALTH_CHECK_UP,
+    names::UNEXPECTED_SOURCE,
+    props::TRACE_ID,
+    props::LAST_RESULT,
+    props::HTTP_STATUS,
+    props::RESULTS,
+    props::SOURCE_IP,
+    props::X_FORWARDED_FOR,
+    props::PROXY_PROTOCOL_SOURCE,
+    props::VPC_ENDPOINT_ID,
+    props::CONTINUES,
+];
+
 /// Which dimension set a metric is published under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Level {
@@ -104,27 +140,27 @@ fn hop_series(p: &HopPeriod) -> Vec<Series> {
 /// Searchable properties of the period's last probe of the hop.
 fn properties(p: &HopPeriod, root: &mut Map<String, Json>) {
     let Some(last) = &p.last else { return };
-    // Config validation keeps dimension names off these keys (RESERVED_EMF_KEYS).
+    // Config validation keeps dimension names off these keys (RESERVED_KEYS).
     let mut put = |key: &str, value: Json| {
         root.insert(key.to_string(), value);
     };
-    put("TraceId", json!(last.trace_id));
-    put("LastResult", json!(last.result));
+    put(props::TRACE_ID, json!(last.trace_id));
+    put(props::LAST_RESULT, json!(last.result));
     if let Some(status) = last.status {
-        put("HttpStatus", json!(status));
+        put(props::HTTP_STATUS, json!(status));
     }
-    put("Results", json!(p.results));
+    put(props::RESULTS, json!(p.results));
     if let Some(seen) = &last.seen {
-        put("SourceIp", json!(seen.peer));
+        put(props::SOURCE_IP, json!(seen.peer));
         if !seen.forwarded_for.is_empty() {
-            put("XForwardedFor", json!(seen.forwarded_for.join(", ")));
+            put(props::X_FORWARDED_FOR, json!(seen.forwarded_for.join(", ")));
         }
         if let Some(pp) = &seen.proxy_protocol {
             if let Some(src) = &pp.src {
-                put("ProxyProtocolSource", json!(src));
+                put(props::PROXY_PROTOCOL_SOURCE, json!(src));
             }
             if let Some(vpce) = &pp.vpce_id {
-                put("VpcEndpointId", json!(vpce));
+                put(props::VPC_ENDPOINT_ID, json!(vpce));
             }
         }
     }
@@ -217,7 +253,7 @@ impl Writer<'_> {
                     f(&mut root);
                 }
             } else {
-                root.insert("Continues".into(), json!(line));
+                root.insert(props::CONTINUES.into(), json!(line));
             }
             root.insert(
                 "_aws".into(),

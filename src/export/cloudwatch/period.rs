@@ -153,7 +153,7 @@ impl Periods {
             .or_default()
             .add(verdict.up);
         for (i, (hop, result)) in chain.hops.iter().zip(&round.probed.results).enumerate() {
-            let seen = crate::source::seen(&result.body);
+            let seen = round.probed.seen.get(i).cloned().flatten();
             let unexpected = crate::source::expected(
                 seen.as_ref(),
                 &hop.expect_source,
@@ -293,6 +293,10 @@ kind = "rest-nlb"
             })
             .collect();
         let n = chain.hops.len();
+        let results_seen = results
+            .iter()
+            .map(|r| crate::source::seen(&r.body))
+            .collect();
         Round {
             chain: chain.clone(),
             planned: Instant::now(),
@@ -303,6 +307,7 @@ kind = "rest-nlb"
                 health,
                 resolved: vec![None; n],
                 addresses: vec![Vec::new(); n],
+                seen: results_seen,
             },
         }
     }

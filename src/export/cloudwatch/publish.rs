@@ -5,7 +5,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -69,9 +69,23 @@ struct Queue {
 }
 
 impl Queue {
+    /// The buffer; a poisoned lock means a panic elsewhere, and the datums are still sound.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buffer> {
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Publishes `hopwatch_cloudwatch_buffered_datums`: queued plus in the call in progress.
     fn report(&self, buffer: &Buffer, metrics: &CloudWatchMetrics) {
         metrics.buffered(buffer.len() + self.in_flight.load(Ordering::Relaxed));
+    }
+
+    /// Puts a batch whose call failed back in front, counting what newer data pushed out.
+    fn restore(&self, batch: Vec<Datum>, metrics: &CloudWatchMetrics) {
+        let mut buffer = self.lock();
+        let dropped = buffer.restore(batch);
+        self.in_flight.store(0, Ordering::Relaxed);
+        self.report(&buffer, metrics);
+        metrics.dropped(dropped);
     }
 }
 
@@ -236,7 +250,7 @@ async fn emit(config: &CloudWatch, period: &Period, outlet: &Outlet, metrics: &C
             metrics.dropped(rejected.len());
             let n = ok.len();
             let dropped = {
-                let mut buffer = queue.buffer.lock().unwrap_or_else(|e| e.into_inner());
+                let mut buffer = queue.lock();
                 let dropped = buffer.push(ok);
                 queue.report(&buffer, metrics);
                 dropped
@@ -299,7 +313,7 @@ fn write_lines(output: &EmfOutput, lines: &[String]) -> std::io::Result<()> {
     }
 }
 
-fn append(path: &PathBuf, text: &str) -> std::io::Result<()> {
+fn append(path: &Path, text: &str) -> std::io::Result<()> {
     let mut file = OpenOptions::new().create(true).append(true).open(path)?;
     file.write_all(text.as_bytes())
 }
@@ -409,7 +423,7 @@ async fn send_loop(
     let mut batch_limit = MAX_DATUMS;
     loop {
         let batch = {
-            let mut buffer = queue.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut buffer = queue.lock();
             let expired = buffer.expire(SystemTime::now());
             if expired > 0 {
                 metrics.dropped(expired);
@@ -457,7 +471,7 @@ async fn send_loop(
                 }
                 failures = 0;
                 batch_limit = (batch_limit * 2).min(MAX_DATUMS);
-                let buffer = queue.buffer.lock().unwrap_or_else(|e| e.into_inner());
+                let buffer = queue.lock();
                 queue.report(&buffer, &metrics);
                 continue;
             }
@@ -468,11 +482,7 @@ async fn send_loop(
                 // One bad datum must not take a thousand good ones with it: send halves.
                 batch_limit = n / 2;
                 tracing::warn!(datums = n, error = %why, "CloudWatch rejected a request; retrying in halves to isolate the datum it refuses");
-                let mut buffer = queue.buffer.lock().unwrap_or_else(|e| e.into_inner());
-                let dropped = buffer.restore(batch);
-                queue.in_flight.store(0, Ordering::Relaxed);
-                queue.report(&buffer, &metrics);
-                metrics.dropped(dropped);
+                queue.restore(batch, &metrics);
             }
             Failure::Reject(why) => {
                 queue.in_flight.store(0, Ordering::Relaxed);
@@ -482,13 +492,7 @@ async fn send_loop(
             Failure::Retry(why) => {
                 metrics.retried(n);
                 failures += 1;
-                {
-                    let mut buffer = queue.buffer.lock().unwrap_or_else(|e| e.into_inner());
-                    let dropped = buffer.restore(batch);
-                    queue.in_flight.store(0, Ordering::Relaxed);
-                    queue.report(&buffer, &metrics);
-                    metrics.dropped(dropped);
-                }
+                queue.restore(batch, &metrics);
                 // Once per outage at warn, then quietly: the metrics carry the rest.
                 if failures == 1 {
                     tracing::warn!(datums = n, error = %why, "PutMetricData failed; datums kept and retried");
@@ -516,7 +520,7 @@ async fn send_loop(
 
 /// The shutdown deadline passed: whatever is still held is lost, and said so.
 fn give_up(queue: &Queue, in_flight: Vec<Datum>, metrics: &CloudWatchMetrics) {
-    let mut buffer = queue.buffer.lock().unwrap_or_else(|e| e.into_inner());
+    let mut buffer = queue.lock();
     let lost = buffer.len() + in_flight.len();
     buffer.take_all();
     queue.in_flight.store(0, Ordering::Relaxed);
