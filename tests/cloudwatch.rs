@@ -313,6 +313,21 @@ macro_rules! wait_until {
     }};
 }
 
+/// Waits until the agent's backlog is sent, checks nothing was dropped, stops it (SIGTERM);
+/// returns its log.
+async fn drain_and_stop(agent: Agent) -> String {
+    wait_until!("the backlog to drain", 60, {
+        agent.buffered().await == 0.0 && agent.sent().await > 0.0
+    });
+    assert_eq!(
+        agent.dropped().await,
+        0.0,
+        "nothing dropped:\n{}",
+        agent.log()
+    );
+    agent.terminate().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_probe_arrives_as_a_distribution_with_its_dimensions() {
     let Some(python) = localstack::python() else {
@@ -477,16 +492,7 @@ async fn an_outage_from_the_start_loses_nothing_and_keeps_timestamps() {
     });
     let started = now_secs();
     ls.start().await;
-    wait_until!("the backlog to drain", 60, {
-        agent.buffered().await == 0.0 && agent.sent().await > 0.0
-    });
-    assert_eq!(
-        agent.dropped().await,
-        0.0,
-        "nothing dropped:\n{}",
-        agent.log()
-    );
-    let log = agent.terminate().await;
+    let log = drain_and_stop(agent).await;
 
     let client = ls.client();
     let truth = fast.counts();
@@ -529,16 +535,7 @@ async fn a_restarted_cloudwatch_receives_the_whole_gap() {
     });
     let restarted = now_secs();
     ls.start().await;
-    wait_until!("the backlog to drain", 60, {
-        agent.buffered().await == 0.0 && agent.sent().await > 0.0
-    });
-    assert_eq!(
-        agent.dropped().await,
-        0.0,
-        "nothing dropped:\n{}",
-        agent.log()
-    );
-    let log = agent.terminate().await;
+    let log = drain_and_stop(agent).await;
 
     let client = ls.client();
     let got = per_second(

@@ -55,29 +55,26 @@ fn alert_rules_check_and_their_unit_tests_pass() {
     }
 }
 
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// What one real `hopwatch run` put out, with every kind of signal on: a down chain blamed
+/// on its gateway, a health check, an unexpected source, per-address probes, CloudWatch (EMF).
+struct RealRun {
+    /// The `/metrics` text.
+    metrics: String,
+    /// The EMF lines.
+    emf: String,
 }
 
-/// `name -> label names` of every series a real agent exports, with every kind of signal on:
-/// a down chain blamed on its gateway, a health check, an unexpected source, CloudWatch (EMF).
-async fn exported() -> BTreeMap<String, BTreeSet<String>> {
-    let dir = std::env::temp_dir().join(format!("hopwatch-deploy-{}", std::process::id()));
+async fn real_run() -> RealRun {
+    let dir = std::env::temp_dir().join(format!(
+        "hopwatch-deploy-{}-{}",
+        std::process::id(),
+        refused_port().port()
+    ));
     std::fs::create_dir_all(&dir).expect("dir");
     let echo = refused_port();
-    let _echo = Kill(
-        Command::new(BIN)
-            .args(["echo", "--listen", &echo.to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("echo"),
-    );
+    let _echo = echo_process(echo);
     let metrics = refused_port();
+    let emf = dir.join("emf.log");
     let config = dir.join("hopwatch.toml");
     std::fs::write(
         &config,
@@ -109,7 +106,7 @@ flush_interval = "1s"
 emf_output = "{emf}"
 "#,
             gateway = refused_port(),
-            emf = dir.join("emf.log").display()
+            emf = emf.display()
         ),
     )
     .expect("config");
@@ -122,21 +119,45 @@ emf_output = "{emf}"
             .spawn()
             .expect("run"),
     );
-    let mut text = String::new();
+    let mut run = RealRun {
+        metrics: String::new(),
+        emf: String::new(),
+    };
     wait_for(
-        "the reason and CloudWatch series",
+        "every series and EMF metric",
         Duration::from_secs(30),
         || {
-            text = http_get(metrics, "/metrics")
+            run.metrics = http_get(metrics, "/metrics")
                 .map(|r| r.1)
                 .unwrap_or_default();
-            text.contains("hopwatch_chain_broken_reason_info{")
-                && text.contains("hopwatch_cloudwatch_last_success_timestamp_seconds 1")
-                && text.contains("hopwatch_probe_latency_seconds{")
+            run.emf = std::fs::read_to_string(&emf).unwrap_or_default();
+            let published = published(&run.emf);
+            run.metrics.contains("hopwatch_chain_broken_reason_info{")
+                && run
+                    .metrics
+                    .contains("hopwatch_cloudwatch_last_success_timestamp_seconds 1")
+                && run.metrics.contains("hopwatch_probe_latency_seconds{")
+                && [
+                    "Latency",
+                    "Probes",
+                    "ProbeFailures",
+                    "HopUp",
+                    "ChainUp",
+                    "BrokenHop",
+                    "HealthCheckUp",
+                    "UnexpectedSource",
+                ]
+                .iter()
+                .all(|m| published.contains_key(*m))
         },
     )
     .await;
     let _ = std::fs::remove_dir_all(&dir);
+    run
+}
+
+/// `name -> label names` of every series in a `/metrics` text.
+fn exported(text: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for line in text
         .lines()
@@ -204,7 +225,7 @@ fn used(expr: &str) -> (Vec<(String, BTreeSet<String>)>, BTreeSet<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_alerts_use_is_exported_with_its_labels() {
-    let exported = exported().await;
+    let exported = exported(&real_run().await.metrics);
     let text = std::fs::read_to_string(deploy("prometheus/alerts.yml")).expect("rules");
     // The `expr:` values, including folded multi-line ones.
     let mut exprs = Vec::new();
@@ -323,88 +344,42 @@ async fn the_grafana_dashboard_parses_uses_its_variables_and_real_metrics() {
         "{out}"
     );
     // And every metric they read is exported by a real agent, with those labels.
-    let exported = exported().await;
+    let exported = exported(&real_run().await.metrics);
     let checked = check_metrics(&exprs, &exported);
     assert!(checked >= exprs.len(), "{checked} metric uses checked");
 }
 
-/// `metric -> dimension sets` a real agent publishes, from its EMF lines (the same names and
-/// dimensions `PutMetricData` gets; tests/cloudwatch.rs checks those against LocalStack).
-async fn published() -> BTreeMap<String, BTreeSet<Vec<String>>> {
-    let dir = std::env::temp_dir().join(format!("hopwatch-deploy-emf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let echo = refused_port();
-    let _echo = Kill(
-        Command::new(BIN)
-            .args(["echo", "--listen", &echo.to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("echo"),
-    );
-    let emf = dir.join("emf.log");
-    let config = dir.join("hopwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\ninterval = \"300ms\"\ntimeout = \"200ms\"\ndown_after = 1\n\n[[chain]]\nname = \"orders\"\nkind = \"custom\"\n  [[chain.hop]]\n  name = \"gateway\"\n  role = \"gateway\"\n  url = \"http://{}/\"\n  [[chain.hop]]\n  name = \"target\"\n  role = \"target\"\n  url = \"http://{echo}/\"\n  health_url = \"http://{echo}/health\"\n  expect_source = [\"10.9.9.9/32\"]\n\n[cloudwatch]\nmode = \"emf\"\nflush_interval = \"1s\"\nemf_output = \"{}\"\n",
-            refused_port(),
-            emf.display()
-        ),
-    )
-    .expect("config");
-    let _agent = Kill(
-        Command::new(BIN)
-            .args(["run", "--listen", &refused_port().to_string(), "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run"),
-    );
+/// `metric -> dimension sets` in EMF lines (the same names and dimensions `PutMetricData`
+/// gets; tests/cloudwatch.rs checks those against LocalStack).
+fn published(emf: &str) -> BTreeMap<String, BTreeSet<Vec<String>>> {
     let mut out: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
-    let wanted = [
-        "Latency",
-        "Probes",
-        "ProbeFailures",
-        "HopUp",
-        "ChainUp",
-        "BrokenHop",
-        "HealthCheckUp",
-        "UnexpectedSource",
-    ];
-    wait_for("every metric in EMF", Duration::from_secs(30), || {
-        let text = std::fs::read_to_string(&emf).unwrap_or_default();
-        for line in text.lines() {
-            let Ok(doc) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            for d in doc["_aws"]["CloudWatchMetrics"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                for set in d["Dimensions"].as_array().into_iter().flatten() {
-                    let mut dims: Vec<String> = set
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect();
-                    dims.sort();
-                    for m in d["Metrics"].as_array().into_iter().flatten() {
-                        if let Some(name) = m["Name"].as_str() {
-                            out.entry(name.to_string())
-                                .or_default()
-                                .insert(dims.clone());
-                        }
+    for line in emf.lines() {
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        for d in doc["_aws"]["CloudWatchMetrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for set in d["Dimensions"].as_array().into_iter().flatten() {
+                let mut dims: Vec<String> = set
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                dims.sort();
+                for m in d["Metrics"].as_array().into_iter().flatten() {
+                    if let Some(name) = m["Name"].as_str() {
+                        out.entry(name.to_string())
+                            .or_default()
+                            .insert(dims.clone());
                     }
                 }
             }
         }
-        wanted.iter().all(|w| out.contains_key(*w))
-    })
-    .await;
-    let _ = std::fs::remove_dir_all(&dir);
+    }
     out
 }
 
@@ -480,7 +455,7 @@ async fn the_cloudformation_template_lints_and_uses_published_metrics() {
     }
     // 4 Metrics Insights alarms, 1 classic alarm, 6 searches in each dashboard.
     assert_eq!(uses.len(), 17, "{uses:?}");
-    let published = published().await;
+    let published = published(&real_run().await.emf);
     for (metric, mut dims) in uses {
         dims.sort();
         let sets = published.get(&metric).unwrap_or_else(|| {

@@ -14,15 +14,6 @@ use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hopwatch");
 
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emf_lines_follow_the_published_structure_and_carry_the_source() {
     // The validator runs on the test Python (jsonschema), the one LocalStack runs on.
@@ -32,13 +23,7 @@ async fn emf_lines_follow_the_published_structure_and_carry_the_source() {
     let dir = std::env::temp_dir().join(format!("hopwatch-emf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let echo_addr = refused_port();
-    let _echo = Kill(
-        Command::new(BIN)
-            .args(["echo", "--listen", &echo_addr.to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("echo"),
-    );
+    let _echo = echo_process(echo_addr);
     // ECS task metadata v4, as the ECS agent serves it to a task.
     let metadata = raw_server(|stream| async move {
         let body = r#"{"Cluster":"prod","TaskARN":"arn:aws:ecs:eu-west-1:123456789012:task/prod/abc","AvailabilityZone":"eu-west-1b","Containers":[]}"#;

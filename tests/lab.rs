@@ -389,6 +389,70 @@ fn s(text: &str) -> String {
     text.to_string()
 }
 
+// Scenarios every topology shares.
+
+/// target-b's `hopwatch echo` stopped: the load balancer routes around it, per_address names it.
+fn one_target_down() -> Scenario {
+    Scenario {
+        name: "one target down",
+        faults: Faults {
+            stopped: vec![s("target-b")],
+            ..f()
+        },
+        expect: Expect {
+            address_down: vec![("target", "target-b")],
+            ..up()
+        },
+    }
+}
+
+/// Every target stopped; `also_down` are the other per-address probes that fail with them.
+fn all_targets_down(also_down: &[(&'static str, &'static str)]) -> Scenario {
+    let mut address_down = also_down.to_vec();
+    address_down.extend([("target", "target-a"), ("target", "target-b")]);
+    Scenario {
+        name: "all targets down",
+        faults: Faults {
+            stopped: vec![s("target-a"), s("target-b")],
+            ..f()
+        },
+        expect: Expect {
+            health_down: vec!["target"],
+            address_down,
+            ..down("target", "nothing listening on port 80")
+        },
+    }
+}
+
+fn targets_slow() -> Scenario {
+    Scenario {
+        name: "targets slow (250 ms)",
+        faults: Faults {
+            target_delay_ms: 250,
+            ..f()
+        },
+        expect: Expect {
+            slow: Some(("target", 250)),
+            ..up()
+        },
+    }
+}
+
+/// The NLB node of AZ b stopped (T1, T2).
+fn one_nlb_node_down() -> Scenario {
+    Scenario {
+        name: "one NLB node (AZ b) down",
+        faults: Faults {
+            stopped: vec![s("nlb-b")],
+            ..f()
+        },
+        expect: Expect {
+            address_down: vec![("nlb", "nlb-b")],
+            ..up()
+        },
+    }
+}
+
 #[test]
 fn t2_rest_nlb_alb() {
     run(
@@ -434,45 +498,9 @@ fn t2_rest_nlb_alb() {
                     ..up()
                 },
             },
-            Scenario {
-                name: "one target down",
-                faults: Faults {
-                    stopped: vec![s("target-b")],
-                    ..f()
-                },
-                expect: Expect {
-                    address_down: vec![("target", "target-b")],
-                    ..up()
-                },
-            },
-            Scenario {
-                name: "all targets down",
-                faults: Faults {
-                    stopped: vec![s("target-a"), s("target-b")],
-                    ..f()
-                },
-                expect: Expect {
-                    health_down: vec!["target"],
-                    address_down: vec![
-                        ("nlb", "nlb-a"),
-                        ("nlb", "nlb-b"),
-                        ("target", "target-a"),
-                        ("target", "target-b"),
-                    ],
-                    ..down("target", "nothing listening on port 80")
-                },
-            },
-            Scenario {
-                name: "targets slow (250 ms)",
-                faults: Faults {
-                    target_delay_ms: 250,
-                    ..f()
-                },
-                expect: Expect {
-                    slow: Some(("target", 250)),
-                    ..up()
-                },
-            },
+            one_target_down(),
+            all_targets_down(&[("nlb", "nlb-a"), ("nlb", "nlb-b")]),
+            targets_slow(),
             Scenario {
                 name: "VPC link down (gateway -> NLB)",
                 faults: Faults {
@@ -481,17 +509,7 @@ fn t2_rest_nlb_alb() {
                 },
                 expect: down("gateway", "VPC link or endpoint service"),
             },
-            Scenario {
-                name: "one NLB node (AZ b) down",
-                faults: Faults {
-                    stopped: vec![s("nlb-b")],
-                    ..f()
-                },
-                expect: Expect {
-                    address_down: vec![("nlb", "nlb-b")],
-                    ..up()
-                },
-            },
+            one_nlb_node_down(),
             Scenario {
                 name: "agent blocked from the ALB",
                 faults: Faults {
@@ -565,45 +583,9 @@ fn t1_rest_nlb() {
                     ..up()
                 },
             },
-            Scenario {
-                name: "one target down",
-                faults: Faults {
-                    stopped: vec![s("target-b")],
-                    ..f()
-                },
-                expect: Expect {
-                    address_down: vec![("target", "target-b")],
-                    ..up()
-                },
-            },
-            Scenario {
-                name: "all targets down",
-                faults: Faults {
-                    stopped: vec![s("target-a"), s("target-b")],
-                    ..f()
-                },
-                expect: Expect {
-                    health_down: vec!["target"],
-                    address_down: vec![
-                        ("nlb", "nlb-a"),
-                        ("nlb", "nlb-b"),
-                        ("target", "target-a"),
-                        ("target", "target-b"),
-                    ],
-                    ..down("target", "nothing listening on port 80")
-                },
-            },
-            Scenario {
-                name: "targets slow (250 ms)",
-                faults: Faults {
-                    target_delay_ms: 250,
-                    ..f()
-                },
-                expect: Expect {
-                    slow: Some(("target", 250)),
-                    ..up()
-                },
-            },
+            one_target_down(),
+            all_targets_down(&[("nlb", "nlb-a"), ("nlb", "nlb-b")]),
+            targets_slow(),
             Scenario {
                 name: "VPC link down (gateway -> NLB)",
                 faults: Faults {
@@ -612,17 +594,7 @@ fn t1_rest_nlb() {
                 },
                 expect: down("gateway", "VPC link or endpoint service"),
             },
-            Scenario {
-                name: "one NLB node (AZ b) down",
-                faults: Faults {
-                    stopped: vec![s("nlb-b")],
-                    ..f()
-                },
-                expect: Expect {
-                    address_down: vec![("nlb", "nlb-b")],
-                    ..up()
-                },
-            },
+            one_nlb_node_down(),
             Scenario {
                 name: "agent blocked from the targets",
                 faults: Faults {
@@ -688,40 +660,9 @@ fn t4_http_alb() {
                     ..up()
                 },
             },
-            Scenario {
-                name: "one target down",
-                faults: Faults {
-                    stopped: vec![s("target-b")],
-                    ..f()
-                },
-                expect: Expect {
-                    address_down: vec![("target", "target-b")],
-                    ..up()
-                },
-            },
-            Scenario {
-                name: "all targets down",
-                faults: Faults {
-                    stopped: vec![s("target-a"), s("target-b")],
-                    ..f()
-                },
-                expect: Expect {
-                    health_down: vec!["target"],
-                    address_down: vec![("target", "target-a"), ("target", "target-b")],
-                    ..down("target", "nothing listening on port 80")
-                },
-            },
-            Scenario {
-                name: "targets slow (250 ms)",
-                faults: Faults {
-                    target_delay_ms: 250,
-                    ..f()
-                },
-                expect: Expect {
-                    slow: Some(("target", 250)),
-                    ..up()
-                },
-            },
+            one_target_down(),
+            all_targets_down(&[]),
+            targets_slow(),
             Scenario {
                 name: "VPC link down",
                 faults: Faults {

@@ -201,6 +201,28 @@ impl Drop for Netns {
     }
 }
 
+/// A child process killed (by its PID) and reaped when the test lets go of it, passing or not.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `hopwatch echo` as a real process listening on `addr` (loopback).
+pub fn echo_process(addr: SocketAddr) -> Kill {
+    assert!(addr.ip().is_loopback(), "tests bind loopback only");
+    Kill(
+        Command::new(env!("CARGO_BIN_EXE_hopwatch"))
+            .args(["echo", "--listen", &addr.to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start hopwatch echo"),
+    )
+}
+
 /// Says why a test cannot run here. Where the suite must run everything (CI sets
 /// `HOPWATCH_REQUIRE_NETNS=1`) that is a failure, so a missing capability never passes quietly.
 pub fn skip(test: &str, why: &str) {
