@@ -409,11 +409,13 @@ impl Lab {
         )
     }
 
-    /// The command lines a node runs under `faults` (empty when stopped).
-    fn processes(&self, node: &str, faults: &Faults) -> Vec<Vec<String>> {
+    /// The command lines a node runs under `faults` (none when stopped), and the HAProxy
+    /// config they load (written to the lab's folder), so a changed config restarts the part
+    /// even when its command line is the same.
+    fn processes(&self, node: &str, faults: &Faults) -> (Vec<Vec<String>>, String) {
         let n = &self.topo.nodes[node];
         if faults.stopped.iter().any(|s| s == node) {
-            return Vec::new();
+            return (Vec::new(), String::new());
         }
         match n.part.as_deref() {
             Some("target") => {
@@ -436,19 +438,21 @@ impl Lab {
                     "--listen".into(),
                     format!("{}:8080", n.addr),
                 ];
-                vec![traffic, health]
+                (vec![traffic, health], String::new())
             }
             Some(part) => {
                 let cfg = self.dir.join(format!("{node}.cfg"));
-                std::fs::write(&cfg, self.haproxy(node, part, faults)).expect("haproxy config");
-                vec![vec![
+                let text = self.haproxy(node, part, faults);
+                std::fs::write(&cfg, &text).expect("haproxy config");
+                let cmd = vec![
                     "haproxy".into(),
                     "-db".into(),
                     "-f".into(),
                     cfg.display().to_string(),
-                ]]
+                ];
+                (vec![cmd], text)
             }
-            None => Vec::new(),
+            None => (Vec::new(), String::new()),
         }
     }
 
@@ -548,8 +552,8 @@ impl Lab {
             self.exec(node, &["nft", "-f", &path.display().to_string()]);
         }
         for node in &nodes {
-            let cmds = self.processes(node, faults);
-            let spec = format!("{cmds:?}|{}", self.haproxy_spec(node));
+            let (cmds, config) = self.processes(node, faults);
+            let spec = format!("{cmds:?}|{config}");
             if self.procs.get(node).is_some_and(|(s, _)| *s == spec) {
                 continue;
             }
@@ -573,12 +577,6 @@ impl Lab {
             self.procs.insert(node.clone(), (spec, children));
         }
         self.faults = faults.clone();
-    }
-
-    /// The HAProxy config a node was last given (written by `processes`), so a changed
-    /// config restarts the part even when its command line is the same.
-    fn haproxy_spec(&self, node: &str) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{node}.cfg"))).unwrap_or_default()
     }
 
     /// The hopwatch config probing this topology's chain.
