@@ -17,8 +17,6 @@ use crate::probe::Phases;
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 /// Values are recorded in microseconds.
 const LOWEST_US: u64 = 1;
-/// One hour in microseconds: far above any probe timeout, so nothing real is clamped.
-const HIGHEST_US: u64 = 3_600_000_000;
 /// Total latency: 3 significant digits (0.1 % relative error), what quantiles are read from.
 const TOTAL_SIGFIG: u8 = 3;
 /// Phases: 2 significant digits (under 1 % error) is plenty for a breakdown and 5x smaller.
@@ -76,12 +74,21 @@ fn new_histogram(series: usize) -> Histogram<u32> {
     } else {
         PHASE_SIGFIG
     };
-    // The bounds are constants that hdrhistogram accepts; a failure here is a programming error.
-    let mut h = Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, sigfig)
+    // Sized for the smallest range and auto-resizing: a histogram allocated for the whole
+    // 1 µs–1 h range up front is ~90 KB at 3 digits, 90 MB at 1,000 hops, where the values
+    // a probe actually sees (well under its timeout) need a few KB.
+    let mut h = Histogram::new_with_bounds(LOWEST_US, 2 * LOWEST_US, sigfig)
         .expect("histogram bounds are valid");
-    // Start small and grow to the largest value seen, instead of allocating for one hour.
     h.auto(true);
     h
+}
+
+/// Records `us`, growing the histogram to fit. `saturating_record` would clamp to the current
+/// (small) range instead of growing; `record` only fails past u64 bounds, never for a u32.
+fn add(h: &mut Histogram<u32>, us: u32) {
+    if h.record(u64::from(us)).is_err() {
+        h.saturating_record(u64::from(us));
+    }
 }
 
 impl Window {
@@ -110,7 +117,7 @@ impl Window {
         for (i, hist) in self.hists.iter_mut().enumerate() {
             if let Some(h) = hist {
                 if values[i] != ABSENT {
-                    h.saturating_record(u64::from(values[i]));
+                    add(h, values[i]);
                 }
             }
         }
@@ -144,7 +151,7 @@ impl Window {
                 h.reset();
                 for s in &self.samples {
                     if s.values[i] != ABSENT {
-                        h.saturating_record(u64::from(s.values[i]));
+                        add(h, s.values[i]);
                     }
                 }
             }
@@ -190,7 +197,7 @@ impl Window {
         let mut h = new_histogram(i);
         for s in self.samples.iter().filter(|s| s.at >= since) {
             if s.values[i] != ABSENT {
-                h.saturating_record(u64::from(s.values[i]));
+                add(&mut h, s.values[i]);
             }
         }
         h
