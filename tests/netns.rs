@@ -1,10 +1,8 @@
 //! Failures that need a network of their own: a security-group-style drop (nftables inside a
-//! namespace the test makes) and a resolver that fails. The agent runs inside the namespace via
-//! the real binary; no packet leaves it.
+//! namespace the test makes) and one name with two nodes behind it. The agent runs inside the
+//! namespace via the real binary; no packet leaves it. Broken resolvers are in tests/hostile.rs.
 
 mod common;
-
-use std::process::Command;
 
 use common::*;
 
@@ -74,39 +72,6 @@ kind = "custom"
         "ends at its timeout, took {ms} ms"
     );
     assert_eq!(hops[1]["result"], "connect_refused", "{doc:#}");
-}
-
-#[test]
-fn unresolvable_name_is_dns() {
-    if !can_use_namespaces() {
-        return skip("unresolvable_name_is_dns", "needs root, ip and nft");
-    }
-    let ns = Netns::new("dns");
-    let doc = check_in(
-        &ns,
-        r#"
-[[chain]]
-name = "dns"
-kind = "custom"
-
-  [[chain.hop]]
-  name = "nowhere"
-  role = "target"
-  url = "http://orders.hopwatch-test.invalid/"
-  timeout = "3s"
-"#,
-    );
-    let hop = &doc["chains"][0]["hops"][0];
-    assert_eq!(hop["result"], "dns", "{doc:#}");
-    assert!(hop["phases"]["connect"].is_null());
-    // The namespace is gone after the test: nothing left behind.
-    let name = ns.name.clone();
-    drop(ns);
-    let list = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    assert!(!String::from_utf8_lossy(&list.stdout).contains(&name));
 }
 
 #[test]
