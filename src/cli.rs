@@ -73,6 +73,11 @@ enum Command {
         /// sends them) and report the caller and VPC endpoint id they carry.
         #[arg(long)]
         proxy_protocol: bool,
+        /// Serve only TCP peers in this range (repeatable: "10.0.0.0/16", a bare IP); other
+        /// connections are closed before anything is read. Default: every source. With
+        /// --proxy-protocol the peer checked is still the TCP one (the load balancer node).
+        #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+        allow: Vec<crate::source::Cidr>,
     },
     /// Exit 0 when a running agent's /-/healthy answers 2xx, else 1: a container health check
     /// for images without curl.
@@ -98,6 +103,11 @@ fn parse_delay(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+fn parse_cidr(text: &str) -> Result<crate::source::Cidr, String> {
+    crate::source::Cidr::parse(text)
+        .ok_or_else(|| format!("{text:?} is not a CIDR such as \"10.0.0.0/16\" or an IP address"))
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -256,6 +266,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             delay,
             proxy_protocol,
+            allow,
         } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -267,8 +278,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 delay: delay.unwrap_or_default(),
                 identity: crate::echo::identity(&prober).await,
                 proxy_protocol,
+                allow,
             };
-            tracing::info!(listen = %listener.local_addr()?, delay = ?options.delay, proxy_protocol, "hopwatch echo listening");
+            let allow: Vec<String> = options.allow.iter().map(ToString::to_string).collect();
+            tracing::info!(listen = %listener.local_addr()?, delay = ?options.delay, proxy_protocol, ?allow, "hopwatch echo listening");
             let (stop, stop_rx) = tokio::sync::watch::channel(false);
             let server = tokio::spawn(crate::echo::serve(listener, options, stop_rx));
             shutdown_signal().await;

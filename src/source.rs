@@ -103,6 +103,12 @@ impl Cidr {
     }
 }
 
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 /// One entry of `expect_source` / `expect_forwarded`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {

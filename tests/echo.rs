@@ -258,3 +258,105 @@ fn proxy_protocol_headers_are_reported() {
     assert_eq!(raw(echo.addr, &broken), "");
     assert!(raw(echo.addr, request).starts_with("HTTP/1.1 200"));
 }
+
+/// Sends `request` from `source` (a loopback address of this host) and reads until the
+/// responder closes. `Err` when nothing came back before the 5 s read timeout.
+fn raw_from(source: [u8; 4], addr: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(&addr.into(), Duration::from_secs(2))?;
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out) {
+        Ok(_) => Ok(out),
+        // Closed while our request was unread: the kernel answers with a reset.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(out),
+        Err(e) => Err(e),
+    }
+}
+
+#[test]
+fn allow_closes_connections_from_other_sources() {
+    // Repeatable, CIDR or bare address; 127.0.0.1 (where tests connect from) is in neither.
+    let echo = start_with(&[], &["--allow", "10.0.0.0/8", "--allow", "127.0.0.2"]);
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let refused = raw_from([127, 0, 0, 1], echo.addr, request).expect("closed, not hung");
+    assert!(
+        refused.is_empty(),
+        "a source outside --allow got an answer: {}",
+        String::from_utf8_lossy(&refused)
+    );
+    let allowed = String::from_utf8(raw_from([127, 0, 0, 2], echo.addr, request).expect("answer"))
+        .expect("utf-8");
+    assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
+    assert!(body(&allowed)["peer"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("127.0.0.2:")));
+}
+
+#[test]
+fn allow_checks_the_tcp_peer_not_the_proxy_header() {
+    // Behind an NLB the TCP peer is the NLB node: that is what --allow is about. A PROXY
+    // header naming an allowed caller does not let another peer in...
+    let echo = start_with(&[], &["--proxy-protocol", "--allow", "127.0.0.2/32"]);
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let claims_allowed = [
+        b"PROXY TCP4 127.0.0.2 127.0.0.1 40000 80\r\n".as_slice(),
+        request,
+    ]
+    .concat();
+    let refused = raw_from([127, 0, 0, 1], echo.addr, &claims_allowed).expect("closed");
+    assert!(refused.is_empty(), "{}", String::from_utf8_lossy(&refused));
+    // ...and an allowed peer is served whatever caller its header names.
+    let from_elsewhere = [
+        b"PROXY TCP4 192.0.2.10 127.0.0.1 40000 80\r\n".as_slice(),
+        request,
+    ]
+    .concat();
+    let answer =
+        String::from_utf8(raw_from([127, 0, 0, 2], echo.addr, &from_elsewhere).expect("answer"))
+            .expect("utf-8");
+    let reply = body(&answer);
+    assert_eq!(reply["proxy_protocol"][0]["src"], "192.0.2.10:40000");
+}
+
+#[test]
+fn allow_refuses_what_is_not_a_cidr() {
+    let out = Command::new(BIN)
+        .args(["echo", "--listen", "127.0.0.1:0", "--allow", "10.0.0.0/33"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("\"10.0.0.0/33\" is not a CIDR"), "{stderr}");
+}
+
+#[test]
+fn keep_alive_connections_end_after_a_bounded_number_of_requests() {
+    let echo = start(&[]);
+    // One more than the bound, pipelined on one connection.
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let all = request.repeat(hopwatch::echo::MAX_REQUESTS_PER_CONNECTION + 1);
+    let mut s = TcpStream::connect(echo.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(&all).expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .expect("the responder closes the connection");
+    let text = String::from_utf8_lossy(&out);
+    let answers: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), hopwatch::echo::MAX_REQUESTS_PER_CONNECTION);
+    assert!(answers.iter().all(|a| a.starts_with("200")));
+    let last = answers.last().copied().unwrap_or_default();
+    assert!(
+        last.to_ascii_lowercase().contains("connection: close"),
+        "the last answer says the connection ends: {last}"
+    );
+    assert!(!answers[0]
+        .to_ascii_lowercase()
+        .contains("connection: close"));
+}

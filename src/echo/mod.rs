@@ -5,7 +5,8 @@
 pub mod proxy_protocol;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,15 +21,27 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+use crate::source::Cidr;
+
 /// Longest `--delay` accepted: it exists for tests and benchmarks, not to simulate outages.
 pub const MAX_DELAY: Duration = Duration::from_secs(10);
 /// Request bodies beyond this are refused with 413.
-const MAX_REQUEST_BODY: usize = 64 * 1024;
-/// Request head (line and headers) bound; hyper's smallest allowed buffer.
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
-/// Reflected header values are cut to this length.
-const MAX_REFLECTED: usize = 1024;
-const MAX_CONNECTIONS: usize = 4096;
+pub const MAX_REQUEST_BODY: usize = 64 * 1024;
+/// Request head (line and headers) bound; hyper's smallest allowed buffer. A longer head is
+/// answered 431.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// Reflected values (method, path, header values) are cut to this many characters.
+pub const MAX_REFLECTED: usize = 1024;
+/// Connections served at once; further ones wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Requests answered on one keep-alive connection; the last is answered with
+/// `Connection: close` (nginx's `keepalive_requests` default). Load balancers reconnect.
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 1000;
+/// Time allowed for a request head, counted from the end of the previous answer (so it is
+/// also the idle timeout of a keep-alive connection).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a request body once its head has arrived.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who the responder is: ECS task metadata when present, else the host name.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -73,6 +86,18 @@ pub struct EchoOptions {
     /// Expect PROXY protocol headers (v1 or v2, possibly stacked) before each connection's
     /// first request, as an NLB target group with proxy protocol v2 sends them.
     pub proxy_protocol: bool,
+    /// Source ranges allowed to connect; empty allows every source. Checked against the TCP
+    /// peer (behind a load balancer, its node), before anything is read.
+    pub allow: Vec<Cidr>,
+}
+
+impl EchoOptions {
+    /// Whether a connection from `peer` may be served. IPv4-mapped IPv6 peers (a dual-stack
+    /// listener) are checked as the IPv4 address they are.
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.allow.is_empty() || self.allow.iter().any(|c| c.contains(peer))
+    }
 }
 
 /// One PROXY protocol header as the echo reports it.
@@ -104,11 +129,11 @@ impl From<&proxy_protocol::Header> for ProxyReport {
     }
 }
 
+/// The first value of one of the reflected headers, cut to [`MAX_REFLECTED`] characters.
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).map(|v| {
-        let text = String::from_utf8_lossy(v.as_bytes());
-        text.chars().take(MAX_REFLECTED).collect()
-    })
+    headers
+        .get(name)
+        .map(|v| cut(&String::from_utf8_lossy(v.as_bytes())))
 }
 
 /// Sleeps `delay` precisely. Tokio's timer has millisecond ticks and fires up to a tick late,
@@ -144,6 +169,10 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     response
 }
 
+fn cut(text: &str) -> String {
+    text.chars().take(MAX_REFLECTED).collect()
+}
+
 async fn answer(
     request: Request<Incoming>,
     peer: SocketAddr,
@@ -152,16 +181,34 @@ async fn answer(
     options: Arc<EchoOptions>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    // Drain (bounded) so the connection stays usable; the content is not reflected.
-    if Limited::new(body, MAX_REQUEST_BODY)
-        .collect()
-        .await
-        .is_err()
-    {
-        return json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            br#"{"error":"request body too large"}"#.to_vec(),
-        );
+    // Drain (bounded in size and time) so the connection stays usable; the content is not
+    // reflected.
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_REQUEST_BODY).collect()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
+            return json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                br#"{"error":"request body too large"}"#.to_vec(),
+            );
+        }
+        // Cut short (the client closed) or malformed chunking: hyper closes the connection.
+        Ok(Err(_)) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                br#"{"error":"incomplete request body"}"#.to_vec(),
+            );
+        }
+        Err(_) => {
+            let mut response = json(
+                StatusCode::REQUEST_TIMEOUT,
+                br#"{"error":"request body too slow"}"#.to_vec(),
+            );
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return response;
+        }
     }
     let start = Instant::now();
     if !options.delay.is_zero() {
@@ -171,14 +218,8 @@ async fn answer(
         service: "hopwatch-echo".to_string(),
         peer: peer.to_string(),
         local: local.to_string(),
-        method: parts.method.to_string(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .chars()
-            .take(MAX_REFLECTED)
-            .collect(),
+        method: cut(parts.method.as_str()),
+        path: cut(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
         host: header(&parts.headers, "host"),
         x_forwarded_for: header(&parts.headers, "x-forwarded-for"),
         x_forwarded_proto: header(&parts.headers, "x-forwarded-proto"),
@@ -307,10 +348,22 @@ pub async fn serve_connection(mut stream: TcpStream, options: Arc<EchoOptions>) 
         (Vec::new(), Vec::new())
     };
     let proxy = Arc::new(headers.iter().map(ProxyReport::from).collect::<Vec<_>>());
+    let served = Arc::new(AtomicUsize::new(0));
     let service = service_fn(move |req| {
         let options = options.clone();
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(answer(req, peer, local, proxy, options).await) }
+        let served = served.clone();
+        async move {
+            let mut response = answer(req, peer, local, proxy, options).await;
+            if served.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_REQUESTS_PER_CONNECTION {
+                // hyper closes the connection after an answer that says so.
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, Infallible>(response)
+        }
     });
     let io = Prefixed {
         prefix: Bytes::from(prefix),
@@ -318,8 +371,11 @@ pub async fn serve_connection(mut stream: TcpStream, options: Arc<EchoOptions>) 
     };
     let _ = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(MAX_REQUEST_HEAD)
+        // A client may send its request and shut down its side (HTTP/1.0 style, `nc -N`):
+        // it still gets the answer.
+        .half_close(true)
         .serve_connection(TokioIo::new(io), service)
         .await;
 }
@@ -334,7 +390,13 @@ pub async fn serve(listener: TcpListener, options: EchoOptions, mut stop: watch:
             _ = stop.wait_for(|s| *s) => return,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok((stream, peer)) if options.allows(peer.ip()) => stream,
+            Ok((stream, peer)) => {
+                // Closed before reading anything: a source outside --allow learns nothing.
+                tracing::debug!(%peer, "echo: closing a connection from outside --allow");
+                drop(stream);
+                continue;
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "echo: accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
