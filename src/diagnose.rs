@@ -11,7 +11,7 @@
 //!   but the agent cannot reach it directly (usually a security group that doesn't allow the
 //!   agent). It is never an outage.
 
-use crate::config::{Chain, Kind, Role};
+use crate::config::{Chain, Header, Kind, Role};
 use crate::probe::{Evidence, Outcome, ProbeResult};
 
 /// Where a round's pattern of passes and failures puts the fault.
@@ -55,6 +55,26 @@ pub struct Observed<'a> {
     pub outcome: Outcome,
     pub status: Option<u16>,
     pub evidence: &'a Evidence,
+    /// The headers sent to the hop: the secret ones among them are never quoted back from
+    /// its answer.
+    pub sent: &'a [Header],
+}
+
+/// `text` from a hop's answer, unless it holds (part of) a secret header value sent to that
+/// hop: a misbehaving server that reflects an API key into an error header must not get it
+/// printed, logged and exported as a reason.
+fn quoted<'t>(text: &'t str, sent: &[Header]) -> &'t str {
+    let secret = sent
+        .iter()
+        .filter(|h| h.value.is_sensitive())
+        .filter_map(|h| std::str::from_utf8(h.value.as_bytes()).ok())
+        .filter(|v| !v.is_empty())
+        .any(|v| text.contains(v) || (!text.is_empty() && v.contains(text)));
+    if secret {
+        "<redacted>"
+    } else {
+        text
+    }
 }
 
 fn failure(o: &Observed<'_>) -> String {
@@ -62,7 +82,7 @@ fn failure(o: &Observed<'_>) -> String {
         (Outcome::HttpStatus, Some(status)) => {
             let mut text = status.to_string();
             if let Some(kind) = &o.evidence.error_type {
-                text.push_str(&format!(" with x-amzn-ErrorType {kind}"));
+                text.push_str(&format!(" with x-amzn-ErrorType {}", quoted(kind, o.sent)));
             } else if o.evidence.server.as_deref() == Some("awselb/2.0") {
                 text.push_str(" from the ALB (Server: awselb/2.0)");
             }
@@ -244,6 +264,7 @@ fn observed<'a>(chain: &'a Chain, results: &'a [ProbeResult], i: usize) -> Obser
         outcome: r.outcome,
         status: r.status,
         evidence: &r.evidence,
+        sent: &hop.headers,
     }
 }
 
@@ -399,7 +420,55 @@ mod tests {
             outcome,
             status,
             evidence: e,
+            sent: &[],
         }
+    }
+
+    #[test]
+    fn a_secret_handed_back_in_an_error_header_is_not_quoted() {
+        let secret = |text: &str| {
+            let mut value = http::HeaderValue::from_str(text).expect("value");
+            value.set_sensitive(true);
+            Header {
+                name: http::HeaderName::from_static("x-api-key"),
+                value,
+            }
+        };
+        let plain = Header {
+            name: http::HeaderName::from_static("x-team"),
+            value: http::HeaderValue::from_static("InternalServerErrorException"),
+        };
+        let sent = [plain, secret("k3y-0123456789:abcdef")];
+        let reason_for = |error_type: &str| {
+            let evidence = Evidence {
+                error_type: Some(error_type.into()),
+                ..Evidence::default()
+            };
+            let gw = Observed {
+                sent: &sent,
+                ..obs(
+                    "gateway",
+                    Role::Gateway,
+                    443,
+                    Outcome::HttpStatus,
+                    Some(500),
+                    &evidence,
+                )
+            };
+            reason(Kind::RestNlb, &gw, None)
+        };
+        // The whole value, a part of it (the probe keeps what precedes a ':'), or more.
+        for reflected in [
+            "k3y-0123456789:abcdef",
+            "k3y-0123456789",
+            "Bad key k3y-0123456789:abcdef!",
+        ] {
+            let text = reason_for(reflected);
+            assert!(text.contains("x-amzn-ErrorType <redacted>"), "{text}");
+            assert!(!text.contains("0123456789"), "{text}");
+        }
+        // Only secret values are compared: a plain header's value may be quoted.
+        assert!(reason_for("InternalServerErrorException").contains("InternalServerErrorException"));
     }
 
     #[test]

@@ -1064,6 +1064,20 @@ impl<'a> Checker<'a> {
 
     /// Parses the URL under `key` (`url`, `health_url`), naming that key when it is wrong.
     fn url(&mut self, key: &str, raw: &Spanned<String>, scope: &str) -> Option<HopUrl> {
+        // Only header values expand `${NAME}`, because only they are kept secret. A URL is
+        // printed and exported as written: a reference there would be sent literally, and the
+        // secret someone meant to put there belongs in a header.
+        if raw.get_ref().contains("${") {
+            self.report(
+                &raw.span(),
+                scope,
+                format!(
+                    "{key} ({:?}) contains ${{...}}, which is not expanded in URLs (they are printed and exported as written); send credentials in headers",
+                    raw.get_ref()
+                ),
+            );
+            return None;
+        }
         match HopUrl::parse(raw.get_ref()) {
             Ok(url) => Some(url),
             Err(why) => {
