@@ -1,62 +1,28 @@
-//! Latency recording: an exact sliding window of samples per (chain, hop), with hdrhistograms
-//! for the total and for each phase built from it.
+//! Latency recording: an exact sliding window of the total latency of successful probes per
+//! (chain, hop), read as hdrhistogram quantiles.
 //!
-//! Why not one histogram per time slot: a dense hdrhistogram at microsecond precision is tens
-//! of kilobytes, and at a 15 s interval a one-minute slot holds four samples. Keeping the raw
-//! samples of the window (a few bytes each) and one live histogram per series costs far less
-//! and makes the window exact rather than slot-aligned.
+//! Why raw samples rather than a live histogram per hop: an hdrhistogram at 3 significant
+//! digits is at least 8 KB (2,048 sub-buckets), 80 MB at 10,000 hops, while the samples of a
+//! 5-minute window are 24 bytes each and their total only depends on the probe rate. A scrape
+//! fills one scratch histogram per hop in turn, so the quantiles keep hdrhistogram's stated
+//! precision and the window is exact rather than slot-aligned.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::probe::Phases;
-
 /// Default length of the quantile window.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
-/// Values are recorded in microseconds.
-const LOWEST_US: u64 = 1;
-/// Total latency: 3 significant digits (0.1 % relative error), what quantiles are read from.
-const TOTAL_SIGFIG: u8 = 3;
-/// Phases: 2 significant digits (under 1 % error) is plenty for a breakdown and 5x smaller.
-const PHASE_SIGFIG: u8 = 2;
-/// Marks a phase that did not happen in a sample.
-const ABSENT: u32 = u32::MAX;
-
-/// Which series of a window: the total or one phase (indices of [`crate::probe::PHASE_NAMES`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Series {
-    Total,
-    Phase(usize),
-}
-
-impl Series {
-    fn index(self) -> usize {
-        match self {
-            Series::Total => 0,
-            Series::Phase(i) => 1 + i.min(4),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    at: Instant,
-    /// Microseconds: total, then the five phases ([`ABSENT`] when a phase did not happen).
-    values: [u32; 6],
-}
+/// Values are recorded in microseconds, with 3 significant digits (0.1 % relative error).
+const SIGFIG: u8 = 3;
 
 /// The successful probes of one (chain, hop) over the last `window`.
 #[derive(Debug)]
 pub struct Window {
     window: Duration,
-    samples: VecDeque<Sample>,
-    /// Live histograms, kept equal to the samples in the window. Built on first use; a phase
-    /// nobody asks about costs nothing.
-    hists: [Option<Histogram<u32>>; 6],
-    /// A sample left the window since the histograms were last built: rebuild before reading.
-    stale: bool,
+    /// (start of the round, total latency in µs), oldest first.
+    samples: VecDeque<(Instant, u32)>,
     /// Successful probes ever recorded, and the sum of their totals: the `_count` and `_sum` of
     /// a Prometheus summary are cumulative, unlike its quantiles.
     count: u64,
@@ -64,31 +30,16 @@ pub struct Window {
 }
 
 fn micros(d: Duration) -> u32 {
-    d.as_micros()
-        .clamp(u128::from(LOWEST_US), u128::from(u32::MAX - 1)) as u32
+    d.as_micros().clamp(1, u128::from(u32::MAX - 1)) as u32
 }
 
-fn new_histogram(series: usize) -> Histogram<u32> {
-    let sigfig = if series == 0 {
-        TOTAL_SIGFIG
-    } else {
-        PHASE_SIGFIG
-    };
-    // Sized for the smallest range and auto-resizing: a histogram allocated for the whole
-    // 1 µs–1 h range up front is ~90 KB at 3 digits, 90 MB at 1,000 hops, where the values
-    // a probe actually sees (well under its timeout) need a few KB.
-    let mut h = Histogram::new_with_bounds(LOWEST_US, 2 * LOWEST_US, sigfig)
-        .expect("histogram bounds are valid");
+/// A histogram to read windows with ([`Window::quantiles`]): small at first, growing to the
+/// largest value it is given.
+pub fn scratch() -> Histogram<u32> {
+    // 1..2 µs are bounds hdrhistogram accepts; a failure here is a programming error.
+    let mut h = Histogram::new_with_bounds(1, 2, SIGFIG).expect("histogram bounds are valid");
     h.auto(true);
     h
-}
-
-/// Records `us`, growing the histogram to fit. `saturating_record` would clamp to the current
-/// (small) range instead of growing; `record` only fails past u64 bounds, never for a u32.
-fn add(h: &mut Histogram<u32>, us: u32) {
-    if h.record(u64::from(us)).is_err() {
-        h.saturating_record(u64::from(us));
-    }
 }
 
 impl Window {
@@ -97,37 +48,18 @@ impl Window {
         Window {
             window,
             samples: VecDeque::new(),
-            hists: Default::default(),
-            stale: false,
             count: 0,
             sum_us: 0,
         }
     }
 
-    /// Records one successful probe.
-    pub fn record(&mut self, at: Instant, total: Duration, phases: &Phases) {
-        let mut values = [ABSENT; 6];
-        values[0] = micros(total);
-        for (slot, phase) in values[1..].iter_mut().zip(phases.as_array()) {
-            if let Some(d) = phase {
-                *slot = micros(d);
-            }
-        }
+    /// Records one successful probe that started at `at`.
+    pub fn record(&mut self, at: Instant, total: Duration) {
         self.expire(at);
-        for (i, hist) in self.hists.iter_mut().enumerate() {
-            if let Some(h) = hist {
-                if values[i] != ABSENT {
-                    add(h, values[i]);
-                }
-            }
-        }
-        if self.hists[0].is_none() {
-            self.hists[0] = Some(new_histogram(0));
-            self.stale = true;
-        }
-        self.samples.push_back(Sample { at, values });
+        let us = micros(total);
+        self.samples.push_back((at, us));
         self.count += 1;
-        self.sum_us = self.sum_us.saturating_add(u64::from(values[0]));
+        self.sum_us = self.sum_us.saturating_add(u64::from(us));
     }
 
     /// Successful probes recorded since start, and the sum of their total latency in seconds.
@@ -136,71 +68,47 @@ impl Window {
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some(first) = self.samples.front() {
-            if now.saturating_duration_since(first.at) <= self.window {
+        while let Some((at, _)) = self.samples.front() {
+            if now.saturating_duration_since(*at) <= self.window {
                 break;
             }
             self.samples.pop_front();
-            self.stale = true;
+        }
+        // A hop probed less often after a reload would otherwise keep its peak capacity.
+        if self.samples.capacity() > 64 && self.samples.len() < self.samples.capacity() / 4 {
+            self.samples.shrink_to(self.samples.len() * 2);
         }
     }
 
-    fn rebuild(&mut self) {
-        for (i, hist) in self.hists.iter_mut().enumerate() {
-            if let Some(h) = hist {
-                h.reset();
-                for s in &self.samples {
-                    if s.values[i] != ABSENT {
-                        add(h, s.values[i]);
-                    }
-                }
+    /// Quantiles of the total latency over the window ending `now`, in seconds, with the sample
+    /// count, computed in `scratch` (see [`scratch`]). Quantiles are NaN when the window is
+    /// empty, as Prometheus summaries expect.
+    pub fn quantiles(
+        &mut self,
+        now: Instant,
+        qs: &[f64],
+        scratch: &mut Histogram<u32>,
+    ) -> (u64, Vec<f64>) {
+        self.expire(now);
+        scratch.reset();
+        for (_, us) in &self.samples {
+            // `record` grows the auto-resizing histogram; it only fails past u64 bounds.
+            if scratch.record(u64::from(*us)).is_err() {
+                scratch.saturating_record(u64::from(*us));
             }
         }
-        self.stale = false;
-    }
-
-    /// The histogram of a series over the window ending `now`, in microseconds.
-    pub fn histogram(&mut self, now: Instant, series: Series) -> &Histogram<u32> {
-        self.expire(now);
-        let i = series.index();
-        if self.hists[i].is_none() {
-            self.hists[i] = Some(new_histogram(i));
-            self.stale = true;
-        }
-        if self.stale {
-            self.rebuild();
-        }
-        self.hists[i].get_or_insert_with(|| new_histogram(i))
-    }
-
-    /// Quantiles of the total latency over the window, in seconds, with the sample count.
-    /// Quantiles are NaN when the window is empty, as Prometheus summaries expect.
-    pub fn quantiles(&mut self, now: Instant, qs: &[f64]) -> (u64, Vec<f64>) {
-        let h = self.histogram(now, Series::Total);
-        let count = h.len();
+        let count = scratch.len();
         let values = qs
             .iter()
             .map(|q| {
                 if count == 0 {
                     f64::NAN
                 } else {
-                    h.value_at_quantile(*q) as f64 / 1e6
+                    scratch.value_at_quantile(*q) as f64 / 1e6
                 }
             })
             .collect();
         (count, values)
-    }
-
-    /// A histogram of the samples recorded at or after `since` (for a flush period).
-    pub fn histogram_since(&self, since: Instant, series: Series) -> Histogram<u32> {
-        let i = series.index();
-        let mut h = new_histogram(i);
-        for s in self.samples.iter().filter(|s| s.at >= since) {
-            if s.values[i] != ABSENT {
-                add(&mut h, s.values[i]);
-            }
-        }
-        h
     }
 }
 
@@ -208,66 +116,53 @@ impl Window {
 mod tests {
     use super::*;
 
-    fn phases(ms: [u64; 5]) -> Phases {
-        let d = |v: u64| Some(Duration::from_millis(v));
-        Phases {
-            dns: d(ms[0]),
-            connect: d(ms[1]),
-            tls: None,
-            ttfb: d(ms[3]),
-            transfer: d(ms[4]),
-        }
-    }
-
     #[test]
     fn quantiles_follow_the_samples() {
         let mut w = Window::new(Duration::from_secs(60));
+        let mut h = scratch();
         let t0 = Instant::now();
         for i in 1..=100u64 {
-            w.record(t0, Duration::from_millis(i), &phases([1, 1, 0, 1, 1]));
+            w.record(t0, Duration::from_millis(i));
         }
-        let (count, q) = w.quantiles(t0, &[0.5, 0.99]);
+        let (count, q) = w.quantiles(t0, &[0.5, 0.99], &mut h);
         assert_eq!(count, 100);
         assert!((q[0] - 0.050).abs() < 0.0001, "p50 {}", q[0]);
         assert!((q[1] - 0.099).abs() < 0.0001, "p99 {}", q[1]);
+        assert_eq!(w.cumulative(), (100, 5.05));
     }
 
     #[test]
     fn samples_leave_the_window() {
         let mut w = Window::new(Duration::from_secs(60));
+        let mut h = scratch();
         let t0 = Instant::now();
-        w.record(t0, Duration::from_millis(500), &Phases::default());
+        w.record(t0, Duration::from_millis(500));
         let later = t0 + Duration::from_secs(30);
-        w.record(later, Duration::from_millis(10), &Phases::default());
-        assert_eq!(w.quantiles(later, &[1.0]).0, 2);
-        let (count, q) = w.quantiles(t0 + Duration::from_secs(61), &[1.0]);
+        w.record(later, Duration::from_millis(10));
+        assert_eq!(w.quantiles(later, &[1.0], &mut h).0, 2);
+        let (count, q) = w.quantiles(t0 + Duration::from_secs(61), &[1.0], &mut h);
         assert_eq!(count, 1);
         assert!((q[0] - 0.010).abs() < 0.00002, "max {}", q[0]);
-        let (count, q) = w.quantiles(t0 + Duration::from_secs(200), &[0.5]);
+        let (count, q) = w.quantiles(t0 + Duration::from_secs(200), &[0.5], &mut h);
         assert_eq!(count, 0);
         assert!(q[0].is_nan());
+        // Cumulative figures are not windowed.
+        assert_eq!(w.cumulative().0, 2);
     }
 
     #[test]
-    fn phase_histograms_skip_absent_phases() {
-        let mut w = Window::new(Duration::from_secs(60));
+    fn one_scratch_serves_windows_of_any_range() {
+        let mut h = scratch();
         let t0 = Instant::now();
-        w.record(t0, Duration::from_millis(5), &phases([1, 2, 0, 1, 1]));
-        w.record(t0, Duration::from_millis(5), &Phases::default());
-        assert_eq!(w.histogram(t0, Series::Phase(1)).len(), 1);
-        assert_eq!(
-            w.histogram(t0, Series::Phase(2)).len(),
-            0,
-            "tls never happened"
-        );
-        // A phase histogram created after samples exist is built from them.
-        let connect = w.histogram(t0, Series::Phase(1));
-        assert!(connect.value_at_quantile(1.0) >= 1990);
-        assert_eq!(w.histogram_since(t0, Series::Total).len(), 2);
-        assert_eq!(
-            w.histogram_since(t0 + Duration::from_secs(1), Series::Total)
-                .len(),
-            0
-        );
+        let mut slow = Window::new(Duration::from_secs(60));
+        slow.record(t0, Duration::from_secs(20));
+        let mut fast = Window::new(Duration::from_secs(60));
+        fast.record(t0, Duration::from_micros(150));
+        let (_, q) = slow.quantiles(t0, &[1.0], &mut h);
+        assert!((q[0] - 20.0).abs() < 0.02, "{}", q[0]);
+        // The scratch grew for 20 s; a reset keeps nothing of it in the next window's figures.
+        let (count, q) = fast.quantiles(t0, &[0.5], &mut h);
+        assert_eq!(count, 1);
+        assert!((q[0] - 0.000150).abs() < 0.000001, "{}", q[0]);
     }
 }

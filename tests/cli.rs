@@ -261,7 +261,7 @@ async fn demo_serves_metrics_that_promtool_accepts() {
         names.push(format!("hopwatch_probe_duration_seconds_bucket{{{labels},"));
         for phase in ["connect", "ttfb", "transfer"] {
             names.push(format!(
-                "hopwatch_probe_phase_duration_seconds_bucket{{{labels},phase=\"{phase}\","
+                "hopwatch_probe_phase_duration_seconds_count{{{labels},phase=\"{phase}\"}}"
             ));
         }
         names.push(format!(

@@ -1,21 +1,22 @@
 //! The Prometheus exposition. Metric names and labels here are a contract with dashboards and
 //! alert rules: change them only with a migration note.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, UNIX_EPOCH};
+mod hops;
 
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::diagnose::Verdict;
-use crate::probe::PHASE_NAMES;
-use crate::record::{Window, DEFAULT_WINDOW};
 use crate::schedule::Round;
+
+use hops::HopTable;
 
 /// Buckets for probe latency, seconds: sub-millisecond (same-AZ hops) to 30 s (the HTTP API
 /// integration limit).
@@ -23,33 +24,24 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 /// Buckets for the agent's own scheduling lag, seconds.
+/// Fine below 5 ms, where a healthy agent is and where the 2 ms p99 target sits.
 const LAG_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0,
 ];
 /// Quantiles of `hopwatch_probe_latency_seconds`.
 pub const QUANTILES: &[f64] = &[0.5, 0.9, 0.99, 0.999];
 
-type Windows = Arc<Mutex<BTreeMap<(String, String), Window>>>;
-
-/// Every metric the agent exports, in one registry.
+/// Every metric the agent exports: the per-hop series in a [`HopTable`], the rest (per chain,
+/// per address, per source, the agent's own) in a `prometheus` registry.
 pub struct Metrics {
     registry: Registry,
-    probes: IntCounterVec,
-    duration: HistogramVec,
-    phase: HistogramVec,
-    hop_up: IntGaugeVec,
-    http_status: IntGaugeVec,
-    last_probe: GaugeVec,
+    hops: Mutex<HopTable>,
     lag: Histogram,
     rounds_dropped: IntCounter,
     chain_up: IntGaugeVec,
-    broken_hop: IntGaugeVec,
-    blind_spot: IntGaugeVec,
     source_info: IntGaugeVec,
-    health_up: IntGaugeVec,
-    source_unexpected: IntGaugeVec,
     address_up: IntGaugeVec,
-    hop_info: IntGaugeVec,
     chain_interval: GaugeVec,
     broken_reason: IntGaugeVec,
     /// The reason series exported per chain (labels), to remove it when it changes.
@@ -58,7 +50,6 @@ pub struct Metrics {
     addresses: Mutex<BTreeMap<(String, String), Vec<String>>>,
     /// Source IPs currently exported per (chain, hop), oldest first, to bound the series.
     sources: Mutex<BTreeMap<(String, String), VecDeque<String>>>,
-    windows: Windows,
 }
 
 /// The CloudWatch publisher's own health. Registered only when `[cloudwatch]` is configured,
@@ -100,65 +91,6 @@ impl CloudWatchMetrics {
 /// Distinct source IPs kept per (chain, hop): one per AZ of a load balancer fits.
 const SOURCES_PER_HOP: usize = 4;
 
-fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            let mut l = LabelPair::default();
-            l.set_name((*k).to_string());
-            l.set_value((*v).to_string());
-            l
-        })
-        .collect()
-}
-
-/// `hopwatch_probe_latency_seconds`: a summary whose quantiles come from the hdrhistogram window.
-struct LatencySummary {
-    desc: Desc,
-    windows: Windows,
-}
-
-impl Collector for LatencySummary {
-    fn desc(&self) -> Vec<&Desc> {
-        vec![&self.desc]
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let now = Instant::now();
-        let mut metrics = Vec::new();
-        // A poisoned lock means a panic elsewhere; the data is still usable for a scrape.
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        for ((chain, hop), window) in windows.iter_mut() {
-            let (_, values) = window.quantiles(now, QUANTILES);
-            let (count, sum) = window.cumulative();
-            let mut summary = Summary::default();
-            summary.set_sample_count(count);
-            summary.set_sample_sum(sum);
-            summary.set_quantile(
-                QUANTILES
-                    .iter()
-                    .zip(values)
-                    .map(|(q, v)| {
-                        let mut quantile = Quantile::default();
-                        quantile.set_quantile(*q);
-                        quantile.set_value(v);
-                        quantile
-                    })
-                    .collect(),
-            );
-            let mut metric = Metric::from_label(labels(&[("chain", chain), ("hop", hop)]));
-            metric.set_summary(summary);
-            metrics.push(metric);
-        }
-        let mut family = MetricFamily::default();
-        family.set_name(self.desc.fq_name.clone());
-        family.set_help(self.desc.help.clone());
-        family.set_field_type(MetricType::SUMMARY);
-        family.set_metric(metrics);
-        vec![family]
-    }
-}
-
 /// Registering a metric only fails on a duplicate name or invalid label, both programming
 /// errors caught by the first test that builds a `Metrics`.
 fn reg<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -172,72 +104,6 @@ impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let hop = &["chain", "hop"];
-        let probes = reg(
-            &registry,
-            IntCounterVec::new(
-                Opts::new("hopwatch_probes_total", "Probes made, by outcome class."),
-                &["chain", "hop", "result"],
-            )
-            .expect("valid"),
-        );
-        let duration = reg(
-            &registry,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "hopwatch_probe_duration_seconds",
-                    "Total time of successful probes.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-                hop,
-            )
-            .expect("valid"),
-        );
-        let phase = reg(
-            &registry,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "hopwatch_probe_phase_duration_seconds",
-                    "Time of each phase (dns, connect, tls, ttfb, transfer) of successful probes.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-                &["chain", "hop", "phase"],
-            )
-            .expect("valid"),
-        );
-        let hop_up = reg(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "hopwatch_hop_up",
-                    "1 when the hop's last probe passed, else 0.",
-                ),
-                hop,
-            )
-            .expect("valid"),
-        );
-        let http_status = reg(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "hopwatch_probe_http_status",
-                    "HTTP status of the hop's last probe; 0 when no response arrived.",
-                ),
-                hop,
-            )
-            .expect("valid"),
-        );
-        let last_probe = reg(
-            &registry,
-            GaugeVec::new(
-                Opts::new(
-                    "hopwatch_last_probe_timestamp_seconds",
-                    "Unix time at which the hop's last probe started.",
-                ),
-                hop,
-            )
-            .expect("valid"),
-        );
         let lag = reg(
             &registry,
             Histogram::with_opts(
@@ -268,28 +134,6 @@ impl Metrics {
             )
             .expect("valid"),
         );
-        let broken_hop = reg(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "hopwatch_chain_broken_hop",
-                    "1 on the hop blamed for the chain being down, 0 on the others.",
-                ),
-                hop,
-            )
-            .expect("valid"),
-        );
-        let blind_spot = reg(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "hopwatch_hop_blind_spot",
-                    "1 when the hop fails from the agent while a hop outside it passes: users are served, the agent can't see it.",
-                ),
-                hop,
-            )
-            .expect("valid"),
-        );
         let source_info = reg(
             &registry,
             IntGaugeVec::new(
@@ -301,28 +145,6 @@ impl Metrics {
             )
             .expect("valid"),
         );
-        let health_up = reg(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "hopwatch_health_check_up",
-                    "1 when the hop's health-check URL (the load balancer's health-check port) answers 2xx.",
-                ),
-                hop,
-            )
-            .expect("valid"),
-        );
-        let source_unexpected = reg(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "hopwatch_source_unexpected",
-                    "1 when the source the target last saw through this hop broke expect_source or expect_forwarded.",
-                ),
-                hop,
-            )
-            .expect("valid"),
-        );
         let address_up = reg(
             &registry,
             IntGaugeVec::new(
@@ -331,17 +153,6 @@ impl Metrics {
                     "1 when the probe of this address of the hop's host (one load balancer node or instance) passed (hops with per_address).",
                 ),
                 &["chain", "hop", "address"],
-            )
-            .expect("valid"),
-        );
-        let hop_info = reg(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "hopwatch_hop_info",
-                    "Each configured hop and its role (gateway, nlb, alb, cloudmap, target); always 1.",
-                ),
-                &["chain", "hop", "role"],
             )
             .expect("valid"),
         );
@@ -379,44 +190,19 @@ impl Metrics {
             .expect("valid"),
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let windows: Windows = Arc::default();
-        registry
-            .register(Box::new(LatencySummary {
-                desc: Desc::new(
-                    "hopwatch_probe_latency_seconds".to_string(),
-                    "Latency quantiles of successful probes over the last 5 minutes (hdrhistogram)."
-                        .to_string(),
-                    vec!["chain".to_string(), "hop".to_string()],
-                    Default::default(),
-                )
-                .expect("valid"),
-                windows: windows.clone(),
-            }))
-            .expect("metric names are unique and valid");
         Metrics {
             registry,
-            probes,
-            duration,
-            phase,
-            hop_up,
-            http_status,
-            last_probe,
+            hops: Mutex::default(),
             lag,
             rounds_dropped,
             chain_up,
-            broken_hop,
-            blind_spot,
             source_info,
-            health_up,
-            source_unexpected,
             address_up,
-            hop_info,
             chain_interval,
             broken_reason,
             reasons: Mutex::default(),
             addresses: Mutex::default(),
             sources: Mutex::default(),
-            windows,
         }
     }
 
@@ -469,16 +255,6 @@ impl Metrics {
             .with_label_values(&[chain])
             .set(i64::from(verdict.up));
         for (i, hop) in round.chain.hops.iter().enumerate() {
-            let labels = [chain, hop.name.as_str()];
-            self.hop_up
-                .with_label_values(&labels)
-                .set(i64::from(up.get(i).copied().unwrap_or(false)));
-            self.broken_hop
-                .with_label_values(&labels)
-                .set(i64::from(verdict.broken == Some(i)));
-            self.blind_spot
-                .with_label_values(&labels)
-                .set(i64::from(verdict.blind_spots.contains(&i)));
             if hop.per_address {
                 let probes = round
                     .probed
@@ -488,66 +264,14 @@ impl Metrics {
                     .unwrap_or(&[]);
                 self.saw_addresses(chain, &hop.name, probes);
             }
-            if let Some(Some(health)) = round.probed.health.get(i) {
-                self.health_up
-                    .with_label_values(&labels)
-                    .set(i64::from(health.outcome.is_ok()));
-            }
-        }
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, (hop, result)) in round
-            .chain
-            .hops
-            .iter()
-            .zip(&round.probed.results)
-            .enumerate()
-        {
-            let name = hop.name.as_str();
-            let labels = [chain, name];
-            self.probes
-                .with_label_values(&[chain, name, result.outcome.as_str()])
-                .inc();
-            self.http_status
-                .with_label_values(&labels)
-                .set(i64::from(result.status.unwrap_or(0)));
-            let started = result
-                .started_at
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            self.last_probe.with_label_values(&labels).set(started);
-            let window = windows
-                .entry((chain.to_string(), name.to_string()))
-                .or_insert_with(|| Window::new(DEFAULT_WINDOW));
             if let Some(Some(seen)) = round.probed.seen.get(i) {
-                self.saw_source(chain, name, &seen.peer);
-                let expected = crate::source::expected(
-                    Some(seen),
-                    &hop.expect_source,
-                    &hop.expect_forwarded,
-                    &round.probed.resolved,
-                );
-                if let Some(ok) = expected {
-                    self.source_unexpected
-                        .with_label_values(&labels)
-                        .set(i64::from(!ok));
-                }
+                self.saw_source(chain, &hop.name, &seen.peer);
             }
-            if !result.outcome.is_ok() {
-                continue;
-            }
-            self.duration
-                .with_label_values(&labels)
-                .observe(result.total.as_secs_f64());
-            for (phase, value) in PHASE_NAMES.iter().zip(result.phases.as_array()) {
-                if let Some(d) = value {
-                    self.phase
-                        .with_label_values(&[chain, name, phase])
-                        .observe(d.as_secs_f64());
-                }
-            }
-            window.record(round.started, result.total, &result.phases);
         }
+        self.hops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(round, up, verdict);
     }
 
     /// Exports `peer` as a source seen through (chain, hop), dropping the oldest of more than
@@ -582,12 +306,11 @@ impl Metrics {
             self.chain_interval
                 .with_label_values(&[c.name.as_str()])
                 .set(c.interval.as_secs_f64());
-            for hop in &c.hops {
-                self.hop_info
-                    .with_label_values(&[c.name.as_str(), hop.name.as_str(), hop.role.as_str()])
-                    .set(1);
-            }
         }
+        self.hops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_chains(chains);
     }
 
     /// Keeps exactly one `hopwatch_chain_broken_reason_info` series per down chain.
@@ -656,7 +379,12 @@ impl Metrics {
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %err, "could not encode metrics");
         }
-        String::from_utf8(out).unwrap_or_default()
+        let mut text = String::from_utf8(out).unwrap_or_default();
+        self.hops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .render(&mut text);
+        text
     }
 }
 

@@ -1,0 +1,544 @@
+//! The per-hop series: most of the exposition, stored by index and written straight to text.
+//!
+//! Why not the `prometheus` crate's vectors for these: every observation there hashes the label
+//! values to find its child, and every scrape clones every series into protobuf-shaped structs
+//! before encoding. At 10,000 hops that is ~500,000 series: a scrape took seconds and megabytes.
+//! Here a round finds its chain once by name, its hops by position, and a scrape writes each
+//! line from a pre-escaped label prefix and integers, under one lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, UNIX_EPOCH};
+
+use crate::config::Chain;
+use crate::diagnose::Verdict;
+use crate::probe::{Outcome, PHASE_NAMES};
+use crate::record::{scratch, Window, DEFAULT_WINDOW};
+use crate::schedule::Round;
+
+use super::{LATENCY_BUCKETS, QUANTILES};
+
+/// A cumulative histogram in the shape Prometheus exposes.
+#[derive(Debug, Clone)]
+struct Buckets {
+    /// Non-cumulative counts per bound, then one for `+Inf`.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Buckets {
+    fn new(bounds: &[f64]) -> Self {
+        Buckets {
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, bounds: &[f64], v: f64) {
+        let i = bounds.partition_point(|b| *b < v);
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+/// Everything exported for one (chain, hop).
+#[derive(Debug)]
+struct HopSeries {
+    /// `chain="…",hop="…"`, escaped once.
+    labels: String,
+    role: &'static str,
+    probes: [u64; Outcome::ALL.len()],
+    duration: Buckets,
+    /// Per phase: (sum in seconds, count). Exported as a summary without quantiles: the
+    /// breakdown is read as `_sum / _count`, and buckets for five phases would be most of the
+    /// exposition at thousands of hops.
+    phases: [(f64, u64); 5],
+    window: Window,
+    /// Gauges, `None` until first set (a series appears when it first means something).
+    up: Option<bool>,
+    http_status: Option<u16>,
+    last_probe: Option<f64>,
+    broken: Option<bool>,
+    blind_spot: Option<bool>,
+    health_up: Option<bool>,
+    source_unexpected: Option<bool>,
+}
+
+impl HopSeries {
+    fn new(chain: &str, hop: &str, role: &'static str) -> Self {
+        let mut labels = String::with_capacity(chain.len() + hop.len() + 16);
+        labels.push_str("chain=\"");
+        escape_into(&mut labels, chain);
+        labels.push_str("\",hop=\"");
+        escape_into(&mut labels, hop);
+        labels.push('"');
+        HopSeries {
+            labels,
+            role,
+            probes: [0; Outcome::ALL.len()],
+            duration: Buckets::new(LATENCY_BUCKETS),
+            phases: [(0.0, 0); 5],
+            window: Window::new(DEFAULT_WINDOW),
+            up: None,
+            http_status: None,
+            last_probe: None,
+            broken: None,
+            blind_spot: None,
+            health_up: None,
+            source_unexpected: None,
+        }
+    }
+}
+
+/// The configured chains' series, in config order.
+#[derive(Debug, Default)]
+pub struct HopTable {
+    index: HashMap<String, usize>,
+    chains: Vec<(Arc<Chain>, Vec<HopSeries>)>,
+    /// Length of the last exposition: reserved up front, so a scrape of 10,000 hops doesn't
+    /// copy tens of megabytes while the string doubles.
+    last_len: usize,
+}
+
+fn same_hops(a: &Chain, b: &Chain) -> bool {
+    a.hops.len() == b.hops.len()
+        && a.hops
+            .iter()
+            .zip(&b.hops)
+            .all(|(x, y)| x.name == y.name && x.role == y.role)
+}
+
+fn series_of(chain: &Chain) -> Vec<HopSeries> {
+    chain
+        .hops
+        .iter()
+        .map(|h| HopSeries::new(&chain.name, &h.name, h.role.as_str()))
+        .collect()
+}
+
+impl HopTable {
+    /// Makes the table hold exactly `chains`. A chain already present with the same hops keeps
+    /// its series (counters, histograms, window); the others start empty; chains no longer
+    /// configured lose theirs.
+    pub fn set_chains(&mut self, chains: &[Arc<Chain>]) {
+        let mut old: HashMap<String, (Arc<Chain>, Vec<HopSeries>)> = self
+            .chains
+            .drain(..)
+            .map(|(c, s)| (c.name.clone(), (c, s)))
+            .collect();
+        self.index.clear();
+        for chain in chains {
+            let series = match old.remove(&chain.name) {
+                Some((before, series)) if same_hops(&before, chain) => series,
+                _ => series_of(chain),
+            };
+            self.index.insert(chain.name.clone(), self.chains.len());
+            self.chains.push((chain.clone(), series));
+        }
+    }
+
+    fn series(&mut self, chain: &Arc<Chain>) -> &mut Vec<HopSeries> {
+        let i = match self.index.get(&chain.name) {
+            Some(&i) if same_hops(&self.chains[i].0, chain) => i,
+            Some(&i) => {
+                // The same name with other hops: a round of a chain that was just reloaded.
+                self.chains[i] = (chain.clone(), series_of(chain));
+                i
+            }
+            None => {
+                self.index.insert(chain.name.clone(), self.chains.len());
+                self.chains.push((chain.clone(), series_of(chain)));
+                self.chains.len() - 1
+            }
+        };
+        &mut self.chains[i].1
+    }
+
+    /// Records one round; `up[i]` is hop `i`'s debounced state.
+    pub fn observe(&mut self, round: &Round, up: &[bool], verdict: &Verdict) {
+        let probed = &round.probed;
+        let hops = self.series(&round.chain);
+        for (i, (s, hop)) in hops.iter_mut().zip(&round.chain.hops).enumerate() {
+            s.up = Some(up.get(i).copied().unwrap_or(false));
+            s.broken = Some(verdict.broken == Some(i));
+            s.blind_spot = Some(verdict.blind_spots.contains(&i));
+            if let Some(Some(health)) = probed.health.get(i) {
+                s.health_up = Some(health.outcome.is_ok());
+            }
+            let Some(result) = probed.results.get(i) else {
+                continue;
+            };
+            if let Some(Some(seen)) = probed.seen.get(i) {
+                let expected = crate::source::expected(
+                    Some(seen),
+                    &hop.expect_source,
+                    &hop.expect_forwarded,
+                    &probed.resolved,
+                );
+                if let Some(ok) = expected {
+                    s.source_unexpected = Some(!ok);
+                }
+            }
+            if let Some(k) = Outcome::ALL.iter().position(|o| *o == result.outcome) {
+                s.probes[k] += 1;
+            }
+            s.http_status = Some(result.status.unwrap_or(0));
+            s.last_probe = Some(
+                result
+                    .started_at
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
+            );
+            if !result.outcome.is_ok() {
+                continue;
+            }
+            s.duration
+                .observe(LATENCY_BUCKETS, result.total.as_secs_f64());
+            for ((sum, count), value) in s.phases.iter_mut().zip(result.phases.as_array()) {
+                if let Some(d) = value {
+                    *sum += d.as_secs_f64();
+                    *count += 1;
+                }
+            }
+            s.window.record(round.started, result.total);
+        }
+    }
+
+    fn all(&mut self) -> impl Iterator<Item = &mut HopSeries> {
+        self.chains.iter_mut().flat_map(|(_, s)| s.iter_mut())
+    }
+
+    /// Appends the text exposition of every per-hop family to `out`.
+    pub fn render(&mut self, out: &mut String) {
+        let start = out.len();
+        out.reserve(self.last_len + self.last_len / 8);
+        self.render_families(out);
+        self.last_len = out.len() - start;
+    }
+
+    fn render_families(&mut self, out: &mut String) {
+        let now = Instant::now();
+        let mut w = Writer { out };
+
+        w.family(
+            "hopwatch_probes_total",
+            "Probes made, by outcome class.",
+            "counter",
+        );
+        for s in self.all() {
+            for (k, n) in s.probes.iter().enumerate() {
+                if *n > 0 {
+                    w.sample(
+                        "hopwatch_probes_total",
+                        &s.labels,
+                        &[("result", Outcome::ALL[k].as_str())],
+                        Value::Int(*n as i64),
+                    );
+                }
+            }
+        }
+
+        w.family(
+            "hopwatch_probe_duration_seconds",
+            "Total time of successful probes.",
+            "histogram",
+        );
+        let family = HistFamily::new("hopwatch_probe_duration_seconds", LATENCY_BUCKETS);
+        for s in self.all() {
+            if s.duration.count > 0 {
+                w.histogram(&family, &s.labels, &s.duration);
+            }
+        }
+
+        w.family(
+            "hopwatch_probe_phase_duration_seconds",
+            "Time of each phase (dns, connect, tls, ttfb, transfer) of successful probes; _sum / _count is the mean.",
+            "summary",
+        );
+        for s in self.all() {
+            for (phase, (sum, count)) in PHASE_NAMES.iter().zip(s.phases) {
+                if count > 0 {
+                    let phase = [("phase", *phase)];
+                    w.sample(
+                        "hopwatch_probe_phase_duration_seconds_sum",
+                        &s.labels,
+                        &phase,
+                        Value::Float(sum),
+                    );
+                    w.sample(
+                        "hopwatch_probe_phase_duration_seconds_count",
+                        &s.labels,
+                        &phase,
+                        Value::Int(count as i64),
+                    );
+                }
+            }
+        }
+
+        w.family(
+            "hopwatch_probe_latency_seconds",
+            "Latency quantiles of successful probes over the last 5 minutes (hdrhistogram).",
+            "summary",
+        );
+        let quantiles: Vec<String> = QUANTILES.iter().map(|q| fmt_f64(*q)).collect();
+        let mut hist = scratch();
+        for s in self.all() {
+            let (_, values) = s.window.quantiles(now, QUANTILES, &mut hist);
+            for (q, v) in quantiles.iter().zip(values) {
+                w.sample(
+                    "hopwatch_probe_latency_seconds",
+                    &s.labels,
+                    &[("quantile", q)],
+                    Value::Float(v),
+                );
+            }
+            let (count, sum) = s.window.cumulative();
+            w.sample(
+                "hopwatch_probe_latency_seconds_sum",
+                &s.labels,
+                &[],
+                Value::Float(sum),
+            );
+            w.sample(
+                "hopwatch_probe_latency_seconds_count",
+                &s.labels,
+                &[],
+                Value::Int(count as i64),
+            );
+        }
+
+        type Gauge = (&'static str, &'static str, fn(&HopSeries) -> Option<Value>);
+        let gauges: [Gauge; 8] = [
+            (
+                "hopwatch_hop_up",
+                "1 when the hop's last probe passed, else 0.",
+                |s| s.up.map(Value::from),
+            ),
+            (
+                "hopwatch_probe_http_status",
+                "HTTP status of the hop's last probe; 0 when no response arrived.",
+                |s| s.http_status.map(|v| Value::Int(i64::from(v))),
+            ),
+            (
+                "hopwatch_last_probe_timestamp_seconds",
+                "Unix time at which the hop's last probe started.",
+                |s| s.last_probe.map(Value::Float),
+            ),
+            (
+                "hopwatch_chain_broken_hop",
+                "1 on the hop blamed for the chain being down, 0 on the others.",
+                |s| s.broken.map(Value::from),
+            ),
+            (
+                "hopwatch_hop_blind_spot",
+                "1 when the hop fails from the agent while a hop outside it passes: users are served, the agent can't see it.",
+                |s| s.blind_spot.map(Value::from),
+            ),
+            (
+                "hopwatch_health_check_up",
+                "1 when the hop's health-check URL (the load balancer's health-check port) answers 2xx.",
+                |s| s.health_up.map(Value::from),
+            ),
+            (
+                "hopwatch_source_unexpected",
+                "1 when the source the target last saw through this hop broke expect_source or expect_forwarded.",
+                |s| s.source_unexpected.map(Value::from),
+            ),
+            (
+                "hopwatch_hop_info",
+                "Each configured hop and its role (gateway, nlb, alb, cloudmap, target); always 1.",
+                |_| Some(Value::Int(1)),
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let mut any = false;
+            for s in self.all() {
+                let Some(v) = get(s) else { continue };
+                if !any {
+                    w.family(name, help, "gauge");
+                    any = true;
+                }
+                let role = [("role", s.role)];
+                let extra: &[(&str, &str)] = if name == "hopwatch_hop_info" {
+                    &role
+                } else {
+                    &[]
+                };
+                w.sample(name, &s.labels, extra, v);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Int(i64),
+    Float(f64),
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Int(i64::from(b))
+    }
+}
+
+/// A float as Prometheus reads it: shortest round-trip digits, `+Inf`, `-Inf`, `NaN`.
+fn fmt_f64(v: f64) -> String {
+    let mut s = String::new();
+    push_f64(&mut s, v);
+    s
+}
+
+fn push_f64(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v == v.trunc() && v.abs() < 1e15 {
+        // Whole numbers without a trailing ".0", as the `prometheus` crate writes them.
+        out.push_str(itoa::Buffer::new().format(v as i64));
+    } else {
+        out.push_str(ryu::Buffer::new().format_finite(v));
+    }
+}
+
+/// Label values escaped as the text format requires: backslash, double quote, newline.
+fn escape_into(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+struct Writer<'a> {
+    out: &'a mut String,
+}
+
+impl Writer<'_> {
+    fn family(&mut self, name: &str, help: &str, kind: &str) {
+        for part in [
+            "# HELP ",
+            name,
+            " ",
+            help,
+            "\n# TYPE ",
+            name,
+            " ",
+            kind,
+            "\n",
+        ] {
+            self.out.push_str(part);
+        }
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, extra: &[(&str, &str)], v: Value) {
+        let out = &mut *self.out;
+        out.push_str(name);
+        out.push('{');
+        out.push_str(labels);
+        for (k, val) in extra {
+            out.push(',');
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_into(out, val);
+            out.push('"');
+        }
+        out.push_str("} ");
+        match v {
+            Value::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
+            Value::Float(f) => push_f64(out, f),
+        }
+        out.push('\n');
+    }
+
+    fn histogram(&mut self, f: &HistFamily, labels: &str, b: &Buckets) {
+        let mut cumulative = 0u64;
+        for (le, n) in f.les.iter().zip(&b.counts) {
+            cumulative += n;
+            let out = &mut *self.out;
+            out.push_str(&f.bucket);
+            out.push('{');
+            out.push_str(labels);
+            out.push_str(",le=\"");
+            out.push_str(le);
+            out.push_str("\"} ");
+            out.push_str(itoa::Buffer::new().format(cumulative));
+            out.push('\n');
+        }
+        self.sample(&f.sum, labels, &[], Value::Float(b.sum));
+        self.sample(&f.count, labels, &[], Value::Int(b.count as i64));
+    }
+}
+
+/// A histogram family's line names and bucket bounds, formatted once per scrape.
+struct HistFamily {
+    bucket: String,
+    sum: String,
+    count: String,
+    les: Vec<String>,
+}
+
+impl HistFamily {
+    fn new(name: &str, bounds: &[f64]) -> Self {
+        HistFamily {
+            bucket: format!("{name}_bucket"),
+            sum: format!("{name}_sum"),
+            count: format!("{name}_count"),
+            les: bounds
+                .iter()
+                .map(|b| fmt_f64(*b))
+                .chain(std::iter::once("+Inf".to_string()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_are_written_as_prometheus_reads_them() {
+        assert_eq!(fmt_f64(f64::NAN), "NaN");
+        assert_eq!(fmt_f64(f64::INFINITY), "+Inf");
+        assert_eq!(fmt_f64(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(fmt_f64(30.0), "30");
+        assert_eq!(fmt_f64(0.0005), "0.0005");
+        assert_eq!(fmt_f64(0.999), "0.999");
+        assert_eq!(fmt_f64(1.5e-7), "1.5e-7");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut s = String::new();
+        escape_into(&mut s, "a\"b\\c\nd");
+        assert_eq!(s, "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn buckets_are_cumulative_with_the_bound_inclusive() {
+        const BOUNDS: &[f64] = &[0.001, 0.01, 0.1, 1.0, 10.0];
+        let mut b = Buckets::new(BOUNDS);
+        for v in [0.001, 0.0011, 5.0, 100.0] {
+            b.observe(BOUNDS, v);
+        }
+        let mut out = String::new();
+        let family = HistFamily::new("x", BOUNDS);
+        Writer { out: &mut out }.histogram(&family, "chain=\"c\"", &b);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "x_bucket{chain=\"c\",le=\"0.001\"} 1");
+        assert_eq!(lines[1], "x_bucket{chain=\"c\",le=\"0.01\"} 2");
+        assert_eq!(lines[4], "x_bucket{chain=\"c\",le=\"10\"} 3");
+        assert_eq!(lines[5], "x_bucket{chain=\"c\",le=\"+Inf\"} 4");
+        assert_eq!(lines[6], "x_sum{chain=\"c\"} 105.0021");
+        assert_eq!(lines[7], "x_count{chain=\"c\"} 4");
+    }
+}
