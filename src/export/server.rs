@@ -1,18 +1,20 @@
 //! The agent's HTTP endpoint: `/metrics`, `/-/healthy`, `/-/ready`.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::{Either, Full};
+use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::prometheus::Metrics;
 
@@ -35,8 +37,27 @@ impl Endpoint {
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
+/// A body written elsewhere in parts (the `/metrics` exposition), ending when the writer does.
+struct Parts(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Parts {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|part| part.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+type Body = Either<Full<Bytes>, Parts>;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Either::Left(Full::new(body.into())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -45,18 +66,20 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     response
 }
 
-async fn handle(endpoint: Arc<Endpoint>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(endpoint: Arc<Endpoint>, request: Request<Incoming>) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
     match request.uri().path() {
         "/metrics" => {
-            // Rendering thousands of hops takes milliseconds: off the threads that time probes.
+            // Rendering thousands of hops takes milliseconds: off the thread that times probes,
+            // in parts streamed as they are written, so no scrape holds the whole text.
             let metrics = endpoint.metrics.clone();
-            let Ok(body) = tokio::task::spawn_blocking(move || metrics.render()).await else {
-                return text(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n");
-            };
-            let mut response = text(StatusCode::OK, body);
+            let (tx, rx) = mpsc::channel::<Bytes>(2);
+            tokio::task::spawn_blocking(move || {
+                metrics.render_parts(|part| tx.blocking_send(Bytes::from(part)).is_ok());
+            });
+            let mut response = Response::new(Either::Right(Parts(rx)));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -98,9 +98,6 @@ impl HopSeries {
 pub struct HopTable {
     index: HashMap<String, usize>,
     chains: Vec<(Arc<Chain>, Vec<HopSeries>)>,
-    /// Length of the last exposition: reserved up front, so a scrape of 10,000 hops doesn't
-    /// copy tens of megabytes while the string doubles.
-    last_len: usize,
 }
 
 fn same_hops(a: &Chain, b: &Chain) -> bool {
@@ -212,167 +209,211 @@ impl HopTable {
         self.chains.iter_mut().flat_map(|(_, s)| s.iter_mut())
     }
 
-    /// Appends the text exposition of every per-hop family to `out`.
-    pub fn render(&mut self, out: &mut String) {
-        let start = out.len();
-        out.reserve(self.last_len + self.last_len / 8);
-        self.render_families(out);
-        self.last_len = out.len() - start;
+    /// Appends the next part of the exposition: one family for at most `hops` hops from
+    /// `cursor`, which it advances. False once every family is written. Scrapes are written in
+    /// parts so the lock is held for one part at a time and no scrape holds the whole text
+    /// (tens of megabytes at 10,000 hops) in memory.
+    pub fn render_chunk(&mut self, cursor: &mut Cursor, hops: usize, out: &mut String) -> bool {
+        if cursor.family >= FAMILIES {
+            return false;
+        }
+        let total: usize = self.chains.iter().map(|(_, s)| s.len()).sum();
+        let from = cursor.hop;
+        let take = hops.min(total.saturating_sub(from));
+        self.render_family(cursor.family, from, take, out);
+        if from + take >= total {
+            cursor.family += 1;
+            cursor.hop = 0;
+        } else {
+            cursor.hop = from + take;
+        }
+        cursor.family < FAMILIES
     }
 
-    fn render_families(&mut self, out: &mut String) {
+    fn render_family(&mut self, family: usize, from: usize, take: usize, out: &mut String) {
         let now = Instant::now();
+        let first = from == 0;
         let mut w = Writer { out };
-
-        w.family(
-            "hopwatch_probes_total",
-            "Probes made, by outcome class.",
-            "counter",
-        );
-        for s in self.all() {
-            for (k, n) in s.probes.iter().enumerate() {
-                if *n > 0 {
-                    w.sample(
+        let hops = self
+            .chains
+            .iter_mut()
+            .flat_map(|(_, s)| s.iter_mut())
+            .skip(from)
+            .take(take);
+        match family {
+            0 => {
+                if first {
+                    w.family(
                         "hopwatch_probes_total",
-                        &s.labels,
-                        &[("result", Outcome::ALL[k].as_str())],
-                        Value::Int(*n as i64),
+                        "Probes made, by outcome class.",
+                        "counter",
                     );
                 }
+                for s in hops {
+                    for (k, n) in s.probes.iter().enumerate() {
+                        if *n > 0 {
+                            w.sample(
+                                "hopwatch_probes_total",
+                                &s.labels,
+                                &[("result", Outcome::ALL[k].as_str())],
+                                Value::Int(*n as i64),
+                            );
+                        }
+                    }
+                }
             }
-        }
-
-        w.family(
-            "hopwatch_probe_duration_seconds",
-            "Total time of successful probes.",
-            "histogram",
-        );
-        let family = HistFamily::new("hopwatch_probe_duration_seconds", LATENCY_BUCKETS);
-        for s in self.all() {
-            if s.duration.count > 0 {
-                w.histogram(&family, &s.labels, &s.duration);
+            1 => {
+                if first {
+                    w.family(
+                        "hopwatch_probe_duration_seconds",
+                        "Total time of successful probes.",
+                        "histogram",
+                    );
+                }
+                let family = HistFamily::new("hopwatch_probe_duration_seconds", LATENCY_BUCKETS);
+                for s in hops.filter(|s| s.duration.count > 0) {
+                    w.histogram(&family, &s.labels, &s.duration);
+                }
             }
-        }
-
-        w.family(
-            "hopwatch_probe_phase_duration_seconds",
-            "Time of each phase (dns, connect, tls, ttfb, transfer) of successful probes; _sum / _count is the mean.",
-            "summary",
-        );
-        for s in self.all() {
-            for (phase, (sum, count)) in PHASE_NAMES.iter().zip(s.phases) {
-                if count > 0 {
-                    let phase = [("phase", *phase)];
+            2 => {
+                if first {
+                    w.family(
+                        "hopwatch_probe_phase_duration_seconds",
+                        "Time of each phase (dns, connect, tls, ttfb, transfer) of successful probes; _sum / _count is the mean.",
+                        "summary",
+                    );
+                }
+                for s in hops {
+                    for (phase, (sum, count)) in PHASE_NAMES.iter().zip(s.phases) {
+                        if count > 0 {
+                            let phase = [("phase", *phase)];
+                            w.sample(
+                                "hopwatch_probe_phase_duration_seconds_sum",
+                                &s.labels,
+                                &phase,
+                                Value::Float(sum),
+                            );
+                            w.sample(
+                                "hopwatch_probe_phase_duration_seconds_count",
+                                &s.labels,
+                                &phase,
+                                Value::Int(count as i64),
+                            );
+                        }
+                    }
+                }
+            }
+            3 => {
+                if first {
+                    w.family(
+                        "hopwatch_probe_latency_seconds",
+                        "Latency quantiles of successful probes over the last 5 minutes (hdrhistogram).",
+                        "summary",
+                    );
+                }
+                let quantiles: Vec<String> = QUANTILES.iter().map(|q| fmt_f64(*q)).collect();
+                let mut hist = scratch();
+                for s in hops {
+                    let (_, values) = s.window.quantiles(now, QUANTILES, &mut hist);
+                    for (q, v) in quantiles.iter().zip(values) {
+                        w.sample(
+                            "hopwatch_probe_latency_seconds",
+                            &s.labels,
+                            &[("quantile", q)],
+                            Value::Float(v),
+                        );
+                    }
+                    let (count, sum) = s.window.cumulative();
                     w.sample(
-                        "hopwatch_probe_phase_duration_seconds_sum",
+                        "hopwatch_probe_latency_seconds_sum",
                         &s.labels,
-                        &phase,
+                        &[],
                         Value::Float(sum),
                     );
                     w.sample(
-                        "hopwatch_probe_phase_duration_seconds_count",
+                        "hopwatch_probe_latency_seconds_count",
                         &s.labels,
-                        &phase,
+                        &[],
                         Value::Int(count as i64),
                     );
                 }
             }
-        }
-
-        w.family(
-            "hopwatch_probe_latency_seconds",
-            "Latency quantiles of successful probes over the last 5 minutes (hdrhistogram).",
-            "summary",
-        );
-        let quantiles: Vec<String> = QUANTILES.iter().map(|q| fmt_f64(*q)).collect();
-        let mut hist = scratch();
-        for s in self.all() {
-            let (_, values) = s.window.quantiles(now, QUANTILES, &mut hist);
-            for (q, v) in quantiles.iter().zip(values) {
-                w.sample(
-                    "hopwatch_probe_latency_seconds",
-                    &s.labels,
-                    &[("quantile", q)],
-                    Value::Float(v),
-                );
-            }
-            let (count, sum) = s.window.cumulative();
-            w.sample(
-                "hopwatch_probe_latency_seconds_sum",
-                &s.labels,
-                &[],
-                Value::Float(sum),
-            );
-            w.sample(
-                "hopwatch_probe_latency_seconds_count",
-                &s.labels,
-                &[],
-                Value::Int(count as i64),
-            );
-        }
-
-        type Gauge = (&'static str, &'static str, fn(&HopSeries) -> Option<Value>);
-        let gauges: [Gauge; 8] = [
-            (
-                "hopwatch_hop_up",
-                "1 when the hop's last probe passed, else 0.",
-                |s| s.up.map(Value::from),
-            ),
-            (
-                "hopwatch_probe_http_status",
-                "HTTP status of the hop's last probe; 0 when no response arrived.",
-                |s| s.http_status.map(|v| Value::Int(i64::from(v))),
-            ),
-            (
-                "hopwatch_last_probe_timestamp_seconds",
-                "Unix time at which the hop's last probe started.",
-                |s| s.last_probe.map(Value::Float),
-            ),
-            (
-                "hopwatch_chain_broken_hop",
-                "1 on the hop blamed for the chain being down, 0 on the others.",
-                |s| s.broken.map(Value::from),
-            ),
-            (
-                "hopwatch_hop_blind_spot",
-                "1 when the hop fails from the agent while a hop outside it passes: users are served, the agent can't see it.",
-                |s| s.blind_spot.map(Value::from),
-            ),
-            (
-                "hopwatch_health_check_up",
-                "1 when the hop's health-check URL (the load balancer's health-check port) answers 2xx.",
-                |s| s.health_up.map(Value::from),
-            ),
-            (
-                "hopwatch_source_unexpected",
-                "1 when the source the target last saw through this hop broke expect_source or expect_forwarded.",
-                |s| s.source_unexpected.map(Value::from),
-            ),
-            (
-                "hopwatch_hop_info",
-                "Each configured hop and its role (gateway, nlb, alb, cloudmap, target); always 1.",
-                |_| Some(Value::Int(1)),
-            ),
-        ];
-        for (name, help, get) in gauges {
-            let mut any = false;
-            for s in self.all() {
-                let Some(v) = get(s) else { continue };
-                if !any {
-                    w.family(name, help, "gauge");
-                    any = true;
-                }
-                let role = [("role", s.role)];
-                let extra: &[(&str, &str)] = if name == "hopwatch_hop_info" {
-                    &role
-                } else {
-                    &[]
+            _ => {
+                drop(hops);
+                let Some((name, help, get)) = GAUGES.get(family - 4) else {
+                    return;
                 };
-                w.sample(name, &s.labels, extra, v);
+                // A gauge family no hop has a value for is left out, header and all.
+                if first && self.all().any(|s| get(s).is_some()) {
+                    w.family(name, help, "gauge");
+                }
+                let hop_info = *name == "hopwatch_hop_info";
+                for s in self.all().skip(from).take(take) {
+                    let Some(v) = get(s) else { continue };
+                    let role = [("role", s.role)];
+                    let extra: &[(&str, &str)] = if hop_info { &role } else { &[] };
+                    w.sample(name, &s.labels, extra, v);
+                }
             }
         }
     }
 }
+
+/// Where a scrape written in parts has got to ([`HopTable::render_chunk`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cursor {
+    family: usize,
+    hop: usize,
+}
+
+type Gauge = (&'static str, &'static str, fn(&HopSeries) -> Option<Value>);
+
+/// The per-hop gauges, in exposition order.
+const GAUGES: [Gauge; 8] = [
+    (
+        "hopwatch_hop_up",
+        "1 when the hop's last probe passed, else 0.",
+        |s| s.up.map(Value::from),
+    ),
+    (
+        "hopwatch_probe_http_status",
+        "HTTP status of the hop's last probe; 0 when no response arrived.",
+        |s| s.http_status.map(|v| Value::Int(i64::from(v))),
+    ),
+    (
+        "hopwatch_last_probe_timestamp_seconds",
+        "Unix time at which the hop's last probe started.",
+        |s| s.last_probe.map(Value::Float),
+    ),
+    (
+        "hopwatch_chain_broken_hop",
+        "1 on the hop blamed for the chain being down, 0 on the others.",
+        |s| s.broken.map(Value::from),
+    ),
+    (
+        "hopwatch_hop_blind_spot",
+        "1 when the hop fails from the agent while a hop outside it passes: users are served, the agent can't see it.",
+        |s| s.blind_spot.map(Value::from),
+    ),
+    (
+        "hopwatch_health_check_up",
+        "1 when the hop's health-check URL (the load balancer's health-check port) answers 2xx.",
+        |s| s.health_up.map(Value::from),
+    ),
+    (
+        "hopwatch_source_unexpected",
+        "1 when the source the target last saw through this hop broke expect_source or expect_forwarded.",
+        |s| s.source_unexpected.map(Value::from),
+    ),
+    (
+        "hopwatch_hop_info",
+        "Each configured hop and its role (gateway, nlb, alb, cloudmap, target); always 1.",
+        |_| Some(Value::Int(1)),
+    ),
+];
+
+/// Probes, duration, phases, latency, then the gauges.
+const FAMILIES: usize = 4 + GAUGES.len();
 
 #[derive(Debug, Clone, Copy)]
 enum Value {
@@ -514,6 +555,76 @@ mod tests {
         assert_eq!(fmt_f64(0.0005), "0.0005");
         assert_eq!(fmt_f64(0.999), "0.999");
         assert_eq!(fmt_f64(1.5e-7), "1.5e-7");
+    }
+
+    fn rendered(table: &mut HopTable, hops: usize) -> String {
+        let mut out = String::new();
+        let mut cursor = Cursor::default();
+        while table.render_chunk(&mut cursor, hops, &mut out) {}
+        out
+    }
+
+    #[test]
+    fn a_scrape_in_parts_is_the_same_text_as_in_one() {
+        use crate::export::cloudwatch::period::testing::{at, chain, result, round, ECHO};
+        let chain = chain();
+        let mut table = HopTable::default();
+        table.set_chains(&[chain.clone()]);
+        let r = round(
+            &chain,
+            at(1.0),
+            vec![result(Outcome::Ok, 3, at(1.0), ECHO); 3],
+            true,
+        );
+        let verdict = Verdict {
+            up: true,
+            broken: None,
+            blind_spots: Vec::new(),
+            reason: None,
+        };
+        table.observe(&r, &[true; 3], &verdict);
+        let whole = rendered(&mut table, usize::MAX);
+        assert_eq!(rendered(&mut table, 1), whole);
+        assert_eq!(rendered(&mut table, 2), whole);
+        assert_eq!(whole.matches("# TYPE hopwatch_hop_up gauge").count(), 1);
+        assert!(whole.contains("hopwatch_hop_up{chain=\"orders\",hop=\"target\"} 1\n"));
+        assert!(
+            whole.contains("hopwatch_probes_total{chain=\"orders\",hop=\"nlb\",result=\"ok\"} 1\n")
+        );
+        // Nothing sets a health check on the gateway: no series, and the family still has one.
+        assert!(!whole.contains("hopwatch_health_check_up{chain=\"orders\",hop=\"gateway\"}"));
+        assert!(whole.contains("hopwatch_health_check_up{chain=\"orders\",hop=\"nlb\"} 1"));
+    }
+
+    #[test]
+    fn reloading_keeps_unchanged_chains_and_drops_removed_ones() {
+        use crate::export::cloudwatch::period::testing::{at, chain, result, round};
+        let orders = chain();
+        let mut other = (*orders).clone();
+        other.name = "billing".into();
+        let other = Arc::new(other);
+        let mut table = HopTable::default();
+        table.set_chains(&[orders.clone(), other.clone()]);
+        let up = Verdict {
+            up: true,
+            broken: None,
+            blind_spots: Vec::new(),
+            reason: None,
+        };
+        for c in [&orders, &other] {
+            let r = round(
+                c,
+                at(1.0),
+                vec![result(Outcome::Ok, 3, at(1.0), ""); 3],
+                true,
+            );
+            table.observe(&r, &[true; 3], &up);
+        }
+        table.set_chains(&[orders.clone()]);
+        let text = rendered(&mut table, usize::MAX);
+        assert!(!text.contains("billing"), "{text}");
+        assert!(text
+            .contains("hopwatch_probes_total{chain=\"orders\",hop=\"gateway\",result=\"ok\"} 1\n"));
     }
 
     #[test]

@@ -88,6 +88,9 @@ impl CloudWatchMetrics {
     }
 }
 
+/// Hops per part of a scrape: at most ~0.7 MB of text, the lock held well under a millisecond.
+pub const HOPS_PER_PART: usize = 500;
+
 /// Distinct source IPs kept per (chain, hop): one per AZ of a load balancer fits.
 const SOURCES_PER_HOP: usize = 4;
 
@@ -374,17 +377,41 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = Vec::with_capacity(64 * 1024);
+        let mut text = String::new();
+        self.render_parts(|part| {
+            text.push_str(&part);
+            true
+        });
+        text
+    }
+
+    /// Writes the exposition in parts of at most [`HOPS_PER_PART`] hops, handing each to `emit`
+    /// (which returns false when the reader went away). The per-hop lock is held for one part
+    /// at a time, so recording never waits on a slow scraper, and memory stays bounded.
+    pub fn render_parts(&self, mut emit: impl FnMut(String) -> bool) {
+        let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail except on invalid metric data, which we never build.
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %err, "could not encode metrics");
         }
-        let mut text = String::from_utf8(out).unwrap_or_default();
-        self.hops
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .render(&mut text);
-        text
+        if !emit(String::from_utf8(out).unwrap_or_default()) {
+            return;
+        }
+        let mut cursor = hops::Cursor::default();
+        loop {
+            let mut part = String::with_capacity(64 * 1024);
+            let more = self
+                .hops
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .render_chunk(&mut cursor, HOPS_PER_PART, &mut part);
+            if !part.is_empty() && !emit(part) {
+                return;
+            }
+            if !more {
+                return;
+            }
+        }
     }
 }
 
