@@ -1,6 +1,6 @@
 //! The long-running agent: schedule → probe → record → export, wired together.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Chain, Config};
 use crate::diagnose::{blind_spot_reason, ChainTracker, Change, Verdict};
 use crate::export::cloudwatch::{self, publish::Publisher};
 use crate::export::prometheus::Metrics;
@@ -31,26 +31,154 @@ pub struct Running {
     /// The address `/metrics` is served on (useful when listening on port 0).
     pub metrics_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    /// Stops the metrics server.
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    server: JoinHandle<()>,
+    recorder: JoinHandle<()>,
+    chains: BTreeMap<String, ChainTask>,
+    /// Tasks of chains removed or replaced by a reload, finishing their last round.
+    retiring: Vec<JoinHandle<()>>,
+    /// What new chain tasks are started with; `out` is dropped at shutdown so the recorder ends.
+    prober: Prober,
+    limit: Arc<Semaphore>,
+    max_in_flight: usize,
+    epoch: Instant,
+    out: mpsc::Sender<Round>,
+    config: Config,
     cloudwatch: Option<Publisher>,
+}
+
+/// One chain's scheduling task and the switch that stops it.
+struct ChainTask {
+    chain: Arc<Chain>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Chains whose settings changed: restarted with the new ones.
+    pub changed: Vec<String>,
+    /// Chains left running as they were.
+    pub unchanged: usize,
+    /// Settings that changed but only take effect after a restart (`[agent] listen`,
+    /// `[cloudwatch]`).
+    pub need_restart: Vec<&'static str>,
 }
 
 /// How long, at shutdown, the agent keeps trying to hand CloudWatch what it holds. Under ECS's
 /// default 30 s between SIGTERM and SIGKILL, with room for the rounds in flight.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
 
+/// Whether two chains are configured alike. `Chain` holds compiled regexes, which have no
+/// equality; their `Debug` form carries the pattern, so comparing the whole `Debug` text
+/// compares every setting.
+fn same_settings(a: &Chain, b: &Chain) -> bool {
+    format!("{a:?}") == format!("{b:?}")
+}
+
 impl Running {
     /// Stops scheduling, lets in-flight rounds end (each within its timeout) and waits; then
     /// flushes what CloudWatch has not received yet, within [`SHUTDOWN_FLUSH`].
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
+        for chain in self.chains.values() {
+            let _ = chain.stop.send(true);
+        }
+        for task in self
+            .chains
+            .into_values()
+            .map(|c| c.task)
+            .chain(self.retiring)
+        {
             let _ = task.await;
         }
+        // Every chain task has dropped its sender; dropping ours lets the recorder drain and end.
+        drop(self.out);
+        let _ = self.recorder.await;
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
         if let Some(publisher) = self.cloudwatch {
             publisher.finish(SHUTDOWN_FLUSH).await;
         }
+    }
+
+    fn spawn_chain(&self, chain: Arc<Chain>, prober: &Prober) -> ChainTask {
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run_chain(
+            chain.clone(),
+            prober.clone(),
+            self.limit.clone(),
+            self.epoch,
+            self.out.clone(),
+            stop_rx,
+            self.metrics.clone(),
+        ));
+        ChainTask { chain, stop, task }
+    }
+
+    /// Switches to `config`: starts added chains, stops removed ones, restarts changed ones and
+    /// leaves the others running with their series and histograms. Fails, changing nothing,
+    /// when the new config can't be used (a `ca_file` that doesn't load).
+    pub fn reload(&mut self, config: Config) -> anyhow::Result<Reloaded> {
+        let prober = prober_for(&config)?;
+        let mut done = Reloaded::default();
+        if config.agent.listen != self.config.agent.listen {
+            done.need_restart.push("[agent] listen");
+        }
+        if format!("{:?}", config.cloudwatch) != format!("{:?}", self.config.cloudwatch) {
+            done.need_restart.push("[cloudwatch]");
+        }
+        let wanted = config.agent.max_in_flight;
+        if wanted > self.max_in_flight {
+            self.limit.add_permits(wanted - self.max_in_flight);
+        } else {
+            // Permits held by probes in flight can't be taken back; the cap settles as they end.
+            self.limit.forget_permits(self.max_in_flight - wanted);
+        }
+        self.max_in_flight = wanted;
+
+        let mut old = std::mem::take(&mut self.chains);
+        let mut effective = Vec::with_capacity(config.chains.len());
+        for chain in &config.chains {
+            let task = match old.remove(&chain.name) {
+                Some(running) if same_settings(&running.chain, chain) => {
+                    done.unchanged += 1;
+                    running
+                }
+                Some(running) => {
+                    let _ = running.stop.send(true);
+                    self.retiring.push(running.task);
+                    done.changed.push(chain.name.clone());
+                    self.spawn_chain(chain.clone(), &prober)
+                }
+                None => {
+                    done.added.push(chain.name.clone());
+                    self.spawn_chain(chain.clone(), &prober)
+                }
+            };
+            effective.push(task.chain.clone());
+            self.chains.insert(chain.name.clone(), task);
+        }
+        for (name, running) in old {
+            let _ = running.stop.send(true);
+            self.retiring.push(running.task);
+            done.removed.push(name);
+        }
+        self.retiring.retain(|t| !t.is_finished());
+        // Before the retiring tasks' last rounds arrive: the recorder drops rounds of chains
+        // that are no longer current, so removed chains' series don't come back.
+        self.metrics.describe(&effective);
+        for name in &done.removed {
+            self.metrics.forget_chain(name);
+        }
+        self.prober = prober;
+        let mut config = config;
+        config.chains = effective;
+        self.config = config;
+        Ok(done)
     }
 }
 
@@ -78,6 +206,7 @@ pub async fn start(
     let prober = prober_for(&config)?;
     let metrics = Arc::new(Metrics::new());
     metrics.describe(&config.chains);
+    metrics.config_loaded(true);
     let cloudwatch = match &config.cloudwatch {
         Some(cw) => {
             let mut cw = cw.clone();
@@ -92,41 +221,31 @@ pub async fn start(
     let feed = cloudwatch.as_ref().map(Publisher::feed);
     let endpoint = Endpoint::new(metrics.clone());
     let (stop, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(serve(
-        listener,
-        endpoint.clone(),
-        stop_rx.clone(),
-    )));
+    let server = tokio::spawn(serve(listener, endpoint.clone(), stop_rx));
 
-    let (tx, mut rx) = mpsc::channel::<Round>(ROUND_QUEUE);
-    let limit = Arc::new(Semaphore::new(config.agent.max_in_flight));
-    let epoch = Instant::now();
-    let mut chain_tasks = Vec::new();
-    for chain in &config.chains {
-        chain_tasks.push(tokio::spawn(run_chain(
-            chain.clone(),
-            prober.clone(),
-            limit.clone(),
-            epoch,
-            tx.clone(),
-            stop_rx.clone(),
-            metrics.clone(),
-        )));
-    }
-    drop(tx);
-
+    let (out, mut rx) = mpsc::channel::<Round>(ROUND_QUEUE);
     let expected: HashSet<String> = config.chains.iter().map(|c| c.name.clone()).collect();
     let recorder_metrics = metrics.clone();
-    tasks.push(tokio::spawn(async move {
+    let recorder = tokio::spawn(async move {
         let mut seen = HashSet::new();
-        let mut trackers: HashMap<String, ChainTracker> = HashMap::new();
+        let mut trackers: HashMap<String, (Arc<Chain>, ChainTracker)> = HashMap::new();
         let mut health_ok: HashMap<(String, usize), bool> = HashMap::new();
-        // Ends when every chain task has stopped and dropped its sender.
+        // Ends when every chain task has stopped and the agent dropped its sender.
         while let Some(round) = rx.recv().await {
-            let tracker = trackers
-                .entry(round.chain.name.clone())
-                .or_insert_with(|| ChainTracker::new(&round.chain));
+            // The last round of a chain a reload removed or replaced.
+            if !recorder_metrics.is_current(&round.chain) {
+                continue;
+            }
+            let (_, tracker) = match trackers.get_mut(&round.chain.name) {
+                Some(entry) if Arc::ptr_eq(&entry.0, &round.chain) => entry,
+                _ => {
+                    let entry = (round.chain.clone(), ChainTracker::new(&round.chain));
+                    trackers.insert(round.chain.name.clone(), entry);
+                    trackers
+                        .get_mut(&round.chain.name)
+                        .expect("inserted just above")
+                }
+            };
             let (up, verdict, changes) = tracker.update(&round.chain, &round.probed.results);
             recorder_metrics.observe(&round, &up, &verdict);
             if let Some(feed) = &feed {
@@ -145,21 +264,39 @@ pub async fn start(
                 observer(&round);
             }
         }
-    }));
-    tasks.splice(0..0, chain_tasks);
+    });
+    let max_in_flight = config.agent.max_in_flight;
+    let mut running = Running {
+        metrics_addr,
+        metrics: metrics.clone(),
+        stop,
+        server,
+        recorder,
+        chains: BTreeMap::new(),
+        retiring: Vec::new(),
+        prober: prober.clone(),
+        limit: Arc::new(Semaphore::new(max_in_flight)),
+        max_in_flight,
+        epoch: Instant::now(),
+        out,
+        config: Config {
+            chains: Vec::new(),
+            ..config.clone()
+        },
+        cloudwatch,
+    };
+    for chain in &config.chains {
+        let task = running.spawn_chain(chain.clone(), &prober);
+        running.chains.insert(chain.name.clone(), task);
+    }
+    running.config.chains = config.chains.clone();
     tracing::info!(
         listen = %metrics_addr,
         chains = config.chains.len(),
         hops = config.chains.iter().map(|c| c.hops.len()).sum::<usize>(),
         "hopwatch agent started"
     );
-    Ok(Running {
-        metrics_addr,
-        metrics,
-        stop,
-        tasks,
-        cloudwatch,
-    })
+    Ok(running)
 }
 
 /// One event each time a health check starts or stops failing. A failing health check behind

@@ -254,18 +254,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Run { config, listen } => {
-            let config = match load(&config) {
+        Command::Run {
+            config: path,
+            listen,
+        } => {
+            let config = match load(&path) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
             let listen = listen.unwrap_or(config.agent.listen);
             let running = crate::agent::start(config, listen, Vec::new()).await?;
-            shutdown_signal().await;
-            tracing::info!("stopping: letting in-flight probes finish");
-            running.shutdown().await;
-            tracing::info!("stopped");
-            Ok(ExitCode::SUCCESS)
+            run_until_stopped(running, &path).await
         }
         Command::Echo {
             listen,
@@ -295,6 +294,171 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { listen } => demo(listen).await,
+    }
+}
+
+/// How often `run` looks at its config file for a change (a ConfigMap update, an edit).
+const CONFIG_POLL: Duration = Duration::from_secs(2);
+
+/// A fingerprint of the config file's content; `None` for `env:` configs or an unreadable file.
+fn config_fingerprint(path: &std::path::Path) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    if path.to_string_lossy().starts_with("env:") {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
+
+/// Reloads the config at `path` into `running`. An invalid config is logged, problem by
+/// problem, and changes nothing; `hopwatch_config_last_reload_successful` says which it was.
+async fn reload(running: &mut crate::agent::Running, path: &std::path::Path, why: &str) {
+    let owned = path.to_path_buf();
+    // Validating thousands of hops takes a while: off the thread that times probes.
+    let loaded = tokio::task::spawn_blocking(move || config::load(&owned)).await;
+    let config = match loaded {
+        Ok(Ok(config)) => config,
+        Ok(Err(ConfigError::Invalid(problems))) => {
+            for p in &problems {
+                tracing::error!(problem = %p, "config reload rejected");
+            }
+            tracing::error!(
+                why,
+                problems = problems.len(),
+                "config reload rejected; the running config stays"
+            );
+            running.metrics.config_loaded(false);
+            return;
+        }
+        Ok(Err(err)) => {
+            tracing::error!(why, error = %err, "config reload failed; the running config stays");
+            running.metrics.config_loaded(false);
+            return;
+        }
+        Err(err) => {
+            tracing::error!(why, error = %err, "config reload failed; the running config stays");
+            running.metrics.config_loaded(false);
+            return;
+        }
+    };
+    match running.reload(config) {
+        Ok(done) => {
+            running.metrics.config_loaded(true);
+            tracing::info!(
+                why,
+                added = ?done.added,
+                removed = ?done.removed,
+                changed = ?done.changed,
+                unchanged = done.unchanged,
+                "config reloaded"
+            );
+            for setting in done.need_restart {
+                tracing::warn!(
+                    setting,
+                    "changed in the config; takes effect after a restart"
+                );
+            }
+        }
+        Err(err) => {
+            tracing::error!(why, error = %format!("{err:#}"), "config reload failed; the running config stays");
+            running.metrics.config_loaded(false);
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT; reloads the config on SIGHUP and when its file
+/// changes. On the first stop signal it stops scheduling, lets probes in flight end and
+/// flushes CloudWatch (within [`crate::agent::SHUTDOWN_FLUSH`]); a second one exits at once.
+async fn run_until_stopped(
+    mut running: crate::agent::Running,
+    path: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let mut signals = Signals::new()?;
+    let mut last = config_fingerprint(path);
+    let mut poll = tokio::time::interval(CONFIG_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                Signal::Reload => {
+                    last = config_fingerprint(path);
+                    reload(&mut running, path, "SIGHUP").await;
+                }
+                Signal::Stop => break,
+            },
+            _ = poll.tick() => {
+                let now = config_fingerprint(path);
+                if now.is_some() && now != last {
+                    last = now;
+                    reload(&mut running, path, "config file changed").await;
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: letting in-flight probes finish (a second signal exits at once)");
+    tokio::select! {
+        _ = running.shutdown() => {
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ = signals.stop() => {
+            tracing::warn!("second stop signal: exiting without waiting");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+    }
+}
+
+/// Exit status after a second stop signal (128 + SIGINT, as shells report an interrupt).
+const EXIT_INTERRUPTED: i32 = 130;
+
+enum Signal {
+    Reload,
+    Stop,
+}
+
+/// SIGHUP, SIGTERM and SIGINT, as a stream.
+struct Signals {
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+                term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.hup.recv() => Signal::Reload,
+                _ = self.term.recv() => Signal::Stop,
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
+    }
+
+    /// The next stop signal (SIGHUP is ignored while stopping).
+    async fn stop(&mut self) {
+        while !matches!(self.next().await, Signal::Stop) {}
     }
 }
 

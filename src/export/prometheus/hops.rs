@@ -137,6 +137,13 @@ impl HopTable {
         }
     }
 
+    /// Whether `chain` is the configured version of its name (not one a reload replaced).
+    pub fn is_current(&self, chain: &Arc<Chain>) -> bool {
+        self.index
+            .get(&chain.name)
+            .is_some_and(|&i| Arc::ptr_eq(&self.chains[i].0, chain))
+    }
+
     fn series(&mut self, chain: &Arc<Chain>) -> &mut Vec<HopSeries> {
         let i = match self.index.get(&chain.name) {
             Some(&i) if same_hops(&self.chains[i].0, chain) => i,
@@ -569,7 +576,7 @@ mod tests {
         use crate::export::cloudwatch::period::testing::{at, chain, result, round, ECHO};
         let chain = chain();
         let mut table = HopTable::default();
-        table.set_chains(&[chain.clone()]);
+        table.set_chains(std::slice::from_ref(&chain));
         let r = round(
             &chain,
             at(1.0),
@@ -620,7 +627,7 @@ mod tests {
             );
             table.observe(&r, &[true; 3], &up);
         }
-        table.set_chains(&[orders.clone()]);
+        table.set_chains(std::slice::from_ref(&orders));
         let text = rendered(&mut table, usize::MAX);
         assert!(!text.contains("billing"), "{text}");
         assert!(text

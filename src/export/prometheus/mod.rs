@@ -43,6 +43,8 @@ pub struct Metrics {
     source_info: IntGaugeVec,
     address_up: IntGaugeVec,
     chain_interval: GaugeVec,
+    reload_ok: IntGauge,
+    reload_time: prometheus::Gauge,
     broken_reason: IntGaugeVec,
     /// The reason series exported per chain (labels), to remove it when it changes.
     reasons: Mutex<BTreeMap<String, [String; 3]>>,
@@ -181,6 +183,22 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let reload_ok = reg(
+            &registry,
+            IntGauge::new(
+                "hopwatch_config_last_reload_successful",
+                "1 when the last config (re)load succeeded; 0 when a reload was rejected and the previous config is still running.",
+            )
+            .expect("valid"),
+        );
+        let reload_time = reg(
+            &registry,
+            prometheus::Gauge::new(
+                "hopwatch_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful config (re)load.",
+            )
+            .expect("valid"),
+        );
         let build = reg(
             &registry,
             IntGaugeVec::new(
@@ -202,6 +220,8 @@ impl Metrics {
             source_info,
             address_up,
             chain_interval,
+            reload_ok,
+            reload_time,
             broken_reason,
             reasons: Mutex::default(),
             addresses: Mutex::default(),
@@ -368,6 +388,59 @@ impl Metrics {
                 .with_label_values(&[chain, hop, address])
                 .set(i64::from(result.outcome.is_ok()));
         }
+    }
+
+    /// Records the outcome of loading the config (at start, or a reload).
+    pub fn config_loaded(&self, ok: bool) {
+        self.reload_ok.set(i64::from(ok));
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.reload_time.set(now);
+        }
+    }
+
+    /// Whether rounds of `chain` are still wanted: it is the configured version of its name.
+    pub fn is_current(&self, chain: &std::sync::Arc<crate::config::Chain>) -> bool {
+        self.hops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_current(chain)
+    }
+
+    /// Removes every series of a chain that is no longer configured. Its per-hop series went
+    /// with [`Metrics::describe`]; these are the per-chain, per-address and per-source ones.
+    pub fn forget_chain(&self, chain: &str) {
+        let _ = self.chain_up.remove_label_values(&[chain]);
+        let _ = self.chain_interval.remove_label_values(&[chain]);
+        let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some([hop, role, reason]) = reasons.remove(chain) {
+            let _ = self
+                .broken_reason
+                .remove_label_values(&[chain, &hop, &role, &reason]);
+        }
+        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        addresses.retain(|(c, hop), known| {
+            if c != chain {
+                return true;
+            }
+            for address in known.iter() {
+                let _ = self.address_up.remove_label_values(&[chain, hop, address]);
+            }
+            false
+        });
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources.retain(|(c, hop), seen| {
+            if c != chain {
+                return true;
+            }
+            for ip in seen.iter() {
+                let _ = self.source_info.remove_label_values(&[chain, hop, ip]);
+            }
+            false
+        });
     }
 
     /// Counts a round the scheduler could not hand over.
