@@ -27,36 +27,56 @@ pub struct ProxySeen {
     pub vpce_id: Option<String>,
 }
 
+/// `X-Forwarded-For` entries kept, the nearest last: more than any real chain of proxies.
+pub const MAX_FORWARDED: usize = 16;
+/// Longest text kept of any one value a target reports (an address, a VPC endpoint id).
+pub const MAX_FIELD: usize = 64;
+
+/// `s` cut to [`MAX_FIELD`] bytes, on a character boundary. What a target reports ends up in
+/// labels, `check` output and EMF lines; a hostile one must not make those large.
+fn bounded(s: &str) -> String {
+    let mut end = s.len().min(MAX_FIELD);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// Reads a probe's body as an echo answer; `None` when it is not one (an application's own
-/// health endpoint, an error page).
+/// health endpoint, an error page, or something claiming to be the echo with a peer that is
+/// not an address).
 pub fn seen(body: &[u8]) -> Option<Seen> {
     let reply: EchoReply = serde_json::from_slice(body).ok()?;
     if reply.service != "hopwatch-echo" {
         return None;
     }
-    let peer = reply
-        .peer
-        .parse::<std::net::SocketAddr>()
-        .map(|a| a.ip().to_string())
-        .unwrap_or(reply.peer);
-    let forwarded_for = reply
+    let peer = match reply.peer.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip(),
+        Err(_) => reply.peer.parse::<std::net::IpAddr>().ok()?,
+    }
+    .to_string();
+    let mut forwarded_for: Vec<String> = reply
         .x_forwarded_for
         .as_deref()
         .map(|v| {
             v.split(',')
-                .map(|s| s.trim().to_string())
+                .map(str::trim)
                 .filter(|s| !s.is_empty())
+                .map(bounded)
                 .collect()
         })
         .unwrap_or_default();
+    if forwarded_for.len() > MAX_FORWARDED {
+        forwarded_for.drain(..forwarded_for.len() - MAX_FORWARDED);
+    }
     let proxy_protocol = reply
         .proxy_protocol
         .iter()
         .find(|p| p.command == "proxy")
         .map(|p| ProxySeen {
-            src: p.src.clone(),
-            dst: p.dst.clone(),
-            vpce_id: p.vpce_id.clone(),
+            src: p.src.as_deref().map(bounded),
+            dst: p.dst.as_deref().map(bounded),
+            vpce_id: p.vpce_id.as_deref().map(bounded),
         });
     Some(Seen {
         peer,
@@ -255,5 +275,28 @@ mod tests {
             Some(false),
             "no XFF where one was expected"
         );
+    }
+
+    #[test]
+    fn what_a_target_reports_is_bounded() {
+        let long = "9".repeat(10_000);
+        let xff: Vec<String> = (0..100).map(|i| format!("10.0.0.{i}")).collect();
+        let body = format!(
+            r#"{{"service":"hopwatch-echo","peer":"10.0.2.17:40312","local":"x","method":"GET","path":"/","host":null,"x_forwarded_for":"{}, {long}","x_forwarded_proto":null,"x_forwarded_port":null,"x_amzn_trace_id":null,"proxy_protocol":[{{"version":2,"command":"proxy","src":"{long}","dst":null,"vpce_id":"{long}"}}],"delay_us":0,"identity":{{"hostname":"t","task_arn":null,"cluster":null,"availability_zone":null}}}}"#,
+            xff.join(", ")
+        );
+        let seen = seen(body.as_bytes()).expect("an echo answer");
+        assert_eq!(seen.forwarded_for.len(), MAX_FORWARDED);
+        assert_eq!(seen.forwarded_for.last().map(String::len), Some(MAX_FIELD));
+        assert_eq!(
+            seen.forwarded_for[0], "10.0.0.85",
+            "the nearest entries are kept"
+        );
+        let pp = seen.proxy_protocol.expect("proxy header");
+        assert_eq!(pp.src.map(|s| s.len()), Some(MAX_FIELD));
+        assert_eq!(pp.vpce_id.map(|s| s.len()), Some(MAX_FIELD));
+        // A peer that is not an address is not an echo answer: no label is made of it.
+        let fake = body.replace("10.0.2.17:40312", &long);
+        assert!(super::seen(fake.as_bytes()).is_none());
     }
 }

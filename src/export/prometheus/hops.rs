@@ -6,7 +6,7 @@
 //! Here a round finds its chain once by name, its hops by position, and a scrape writes each
 //! line from a pre-escaped label prefix and integers, under one lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
@@ -65,9 +65,28 @@ struct HopSeries {
     blind_spot: Option<bool>,
     health_up: Option<bool>,
     source_unexpected: Option<bool>,
+    /// The last few distinct TCP peers the target saw through this hop, most recent last.
+    sources: VecDeque<String>,
 }
 
+/// Distinct source IPs kept per hop: one per AZ of a load balancer fits, and a target behind
+/// many addresses can't grow the series without bound.
+pub const SOURCES_PER_HOP: usize = 4;
+
 impl HopSeries {
+    fn saw_source(&mut self, peer: &str) {
+        if let Some(at) = self.sources.iter().position(|ip| ip == peer) {
+            if let Some(ip) = self.sources.remove(at) {
+                self.sources.push_back(ip);
+            }
+            return;
+        }
+        if self.sources.len() == SOURCES_PER_HOP {
+            self.sources.pop_front();
+        }
+        self.sources.push_back(peer.to_string());
+    }
+
     fn new(chain: &str, hop: &str, role: &'static str) -> Self {
         let mut labels = String::with_capacity(chain.len() + hop.len() + 16);
         labels.push_str("chain=\"");
@@ -89,6 +108,7 @@ impl HopSeries {
             blind_spot: None,
             health_up: None,
             source_unexpected: None,
+            sources: VecDeque::new(),
         }
     }
 }
@@ -176,6 +196,7 @@ impl HopTable {
                 continue;
             };
             if let Some(Some(seen)) = probed.seen.get(i) {
+                s.saw_source(&seen.peer);
                 let expected = crate::source::expected(
                     Some(seen),
                     &hop.expect_source,
@@ -240,6 +261,12 @@ impl HopTable {
     fn render_family(&mut self, family: usize, from: usize, take: usize, out: &mut String) {
         let now = Instant::now();
         let first = from == 0;
+        let any_source = first
+            && family == SOURCES
+            && self
+                .chains
+                .iter()
+                .any(|(_, hops)| hops.iter().any(|s| !s.sources.is_empty()));
         let mut w = Writer { out };
         let hops = self
             .chains
@@ -345,6 +372,25 @@ impl HopTable {
                     );
                 }
             }
+            SOURCES => {
+                if any_source {
+                    w.family(
+                        "hopwatch_target_source_info",
+                        "The TCP peer the target saw when entered through this hop (value 1; the last few distinct addresses).",
+                        "gauge",
+                    );
+                }
+                for s in hops {
+                    for ip in &s.sources {
+                        w.sample(
+                            "hopwatch_target_source_info",
+                            &s.labels,
+                            &[("source_ip", ip)],
+                            Value::Int(1),
+                        );
+                    }
+                }
+            }
             _ => {
                 drop(hops);
                 let Some((name, help, get)) = GAUGES.get(family - 4) else {
@@ -419,8 +465,9 @@ const GAUGES: [Gauge; 8] = [
     ),
 ];
 
-/// Probes, duration, phases, latency, then the gauges.
-const FAMILIES: usize = 4 + GAUGES.len();
+/// Probes, duration, phases, latency, the gauges, then the sources.
+const FAMILIES: usize = 4 + GAUGES.len() + 1;
+const SOURCES: usize = FAMILIES - 1;
 
 #[derive(Debug, Clone, Copy)]
 enum Value {
@@ -632,6 +679,19 @@ mod tests {
         assert!(!text.contains("billing"), "{text}");
         assert!(text
             .contains("hopwatch_probes_total{chain=\"orders\",hop=\"gateway\",result=\"ok\"} 1\n"));
+    }
+
+    #[test]
+    fn source_series_stay_bounded_and_keep_the_latest() {
+        let mut s = HopSeries::new("orders", "gateway", "gateway");
+        for i in 1..=6 {
+            s.saw_source(&format!("10.0.1.{i}"));
+        }
+        s.saw_source("10.0.1.3");
+        assert_eq!(s.sources, ["10.0.1.4", "10.0.1.5", "10.0.1.6", "10.0.1.3"]);
+        // Seeing 10.0.1.3 again made it the newest: 10.0.1.4 goes first now.
+        s.saw_source("10.0.1.7");
+        assert_eq!(s.sources, ["10.0.1.5", "10.0.1.6", "10.0.1.3", "10.0.1.7"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 mod hops;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
@@ -40,7 +40,6 @@ pub struct Metrics {
     lag: Histogram,
     rounds_dropped: IntCounter,
     chain_up: IntGaugeVec,
-    source_info: IntGaugeVec,
     address_up: IntGaugeVec,
     chain_interval: GaugeVec,
     reload_ok: IntGauge,
@@ -50,8 +49,6 @@ pub struct Metrics {
     reasons: Mutex<BTreeMap<String, [String; 3]>>,
     /// Addresses exported per (chain, hop) last round, to remove those that went away.
     addresses: Mutex<BTreeMap<(String, String), Vec<String>>>,
-    /// Source IPs currently exported per (chain, hop), oldest first, to bound the series.
-    sources: Mutex<BTreeMap<(String, String), VecDeque<String>>>,
 }
 
 /// The CloudWatch publisher's own health. Registered only when `[cloudwatch]` is configured,
@@ -93,9 +90,6 @@ impl CloudWatchMetrics {
 /// Hops per part of a scrape: at most ~0.7 MB of text, the lock held well under a millisecond.
 pub const HOPS_PER_PART: usize = 500;
 
-/// Distinct source IPs kept per (chain, hop): one per AZ of a load balancer fits.
-const SOURCES_PER_HOP: usize = 4;
-
 /// Registering a metric only fails on a duplicate name or invalid label, both programming
 /// errors caught by the first test that builds a `Metrics`.
 fn reg<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -136,17 +130,6 @@ impl Metrics {
                     "1 when the chain's outermost hop (the path users take) is up.",
                 ),
                 &["chain"],
-            )
-            .expect("valid"),
-        );
-        let source_info = reg(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "hopwatch_target_source_info",
-                    "The TCP peer the target saw when entered through this hop (value 1; the last few distinct addresses).",
-                ),
-                &["chain", "hop", "source_ip"],
             )
             .expect("valid"),
         );
@@ -217,7 +200,6 @@ impl Metrics {
             lag,
             rounds_dropped,
             chain_up,
-            source_info,
             address_up,
             chain_interval,
             reload_ok,
@@ -225,7 +207,6 @@ impl Metrics {
             broken_reason,
             reasons: Mutex::default(),
             addresses: Mutex::default(),
-            sources: Mutex::default(),
         }
     }
 
@@ -287,39 +268,11 @@ impl Metrics {
                     .unwrap_or(&[]);
                 self.saw_addresses(chain, &hop.name, probes);
             }
-            if let Some(Some(seen)) = round.probed.seen.get(i) {
-                self.saw_source(chain, &hop.name, &seen.peer);
-            }
         }
         self.hops
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .observe(round, up, verdict);
-    }
-
-    /// Exports `peer` as a source seen through (chain, hop), dropping the oldest of more than
-    /// [`SOURCES_PER_HOP`] so a target behind many addresses can't grow the series forever.
-    fn saw_source(&self, chain: &str, hop: &str, peer: &str) {
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = sources
-            .entry((chain.to_string(), hop.to_string()))
-            .or_default();
-        if let Some(at) = seen.iter().position(|ip| ip == peer) {
-            // Most recent last.
-            if let Some(ip) = seen.remove(at) {
-                seen.push_back(ip);
-            }
-        } else {
-            seen.push_back(peer.to_string());
-            if seen.len() > SOURCES_PER_HOP {
-                if let Some(old) = seen.pop_front() {
-                    let _ = self.source_info.remove_label_values(&[chain, hop, &old]);
-                }
-            }
-        }
-        self.source_info
-            .with_label_values(&[chain, hop, peer])
-            .set(1);
     }
 
     /// Exports what the config says of each chain (`hopwatch_hop_info`,
@@ -411,7 +364,7 @@ impl Metrics {
     }
 
     /// Removes every series of a chain that is no longer configured. Its per-hop series went
-    /// with [`Metrics::describe`]; these are the per-chain, per-address and per-source ones.
+    /// with [`Metrics::describe`]; these are the per-chain and per-address ones.
     pub fn forget_chain(&self, chain: &str) {
         let _ = self.chain_up.remove_label_values(&[chain]);
         let _ = self.chain_interval.remove_label_values(&[chain]);
@@ -428,16 +381,6 @@ impl Metrics {
             }
             for address in known.iter() {
                 let _ = self.address_up.remove_label_values(&[chain, hop, address]);
-            }
-            false
-        });
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        sources.retain(|(c, hop), seen| {
-            if c != chain {
-                return true;
-            }
-            for ip in seen.iter() {
-                let _ = self.source_info.remove_label_values(&[chain, hop, ip]);
             }
             false
         });
@@ -497,32 +440,6 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn source_series_stay_bounded_and_keep_the_latest() {
-        let m = Metrics::new();
-        for i in 1..=6 {
-            m.saw_source("orders", "gateway", &format!("10.0.1.{i}"));
-        }
-        m.saw_source("orders", "gateway", "10.0.1.3");
-        let text = m.render();
-        let series: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("hopwatch_target_source_info{"))
-            .collect();
-        assert_eq!(series.len(), SOURCES_PER_HOP, "{series:#?}");
-        for kept in ["10.0.1.3", "10.0.1.4", "10.0.1.5", "10.0.1.6"] {
-            assert!(
-                series.iter().any(|l| l.contains(kept)),
-                "{kept} missing: {series:#?}"
-            );
-        }
-        // Seeing 10.0.1.3 again made it the newest: 10.0.1.4 goes first now.
-        m.saw_source("orders", "gateway", "10.0.1.7");
-        let text = m.render();
-        assert!(!text.contains("10.0.1.4\""));
-        assert!(text.contains("10.0.1.3\""));
-    }
 
     #[test]
     fn addresses_that_go_away_lose_their_series() {
