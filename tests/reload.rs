@@ -297,3 +297,33 @@ async fn sigterm_lets_probes_in_flight_end_and_a_second_signal_exits_at_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn serves_on_the_configured_address_only() {
+    let echo_addr = free_addr();
+    let _echo = echo_process(echo_addr);
+    // The same port on another loopback address: 127.0.0.2 answers, 127.0.0.1 must not.
+    let probe = std::net::TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let port = probe.local_addr().expect("addr").port();
+    drop(probe);
+    let addr: SocketAddr = format!("127.0.0.2:{port}").parse().expect("addr");
+    let config = format!(
+        "{}{}",
+        agent_section(addr, "1s", "500ms"),
+        chain("one", &format!("http://{echo_addr}/"))
+    );
+    let mut agent = start("listen", &config, addr);
+    wait_for("the agent serving", Duration::from_secs(10), || {
+        http_get(addr, "/-/healthy").is_ok_and(|(status, _)| status == 200)
+    })
+    .await;
+    let other: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let refused = std::net::TcpStream::connect_timeout(&other, Duration::from_secs(2));
+    assert!(
+        refused.is_err(),
+        "the agent answered on {other}, an address it was not told to listen on"
+    );
+    agent.signal("TERM");
+    let (status, _) = agent.exit_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+}
