@@ -280,6 +280,7 @@ pub async fn run_chain(
             // cap): skip them rather than fire a burst of catch-up rounds.
             let behind = (now - next).as_nanos() / chain.interval.as_nanos().max(1) + 1;
             next += chain.interval * behind as u32;
+            metrics.rounds_skipped(behind as u64);
             tracing::warn!(chain = %chain.name, skipped = behind as u64, "rounds skipped: the agent fell behind");
         }
     }

@@ -218,3 +218,32 @@ async fn health_check_up_is_exported_beside_the_traffic_state() {
     .await;
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_that_cannot_start_on_time_are_counted_as_skipped() {
+    // Two hops of 150 ms each, one probe at a time: a round takes 300 ms, its interval is 200 ms.
+    let server = tracker(Duration::from_millis(150)).await;
+    let text = format!(
+        "[agent]\nmax_in_flight = 1\n\n{}",
+        chain_toml("slow", server.addr, 2, "200ms", "190ms")
+    );
+    let running = hopwatch::agent::start(
+        config(&text),
+        "127.0.0.1:0".parse().expect("addr"),
+        Vec::new(),
+    )
+    .await
+    .expect("start");
+    let skipped = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("hopwatch_rounds_skipped_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics = running.metrics.clone();
+    wait_for("a skipped round counted", Duration::from_secs(10), || {
+        skipped(&metrics.render()) >= 1.0
+    })
+    .await;
+    running.shutdown().await;
+}

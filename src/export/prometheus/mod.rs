@@ -39,6 +39,7 @@ pub struct Metrics {
     hops: Mutex<HopTable>,
     lag: Histogram,
     rounds_dropped: IntCounter,
+    rounds_skipped: IntCounter,
     chain_up: IntGaugeVec,
     address_up: IntGaugeVec,
     chain_interval: GaugeVec,
@@ -122,6 +123,14 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let rounds_skipped = reg(
+            &registry,
+            IntCounter::new(
+                "hopwatch_rounds_skipped_total",
+                "Rounds never started because their chain fell a whole interval behind (paused process, or probes waiting on max_in_flight).",
+            )
+            .expect("valid"),
+        );
         let chain_up = reg(
             &registry,
             IntGaugeVec::new(
@@ -199,6 +208,7 @@ impl Metrics {
             hops: Mutex::default(),
             lag,
             rounds_dropped,
+            rounds_skipped,
             chain_up,
             address_up,
             chain_interval,
@@ -384,6 +394,11 @@ impl Metrics {
             }
             false
         });
+    }
+
+    /// Counts rounds a chain skipped because it fell whole intervals behind.
+    pub fn rounds_skipped(&self, n: u64) {
+        self.rounds_skipped.inc_by(n);
     }
 
     /// Counts a round the scheduler could not hand over.
