@@ -6,7 +6,8 @@
 //! series it held before the first fault once every fault is mended again.
 //!
 //! Not part of the fast suite (`#[ignore]`): `scripts/soak` builds in release and runs it, e.g.
-//! `scripts/soak --minutes 3`. Environment: `HOPWATCH_SOAK_SECONDS` (run length, default 600).
+//! `scripts/soak --minutes 3`. Environment: `HOPWATCH_SOAK_SECONDS` (run length, default 600; at
+//! least one full cycle of faults, about 30 s, always runs).
 //!
 //! Rate: the demo probes its 4 hops every 3 s. The shortest interval a chain may have is 100 ms,
 //! so 100 times that rate comes from several chains over the same demo parts: 10 chains of 4
@@ -362,8 +363,10 @@ fn soak() {
     let mut failures: Vec<String> = Vec::new();
     let (mut slowest_seen, mut slowest_clear) = (Duration::ZERO, Duration::ZERO);
     let mut after_cycle: Option<Scrape> = None;
+    let (mut most_series, mut most_reasons) = (0, 0);
     let mut warm: Option<(Scrape, usize)> = None;
-    'run: while started.elapsed() < run {
+    // Until the time is up, but at least one full cycle: the series are compared after it.
+    'run: while started.elapsed() < run || cycles == 0 {
         for fault in FAULTS {
             for part in *fault {
                 assert!(demo.faults.set(part, true), "the demo has no fault {part}");
@@ -375,6 +378,12 @@ fn soak() {
                 None => failures.push(format!("{fault:?} not seen within {SETTLE:?}")),
             }
             std::thread::sleep(HOLD_BROKEN);
+            // What the fault added, to show the series criterion is not vacuous.
+            if let Some(s) = scrape(addr) {
+                most_series = most_series.max(s.series.len());
+                most_reasons =
+                    most_reasons.max(s.values("hopwatch_chain_broken_reason_info").count());
+            }
             for part in *fault {
                 demo.faults.set(part, false);
             }
@@ -396,7 +405,7 @@ fn soak() {
                 break 'run;
             }
             std::thread::sleep(HOLD_MENDED);
-            if started.elapsed() >= run {
+            if started.elapsed() >= run && cycles > 0 {
                 break 'run;
             }
         }
@@ -563,6 +572,10 @@ fn soak() {
             end_acc.len(),
             verdict(series_ok)
         ),
+    );
+    row(
+        "series with a fault on, at most",
+        format!("{most_series} (reason series: up to {most_reasons})"),
     );
     row(
         "agent log warnings / errors",
