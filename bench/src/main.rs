@@ -631,7 +631,7 @@ fn report(
     if let Some((hw_acc, bb_acc, floor_acc)) = acc {
         let _ = writeln!(
             s,
-            "\naccuracy, {ACCURACY_SAMPLES} probes of a target delayed {} ms (measured p50 − delay):",
+            "\naccuracy, {ACCURACY_SAMPLES} probes of a target delayed {} ms (measured p50 − delay):\n",
             DELAY.as_millis()
         );
         let _ = writeln!(
@@ -644,7 +644,7 @@ fn report(
     }
     let _ = writeln!(
         s,
-        "\nscale, {RATE} probes/s whatever the number of hops (interval = hops / {RATE} s):"
+        "\nscale, {RATE} probes/s whatever the number of hops (interval = hops / {RATE} s):\n"
     );
     let _ = writeln!(
         s,
