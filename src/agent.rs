@@ -39,7 +39,6 @@ pub struct Running {
     /// Tasks of chains removed or replaced by a reload, finishing their last round.
     retiring: Vec<JoinHandle<()>>,
     /// What new chain tasks are started with; `out` is dropped at shutdown so the recorder ends.
-    prober: Prober,
     limit: Arc<Semaphore>,
     max_in_flight: usize,
     epoch: Instant,
@@ -174,7 +173,6 @@ impl Running {
         for name in &done.removed {
             self.metrics.forget_chain(name);
         }
-        self.prober = prober;
         let mut config = config;
         config.chains = effective;
         self.config = config;
@@ -274,7 +272,6 @@ pub async fn start(
         recorder,
         chains: BTreeMap::new(),
         retiring: Vec::new(),
-        prober: prober.clone(),
         limit: Arc::new(Semaphore::new(max_in_flight)),
         max_in_flight,
         epoch: Instant::now(),
