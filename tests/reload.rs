@@ -143,7 +143,9 @@ async fn reloads_add_and_remove_chains_keep_the_others_and_reject_a_bad_config()
     wait_for("both chains probed", Duration::from_secs(15), || {
         let m = agent.metrics();
         before = value(&m, keep_count).unwrap_or(0.0);
-        before >= 3.0 && value(&m, retire_ok).is_some_and(|v| v >= 1.0)
+        // Ten rounds in: a reset count could not catch up with that in the round or two
+        // between the reload and the check below.
+        before >= 10.0 && value(&m, retire_ok).is_some_and(|v| v >= 1.0)
     })
     .await;
     let m = agent.metrics();
