@@ -234,17 +234,15 @@ pub async fn start(
             if !recorder_metrics.is_current(&round.chain) {
                 continue;
             }
-            let (_, tracker) = match trackers.get_mut(&round.chain.name) {
-                Some(entry) if Arc::ptr_eq(&entry.0, &round.chain) => entry,
-                _ => {
-                    let entry = (round.chain.clone(), ChainTracker::new(&round.chain));
-                    trackers.insert(round.chain.name.clone(), entry);
-                    trackers
-                        .get_mut(&round.chain.name)
-                        .expect("inserted just above")
-                }
-            };
-            let (up, verdict, changes) = tracker.update(&round.chain, &round.probed.results);
+            let fresh = || (round.chain.clone(), ChainTracker::new(&round.chain));
+            let entry = trackers
+                .entry(round.chain.name.clone())
+                .or_insert_with(fresh);
+            if !Arc::ptr_eq(&entry.0, &round.chain) {
+                // A reload replaced the chain: its hop states start over with it.
+                *entry = fresh();
+            }
+            let (up, verdict, changes) = entry.1.update(&round.chain, &round.probed.results);
             recorder_metrics.observe(&round, &up, &verdict);
             if let Some(feed) = &feed {
                 feed.observe(&round, &up, &verdict);
@@ -264,6 +262,7 @@ pub async fn start(
         }
     });
     let max_in_flight = config.agent.max_in_flight;
+    let hops: usize = config.chains.iter().map(|c| c.hops.len()).sum();
     let mut running = Running {
         metrics_addr,
         metrics: metrics.clone(),
@@ -276,21 +275,17 @@ pub async fn start(
         max_in_flight,
         epoch: Instant::now(),
         out,
-        config: Config {
-            chains: Vec::new(),
-            ..config.clone()
-        },
+        config,
         cloudwatch,
     };
-    for chain in &config.chains {
+    for chain in running.config.chains.clone() {
         let task = running.spawn_chain(chain.clone(), &prober);
         running.chains.insert(chain.name.clone(), task);
     }
-    running.config.chains = config.chains.clone();
     tracing::info!(
         listen = %metrics_addr,
-        chains = config.chains.len(),
-        hops = config.chains.iter().map(|c| c.hops.len()).sum::<usize>(),
+        chains = running.chains.len(),
+        hops,
         "hopwatch agent started"
     );
     Ok(running)

@@ -318,34 +318,20 @@ async fn reload(running: &mut crate::agent::Running, path: &std::path::Path, why
     let owned = path.to_path_buf();
     // Validating thousands of hops takes a while: off the thread that times probes.
     let loaded = tokio::task::spawn_blocking(move || config::load(&owned)).await;
-    let config = match loaded {
-        Ok(Ok(config)) => config,
+    let outcome = match loaded {
+        Ok(Ok(config)) => running.reload(config).map_err(|err| format!("{err:#}")),
         Ok(Err(ConfigError::Invalid(problems))) => {
             for p in &problems {
                 tracing::error!(problem = %p, "config reload rejected");
             }
-            tracing::error!(
-                why,
-                problems = problems.len(),
-                "config reload rejected; the running config stays"
-            );
-            running.metrics.config_loaded(false);
-            return;
+            Err(format!("{} problem(s)", problems.len()))
         }
-        Ok(Err(err)) => {
-            tracing::error!(why, error = %err, "config reload failed; the running config stays");
-            running.metrics.config_loaded(false);
-            return;
-        }
-        Err(err) => {
-            tracing::error!(why, error = %err, "config reload failed; the running config stays");
-            running.metrics.config_loaded(false);
-            return;
-        }
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(err) => Err(err.to_string()),
     };
-    match running.reload(config) {
+    running.metrics.config_loaded(outcome.is_ok());
+    match outcome {
         Ok(done) => {
-            running.metrics.config_loaded(true);
             tracing::info!(
                 why,
                 added = ?done.added,
@@ -361,9 +347,12 @@ async fn reload(running: &mut crate::agent::Running, path: &std::path::Path, why
                 );
             }
         }
-        Err(err) => {
-            tracing::error!(why, error = %format!("{err:#}"), "config reload failed; the running config stays");
-            running.metrics.config_loaded(false);
+        Err(error) => {
+            tracing::error!(
+                why,
+                error,
+                "config reload rejected; the running config stays"
+            );
         }
     }
 }

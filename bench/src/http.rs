@@ -82,22 +82,6 @@ impl Conn {
     }
 }
 
-/// One GET with `Connection: close`, read to the server's close: what the floor does.
-pub fn get_close(addr: SocketAddr, path: &str) -> io::Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(addr)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let status = std::str::from_utf8(raw.get(9..12).unwrap_or_default())
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok((status, raw))
-}
-
 /// One GET on a fresh connection.
 pub fn get(addr: SocketAddr, path: &str) -> io::Result<(u16, Vec<u8>)> {
     Conn::open(addr)?.get(path)

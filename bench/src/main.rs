@@ -188,11 +188,7 @@ fn run(o: &Options) -> Result<()> {
     let mut floor = None;
     if o.runs("floor") {
         eprintln!("floor: {}s tight loop…", o.seconds.as_secs_f64());
-        floor = Some(floor_row(
-            o,
-            dir,
-            SocketAddr::from(([127, 0, 0, 1], ports[0])),
-        )?);
+        floor = Some(floor_row(o, SocketAddr::from(([127, 0, 0, 1], ports[0])))?);
     }
     let mut scaled = Vec::new();
     if o.runs("hopwatch") {
@@ -235,7 +231,7 @@ fn echo(o: &Options, dir: &Path, name: &str, port: u16, delay: Option<Duration>)
     Ok(p)
 }
 
-fn floor_row(o: &Options, _dir: &Path, target: SocketAddr) -> Result<Row> {
+fn floor_row(o: &Options, target: SocketAddr) -> Result<Row> {
     let me = std::env::current_exe()?;
     let child = Command::new(me)
         .args([
@@ -426,7 +422,9 @@ fn lag_quantiles(before: &str, after: &str) -> Option<(f64, f64)> {
     Some((q(0.5), q(0.99)))
 }
 
-fn blackbox_row(o: &Options, dir: &Path, targets: &[String]) -> Result<Row> {
+/// Starts blackbox_exporter on a free loopback port with [`blackbox::CONFIG`], logging to
+/// `log` in `dir`, and waits until it answers.
+fn start_blackbox(o: &Options, dir: &Path, log: &str) -> Result<(Proc, SocketAddr)> {
     let config = dir.join("blackbox.yml");
     std::fs::write(&config, blackbox::CONFIG)?;
     let port = free_port()?;
@@ -434,11 +432,16 @@ fn blackbox_row(o: &Options, dir: &Path, targets: &[String]) -> Result<Row> {
     cmd.arg(format!("--config.file={}", config.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--log.level=warn");
-    let mut p = Proc::spawn("blackbox_exporter", &mut cmd, &dir.join("blackbox.log"))?;
+    let p = Proc::spawn("blackbox_exporter", &mut cmd, &dir.join(log))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_for("blackbox_exporter", Duration::from_secs(15), || {
         http::get(addr, "/-/healthy").is_ok_and(|(s, _)| s == 200)
     })?;
+    Ok((p, addr))
+}
+
+fn blackbox_row(o: &Options, dir: &Path, targets: &[String]) -> Result<Row> {
+    let (mut p, addr) = start_blackbox(o, dir, "blackbox.log")?;
     let start = Instant::now();
     let from = start + o.warmup;
     let end = from + o.seconds;
@@ -505,18 +508,7 @@ fn accuracy(o: &Options, dir: &Path, target: &str) -> Result<(f64, f64, f64)> {
     drop(agent);
 
     // blackbox: the same target at the same pace, its probe_duration_seconds.
-    let config = dir.join("blackbox.yml");
-    std::fs::write(&config, blackbox::CONFIG)?;
-    let port = free_port()?;
-    let mut cmd = Command::new(&o.blackbox);
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn");
-    let _bb = Proc::spawn("blackbox_exporter", &mut cmd, &dir.join("blackbox-acc.log"))?;
-    let bb_addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for("blackbox_exporter", Duration::from_secs(15), || {
-        http::get(bb_addr, "/-/healthy").is_ok_and(|(s, _)| s == 200)
-    })?;
+    let (_bb, bb_addr) = start_blackbox(o, dir, "blackbox-acc.log")?;
     let mut d = blackbox::durations(
         bb_addr,
         target,
@@ -540,16 +532,16 @@ fn floor_accuracy(target: &str) -> Result<f64> {
         .next()
         .ok_or("target has no address")?
         .parse()?;
+    let request = floor::request(addr, "/delayed");
+    let mut buf = vec![0u8; 16 * 1024];
     let mut took = Vec::with_capacity(ACCURACY_SAMPLES);
     let start = Instant::now();
     for k in 0..ACCURACY_SAMPLES {
         let due = start + Duration::from_millis(100) * k as u32;
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let t = Instant::now();
-        let (status, _) = http::get_close(addr, "/delayed")?;
-        if status == 200 {
-            took.push(t.elapsed().as_secs_f64());
-        }
+        floor::probe(addr, &request, &mut buf)?;
+        took.push(t.elapsed().as_secs_f64());
     }
     took.sort_by(f64::total_cmp);
     let p50 = took.get(took.len() / 2).ok_or("no floor sample")?;

@@ -268,12 +268,7 @@ impl HopTable {
                 .iter()
                 .any(|(_, hops)| hops.iter().any(|s| !s.sources.is_empty()));
         let mut w = Writer { out };
-        let hops = self
-            .chains
-            .iter_mut()
-            .flat_map(|(_, s)| s.iter_mut())
-            .skip(from)
-            .take(take);
+        let hops = self.all().skip(from).take(take);
         match family {
             0 => {
                 if first {
