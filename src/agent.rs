@@ -1,9 +1,8 @@
 //! The long-running agent: schedule → probe → record → export, wired together.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -12,19 +11,45 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{Chain, Config};
-use crate::diagnose::{blind_spot_reason, ChainTracker, Change, Verdict};
-use crate::export::cloudwatch::{self, publish::Publisher};
+use crate::export::cloudwatch::{self, publish::Publisher, stats::Stats};
+use crate::export::log::Log;
 use crate::export::prometheus::Metrics;
-use crate::export::server::{serve, Endpoint};
+use crate::export::server::{serve, Endpoint, Readiness};
+use crate::export::Sink;
 use crate::probe::{tls::TlsConfigs, Prober};
-use crate::schedule::{run_chain, Round};
+use crate::record::Recorder;
+use crate::schedule::{run_chain, Counters, Round};
 
 /// Rounds waiting to be recorded. Recording a round takes microseconds, so this only fills if
 /// something is badly wrong; then rounds are dropped and counted rather than delay probing.
 const ROUND_QUEUE: usize = 4096;
 
-/// Something that wants to see every round after it is recorded (the demo's live table).
-pub type Observer = Box<dyn Fn(&Round) + Send + Sync>;
+/// The record stage as the agent runs it: the recorder and the sinks every observation goes to.
+/// One lock around both, so a reload can't slip between a round's check against the current
+/// chains and its hand-off to the sinks (a removed chain's series would come back).
+struct Stage {
+    recorder: Mutex<Recorder>,
+    sinks: Vec<Arc<dyn Sink>>,
+}
+
+impl Stage {
+    fn record(&self, round: Round) {
+        let mut recorder = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(observation) = recorder.observe(round) {
+            for sink in &self.sinks {
+                sink.observe(&observation);
+            }
+        }
+    }
+
+    fn set_chains(&self, chains: &[Arc<Chain>]) {
+        let mut recorder = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        recorder.set_chains(chains);
+        for sink in &self.sinks {
+            sink.set_chains(chains);
+        }
+    }
+}
 
 /// A started agent.
 pub struct Running {
@@ -41,6 +66,8 @@ pub struct Running {
     /// What new chain tasks are started with; `out` is dropped at shutdown so the recorder ends.
     limit: Arc<Semaphore>,
     max_in_flight: usize,
+    counters: Arc<Counters>,
+    stage: Arc<Stage>,
     epoch: Instant,
     out: mpsc::Sender<Round>,
     config: Config,
@@ -68,16 +95,14 @@ pub struct Reloaded {
     pub need_restart: Vec<&'static str>,
 }
 
-/// How long, at shutdown, the agent keeps trying to hand CloudWatch what it holds. Under ECS's
-/// default 30 s between SIGTERM and SIGKILL, with room for the rounds in flight.
-pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
-
-/// Whether two chains are configured alike. `Chain` holds compiled regexes, which have no
-/// equality; their `Debug` form carries the pattern, so comparing the whole `Debug` text
-/// compares every setting.
+/// Whether two chains are configured alike, by their `Debug` text.
 fn same_settings(a: &Chain, b: &Chain) -> bool {
     format!("{a:?}") == format!("{b:?}")
 }
+
+/// How long, at shutdown, the agent keeps trying to hand CloudWatch what it holds. Under ECS's
+/// default 30 s between SIGTERM and SIGKILL, with room for the rounds in flight.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
 
 impl Running {
     /// Stops scheduling, lets in-flight rounds end (each within its timeout) and waits; then
@@ -113,7 +138,7 @@ impl Running {
             self.epoch,
             self.out.clone(),
             stop_rx,
-            self.metrics.clone(),
+            self.counters.clone(),
         ));
         ChainTask { chain, stop, task }
     }
@@ -127,7 +152,7 @@ impl Running {
         if config.agent.listen != self.config.agent.listen {
             done.need_restart.push("[agent] listen");
         }
-        if format!("{:?}", config.cloudwatch) != format!("{:?}", self.config.cloudwatch) {
+        if config.cloudwatch != self.config.cloudwatch {
             done.need_restart.push("[cloudwatch]");
         }
         let wanted = config.agent.max_in_flight;
@@ -167,12 +192,9 @@ impl Running {
             done.removed.push(name);
         }
         self.retiring.retain(|t| !t.is_finished());
-        // Before the retiring tasks' last rounds arrive: the recorder drops rounds of chains
-        // that are no longer current, so removed chains' series don't come back.
-        self.metrics.describe(&effective);
-        for name in &done.removed {
-            self.metrics.forget_chain(name);
-        }
+        // The recorder drops rounds of chains that are no longer current (the retiring tasks'
+        // last ones), so removed chains' series don't come back.
+        self.stage.set_chains(&effective);
         let mut config = config;
         config.chains = effective;
         self.config = config;
@@ -192,73 +214,59 @@ pub fn prober_for(config: &Config) -> anyhow::Result<Prober> {
 }
 
 /// Starts the agent: binds `listen`, then runs every chain until [`Running::shutdown`].
+/// Every recorded round goes to Prometheus, the log, readiness, CloudWatch when configured,
+/// and `extra` sinks (the demo's table).
 pub async fn start(
     config: Config,
     listen: SocketAddr,
-    observers: Vec<Observer>,
+    extra: Vec<Arc<dyn Sink>>,
 ) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let metrics_addr = listener.local_addr()?;
     let prober = prober_for(&config)?;
-    let metrics = Arc::new(Metrics::new());
-    metrics.describe(&config.chains);
+    let counters = Arc::new(Counters::default());
+    let metrics = Arc::new(Metrics::new(counters.clone()));
     metrics.config_loaded(true);
     let cloudwatch = match &config.cloudwatch {
         Some(cw) => {
             let mut cw = cw.clone();
             if cloudwatch::needs_identity(&cw.dimensions) {
-                let identity = crate::echo::identity(&prober).await;
+                let identity = crate::ecs::identity(&prober).await;
                 cw.dimensions = cloudwatch::resolve_dimensions(&cw.dimensions, &identity);
             }
-            Some(Publisher::start(cw, metrics.cloudwatch()).await)
+            let stats = Arc::new(Stats::default());
+            metrics.watch_cloudwatch(stats.clone());
+            Some(Publisher::start(cw, stats).await)
         }
         None => None,
     };
-    let feed = cloudwatch.as_ref().map(Publisher::feed);
     let endpoint = Endpoint::new(metrics.clone());
     let (stop, stop_rx) = watch::channel(false);
     let server = tokio::spawn(serve(listener, endpoint.clone(), stop_rx));
 
+    let mut sinks: Vec<Arc<dyn Sink>> = vec![
+        metrics.clone(),
+        Arc::new(Log),
+        Arc::new(Readiness::new(endpoint, &config.chains)),
+    ];
+    if let Some(publisher) = &cloudwatch {
+        sinks.push(Arc::new(publisher.feed()));
+    }
+    sinks.extend(extra);
+    let stage = Arc::new(Stage {
+        recorder: Mutex::new(Recorder::default()),
+        sinks,
+    });
+    stage.set_chains(&config.chains);
+
     let (out, mut rx) = mpsc::channel::<Round>(ROUND_QUEUE);
-    let expected: HashSet<String> = config.chains.iter().map(|c| c.name.clone()).collect();
-    let recorder_metrics = metrics.clone();
+    let recording = stage.clone();
+    // Ends when every chain task has stopped and the agent dropped its sender.
     let recorder = tokio::spawn(async move {
-        let mut seen = HashSet::new();
-        let mut trackers: HashMap<String, (Arc<Chain>, ChainTracker)> = HashMap::new();
-        let mut health_ok: HashMap<(String, usize), bool> = HashMap::new();
-        // Ends when every chain task has stopped and the agent dropped its sender.
         while let Some(round) = rx.recv().await {
-            // The last round of a chain a reload removed or replaced.
-            if !recorder_metrics.is_current(&round.chain) {
-                continue;
-            }
-            let fresh = || (round.chain.clone(), ChainTracker::new(&round.chain));
-            let entry = trackers
-                .entry(round.chain.name.clone())
-                .or_insert_with(fresh);
-            if !Arc::ptr_eq(&entry.0, &round.chain) {
-                // A reload replaced the chain: its hop states start over with it.
-                *entry = fresh();
-            }
-            let (up, verdict, changes) = entry.1.update(&round.chain, &round.probed.results);
-            recorder_metrics.observe(&round, &up, &verdict);
-            if let Some(feed) = &feed {
-                feed.observe(&round, &up, &verdict);
-            }
-            log_changes(&round, &verdict, &changes);
-            log_health(&round, &mut health_ok);
-            if seen.len() < expected.len()
-                && seen.insert(round.chain.name.clone())
-                && seen.len() == expected.len()
-            {
-                endpoint.ready.store(true, Ordering::Relaxed);
-                tracing::info!("every chain has completed a round; ready");
-            }
-            for observer in &observers {
-                observer(&round);
-            }
+            recording.record(round);
         }
     });
     let max_in_flight = config.agent.max_in_flight;
@@ -273,6 +281,8 @@ pub async fn start(
         retiring: Vec::new(),
         limit: Arc::new(Semaphore::new(max_in_flight)),
         max_in_flight,
+        counters,
+        stage,
         epoch: Instant::now(),
         out,
         config,
@@ -289,74 +299,4 @@ pub async fn start(
         "hopwatch agent started"
     );
     Ok(running)
-}
-
-/// One event each time a health check starts or stops failing. A failing health check behind
-/// a passing traffic port is the early warning the brief describes.
-fn log_health(round: &Round, last: &mut HashMap<(String, usize), bool>) {
-    let chain = &round.chain;
-    for (i, health) in round.probed.health.iter().enumerate() {
-        let Some(health) = health else { continue };
-        let ok = health.outcome.is_ok();
-        if last.insert((chain.name.clone(), i), ok) == Some(ok) {
-            continue;
-        }
-        let hop = &chain.hops[i];
-        let url = hop
-            .health
-            .as_ref()
-            .map(|h| h.url.text.as_str())
-            .unwrap_or("");
-        if ok {
-            tracing::info!(chain = %chain.name, hop = %hop.name, url, "health check passes");
-        } else {
-            let traffic_ok = round
-                .probed
-                .results
-                .get(i)
-                .is_some_and(|r| r.outcome.is_ok());
-            let reason = if traffic_ok {
-                format!(
-                    "{}: health check {} while the traffic port answers; targets will be marked unhealthy; the load balancer then fails open (a security-group rule for the health-check port is the usual cause)",
-                    hop.name, health.outcome
-                )
-            } else {
-                format!(
-                    "{}: health check {} and the traffic port fails too",
-                    hop.name, health.outcome
-                )
-            };
-            tracing::warn!(chain = %chain.name, hop = %hop.name, url, result = %health.outcome, reason, "health check fails");
-        }
-    }
-}
-
-/// One structured event per hop state change: chain, hop, from, to, reason.
-fn log_changes(round: &Round, verdict: &Verdict, changes: &[Change]) {
-    let chain = &round.chain;
-    for change in changes {
-        let hop = &chain.hops[change.hop];
-        let result = &round.probed.results[change.hop];
-        let state = |up: bool| if up { "up" } else { "down" };
-        let from = change.from.map_or("unknown", state);
-        let to = state(change.to);
-        let reason = if verdict.broken == Some(change.hop) {
-            verdict.reason.clone().unwrap_or_default()
-        } else if verdict.blind_spots.contains(&change.hop) {
-            blind_spot_reason(chain, change.hop, result)
-        } else if change.to {
-            "answers".to_string()
-        } else {
-            format!(
-                "{}: {}",
-                result.outcome,
-                result.detail.as_deref().unwrap_or("")
-            )
-        };
-        if change.to {
-            tracing::info!(chain = %chain.name, hop = %hop.name, from, to, reason, "hop state changed");
-        } else {
-            tracing::warn!(chain = %chain.name, hop = %hop.name, from, to, reason, "hop state changed");
-        }
-    }
 }

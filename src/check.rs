@@ -3,15 +3,15 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::config::{Chain, Config};
-use crate::diagnose::Verdict;
-use crate::probe::{HopConn, Prober};
-use crate::schedule::run_round;
+use crate::config::{Config, Kind, Role};
+use crate::probe::{HopConn, Outcome, Prober};
+use crate::record::Observation;
+use crate::schedule::{run_round, Round};
 
 /// The `--json` document.
 #[derive(Debug, Serialize)]
@@ -23,7 +23,7 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct ChainReport {
     pub name: String,
-    pub kind: String,
+    pub kind: Kind,
     /// The outermost hop, the path users take, passed.
     pub up: bool,
     /// The hop blamed when the chain is down; null when up.
@@ -37,10 +37,10 @@ pub struct ChainReport {
 #[derive(Debug, Serialize)]
 pub struct HopReport {
     pub name: String,
-    pub role: String,
+    pub role: Role,
     pub url: String,
     /// Outcome class (`ok`, `connect_timeout`, ...).
-    pub result: String,
+    pub result: Outcome,
     /// HTTP status, null when no response arrived.
     pub status: Option<u16>,
     pub duration_ms: f64,
@@ -68,7 +68,7 @@ pub struct HopReport {
 #[derive(Debug, Serialize)]
 pub struct AddressReport {
     pub address: String,
-    pub result: String,
+    pub result: Outcome,
     pub status: Option<u16>,
     pub duration_ms: f64,
     pub detail: Option<String>,
@@ -78,7 +78,7 @@ pub struct AddressReport {
 #[derive(Debug, Serialize)]
 pub struct HealthReport {
     pub url: String,
-    pub result: String,
+    pub result: Outcome,
     pub status: Option<u16>,
     pub duration_ms: f64,
     pub detail: Option<String>,
@@ -100,27 +100,20 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl ChainReport {
-    /// Builds the report of one round, judged on its raw results.
-    pub fn new(chain: &Chain, probed: &crate::schedule::Probed) -> Self {
-        let pass: Vec<bool> = probed.results.iter().map(|r| r.outcome.is_ok()).collect();
-        let verdict = crate::diagnose::judge(chain, &pass, &probed.results);
-        Self::judged(chain, probed, &verdict)
-    }
-
-    /// Builds the report of a round judged by `verdict` (raw or debounced states).
-    pub fn judged(chain: &Chain, probed: &crate::schedule::Probed, verdict: &Verdict) -> Self {
-        let (results, health) = (&probed.results, &probed.health);
-        let seen = &probed.seen;
+    /// Builds the report of one observed round (judged on raw or debounced states).
+    pub fn new(observation: &Observation) -> Self {
+        let round = &observation.round;
+        let (chain, probed, verdict) = (&round.chain, &round.probed, &observation.verdict);
         let hops = chain
             .hops
             .iter()
-            .zip(results)
+            .zip(&probed.results)
             .enumerate()
             .map(|(i, (hop, r))| HopReport {
                 name: hop.name.clone(),
-                role: hop.role.to_string(),
+                role: hop.role,
                 url: hop.url.text.clone(),
-                result: r.outcome.to_string(),
+                result: r.outcome,
                 status: r.status,
                 duration_ms: ms(r.total),
                 phases: PhaseReport {
@@ -133,13 +126,8 @@ impl ChainReport {
                 remote: r.remote.map(|a| a.to_string()),
                 detail: r.detail.clone(),
                 blind_spot: verdict.blind_spots.contains(&i),
-                source_expected: crate::source::expected(
-                    seen[i].as_ref(),
-                    &hop.expect_source,
-                    &hop.expect_forwarded,
-                    &probed.resolved,
-                ),
-                source: seen[i].clone(),
+                source_expected: observation.source_expected.get(i).copied().flatten(),
+                source: observation.seen.get(i).cloned().flatten(),
                 addresses: hop.per_address.then(|| {
                     probed
                         .addresses
@@ -149,14 +137,15 @@ impl ChainReport {
                         .iter()
                         .map(|(ip, a)| AddressReport {
                             address: ip.to_string(),
-                            result: a.outcome.to_string(),
+                            result: a.outcome,
                             status: a.status,
                             duration_ms: ms(a.total),
                             detail: a.detail.clone(),
                         })
                         .collect()
                 }),
-                health: health
+                health: probed
+                    .health
                     .get(i)
                     .and_then(Option::as_ref)
                     .map(|h| HealthReport {
@@ -165,7 +154,7 @@ impl ChainReport {
                             .as_ref()
                             .map(|c| c.url.text.clone())
                             .unwrap_or_default(),
-                        result: h.outcome.to_string(),
+                        result: h.outcome,
                         status: h.status,
                         duration_ms: ms(h.total),
                         detail: h.detail.clone(),
@@ -174,7 +163,7 @@ impl ChainReport {
             .collect();
         ChainReport {
             name: chain.name.clone(),
-            kind: chain.kind.to_string(),
+            kind: chain.kind,
             up: verdict.up,
             broken_hop: verdict.broken.map(|b| chain.hops[b].name.clone()),
             reason: verdict.reason.clone(),
@@ -197,8 +186,17 @@ pub async fn check(config: &Config, prober: &Prober, only: Option<&str>) -> Repo
         let limit = limit.clone();
         handles.push(tokio::spawn(async move {
             let conns = Arc::new(chain.hops.iter().map(|_| HopConn::default()).collect());
+            let started = Instant::now();
+            let started_wall = SystemTime::now();
             let probed = run_round(&chain, &prober, &limit, &conns).await;
-            ChainReport::new(&chain, &probed)
+            let round = Round {
+                chain,
+                planned: started,
+                started,
+                started_wall,
+                probed,
+            };
+            ChainReport::new(&Observation::raw(round))
         }));
     }
     let mut chains = Vec::new();
@@ -289,7 +287,7 @@ pub fn render_table(report: &Report) -> String {
                 },
             );
             let _ = writeln!(out, "{}", line.trim_end());
-            for a in hop.addresses.iter().flatten().filter(|a| a.result != "ok") {
+            for a in hop.addresses.iter().flatten().filter(|a| !a.result.is_ok()) {
                 let _ = writeln!(
                     out,
                     "  {:<name_w$}  address {} fails: {} {}",
@@ -300,14 +298,14 @@ pub fn render_table(report: &Report) -> String {
                 );
             }
             if let Some(h) = &hop.health {
-                if h.result != "ok" {
+                if !h.result.is_ok() {
                     let _ = writeln!(
                         out,
                         "  {:<name_w$}  health check {} failed: {}{}",
                         "",
                         h.url,
                         h.result,
-                        if hop.result == "ok" {
+                        if hop.result.is_ok() {
                             " while the traffic port answers; targets will be marked unhealthy, the load balancer then fails open"
                         } else {
                             ""

@@ -77,7 +77,7 @@ enum Command {
         /// connections are closed before anything is read. Default: every source. With
         /// --proxy-protocol the peer checked is still the TCP one (the load balancer node).
         #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
-        allow: Vec<crate::source::Cidr>,
+        allow: Vec<crate::config::Cidr>,
     },
     /// Exit 0 when a running agent's /-/healthy answers 2xx, else 1: a container health check
     /// for images without curl.
@@ -105,8 +105,8 @@ fn parse_delay(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn parse_cidr(text: &str) -> Result<crate::source::Cidr, String> {
-    crate::source::Cidr::parse(text)
+fn parse_cidr(text: &str) -> Result<crate::config::Cidr, String> {
+    crate::config::Cidr::parse(text)
         .ok_or_else(|| format!("{text:?} is not a CIDR such as \"10.0.0.0/16\" or an IP address"))
 }
 
@@ -280,7 +280,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             let options = crate::echo::EchoOptions {
                 delay: delay.unwrap_or_default(),
-                identity: crate::echo::identity(&prober).await,
+                identity: crate::ecs::identity(&prober).await,
                 proxy_protocol,
                 allow,
             };
@@ -481,9 +481,11 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
     let tty = std::io::stdout().is_terminal();
     let banner = Arc::new(Mutex::new(String::new()));
     let printer_banner = banner.clone();
-    let observer: crate::agent::Observer = Box::new(move |round| {
+    // The table shows each round as it is, not the debounced states: a fault shows at once.
+    let table = crate::export::FnSink(move |observed: &crate::record::Observation| {
+        let raw = crate::record::Observation::raw(observed.round.clone());
         let report = crate::check::Report {
-            chains: vec![crate::check::ChainReport::new(&round.chain, &round.probed)],
+            chains: vec![crate::check::ChainReport::new(&raw)],
         };
         let mut out = String::new();
         if tty {
@@ -495,7 +497,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
         let _ = stdout.write_all(out.as_bytes());
         let _ = stdout.flush();
     });
-    let running = crate::agent::start(config, listen, vec![observer])
+    let running = crate::agent::start(config, listen, vec![Arc::new(table)])
         .await
         .with_context(|| {
             "is another hopwatch demo running? pass --listen 127.0.0.1:0 for any free port"

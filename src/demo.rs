@@ -20,7 +20,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::echo::{EchoOptions, Identity};
+use crate::echo::EchoOptions;
+use crate::wire::Identity;
 
 /// The parts of the demo chain, outermost first.
 pub const PARTS: [&str; 5] = ["gateway", "nlb", "alb", "target-a", "target-b"];

@@ -11,7 +11,7 @@
 //!   but the agent cannot reach it directly (usually a security group that doesn't allow the
 //!   agent). It is never an outage.
 
-use crate::config::{Chain, Header, Kind, Role};
+use crate::config::{Chain, Header, Kind, Role, Thresholds};
 use crate::probe::{Evidence, Outcome, ProbeResult};
 
 /// Where a round's pattern of passes and failures puts the fault.
@@ -183,22 +183,6 @@ pub struct HopState {
     pub up: Option<bool>,
     /// Consecutive rounds disagreeing with `up`.
     streak: u32,
-}
-
-/// Rounds needed to change a hop's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Thresholds {
-    pub down_after: u32,
-    pub up_after: u32,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            down_after: 2,
-            up_after: 2,
-        }
-    }
 }
 
 impl HopState {

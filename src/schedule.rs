@@ -6,6 +6,7 @@
 //! probes in flight across chains.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -44,9 +45,25 @@ pub struct Probed {
     pub resolved: Vec<Option<Vec<IpAddr>>>,
     /// For hops with `per_address`: one probe per address their host resolved to.
     pub addresses: Vec<Vec<(IpAddr, ProbeResult)>>,
-    /// What the target saw through each hop, read once from `results[i]` when it is a
-    /// `hopwatch echo` answer; exporters and reports use this instead of parsing again.
-    pub seen: Vec<Option<crate::source::Seen>>,
+}
+
+/// What the scheduler counts of its own work; exporters read it.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Rounds not handed over because the recorder fell behind.
+    dropped: AtomicU64,
+    /// Rounds never started because their chain fell whole intervals behind.
+    skipped: AtomicU64,
+}
+
+impl Counters {
+    /// Rounds dropped and rounds skipped, since start.
+    pub fn read(&self) -> (u64, u64) {
+        (
+            self.dropped.load(Ordering::Relaxed),
+            self.skipped.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// Most addresses probed for one hop: an ALB has one node per AZ, Cloud Map a few instances.
@@ -152,7 +169,7 @@ pub async fn run_round(
     let mut named = vec![false; chain.hops.len()];
     for hop in &chain.hops {
         for rule in hop.expect_source.iter().chain(&hop.expect_forwarded) {
-            if let crate::source::Rule::Hop(i) = rule {
+            if let crate::config::Rule::Hop(i) = rule {
                 named[*i] = true;
             }
         }
@@ -180,7 +197,6 @@ pub async fn run_round(
         health: Vec::with_capacity(traffic.len()),
         resolved: Vec::with_capacity(traffic.len()),
         addresses: Vec::with_capacity(traffic.len()),
-        seen: Vec::with_capacity(traffic.len()),
     };
     for fan_out in fan_outs {
         probed.addresses.push(match fan_out {
@@ -200,7 +216,6 @@ pub async fn run_round(
             tracing::error!(chain = %chain.name, hop = %hop.name, error = %err, "probe task failed");
             failed_task(&err)
         });
-        probed.seen.push(crate::source::seen(&result.body));
         probed.results.push(result);
         let health = match check {
             Some(handle) => Some(handle.await.unwrap_or_else(|err| failed_task(&err))),
@@ -238,8 +253,7 @@ fn jitter(state: &mut u64, interval: Duration) -> Duration {
 }
 
 /// Runs `chain` round after round until `stop` turns true, sending each round to `out`.
-/// A full `out` drops the round (counted in `hopwatch_rounds_dropped_total`) rather than delay
-/// the next one.
+/// A full `out` drops the round (counted in `counters`) rather than delay the next one.
 pub async fn run_chain(
     chain: Arc<Chain>,
     prober: Prober,
@@ -247,7 +261,7 @@ pub async fn run_chain(
     epoch: Instant,
     out: mpsc::Sender<Round>,
     mut stop: watch::Receiver<bool>,
-    metrics: Arc<crate::export::prometheus::Metrics>,
+    counters: Arc<Counters>,
 ) {
     let conns: Arc<Vec<HopConn>> =
         Arc::new(chain.hops.iter().map(|_| HopConn::default()).collect());
@@ -270,7 +284,7 @@ pub async fn run_chain(
             probed,
         };
         if out.try_send(round).is_err() {
-            metrics.round_dropped();
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(chain = %chain.name, "recorder is behind; dropped one round");
         }
         next += chain.interval;
@@ -280,7 +294,7 @@ pub async fn run_chain(
             // cap): skip them rather than fire a burst of catch-up rounds.
             let behind = (now - next).as_nanos() / chain.interval.as_nanos().max(1) + 1;
             next += chain.interval * behind as u32;
-            metrics.rounds_skipped(behind as u64);
+            counters.skipped.fetch_add(behind as u64, Ordering::Relaxed);
             tracing::warn!(chain = %chain.name, skipped = behind as u64, "rounds skipped: the agent fell behind");
         }
     }

@@ -80,9 +80,11 @@ async fn global_cap_bounds_probes_in_flight() {
     let running = hopwatch::agent::start(
         config(&text),
         "127.0.0.1:0".parse().expect("addr"),
-        vec![Box::new(move |_| {
-            seen.fetch_add(1, Ordering::SeqCst);
-        })],
+        vec![Arc::new(hopwatch::export::FnSink(
+            move |_: &hopwatch::record::Observation| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            },
+        ))],
     )
     .await
     .expect("start");

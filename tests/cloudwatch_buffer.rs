@@ -15,8 +15,10 @@ use common::localstack::{self, LocalStack};
 use common::*;
 use hopwatch::diagnose::Verdict;
 use hopwatch::export::cloudwatch::publish::Publisher;
+use hopwatch::export::cloudwatch::stats::Stats;
 use hopwatch::export::prometheus::Metrics;
 use hopwatch::probe::{Outcome, ProbeResult};
+use hopwatch::record::Observation;
 use hopwatch::schedule::{Probed, Round};
 
 const PERIODS: u64 = 400;
@@ -84,12 +86,10 @@ max_buffered_datums = {CAPACITY}
         ls.endpoint()
     ));
     let chain = config.chains[0].clone();
-    let metrics = Metrics::new();
-    let publisher = Publisher::start(
-        config.cloudwatch.clone().expect("[cloudwatch]"),
-        metrics.cloudwatch(),
-    )
-    .await;
+    let metrics = Metrics::new(Default::default());
+    let stats = std::sync::Arc::new(Stats::default());
+    metrics.watch_cloudwatch(stats.clone());
+    let publisher = Publisher::start(config.cloudwatch.clone().expect("[cloudwatch]"), stats).await;
     let feed = publisher.feed();
 
     let now = SystemTime::now()
@@ -109,7 +109,6 @@ max_buffered_datums = {CAPACITY}
                 health: vec![None, None],
                 resolved: vec![None, None],
                 addresses: vec![Vec::new(), Vec::new()],
-                seen: vec![None, None],
             },
         };
         let verdict = Verdict {
@@ -118,7 +117,12 @@ max_buffered_datums = {CAPACITY}
             blind_spots: Vec::new(),
             reason: None,
         };
-        feed.observe(&round, &[true, true], &verdict);
+        feed.observe(&Observation::new(
+            round,
+            vec![true, true],
+            verdict,
+            Vec::new(),
+        ));
     }
 
     let made = PERIODS * PER_PERIOD;

@@ -1013,7 +1013,8 @@ fn hostile_chains_leave_a_healthy_chain_on_schedule() {
         .await;
         let rounds = Arc::new(Mutex::new(Vec::<Seen>::new()));
         let keep = rounds.clone();
-        let observer: hopwatch::agent::Observer = Box::new(move |round| {
+        let observer = hopwatch::export::FnSink(move |observed: &hopwatch::record::Observation| {
+            let round = &observed.round;
             keep.lock().expect("lock").push(Seen {
                 chain: round.chain.name.clone(),
                 started: round.started,
@@ -1029,7 +1030,7 @@ fn hostile_chains_leave_a_healthy_chain_on_schedule() {
         let running = hopwatch::agent::start(
             config(&text),
             "127.0.0.1:0".parse().expect("addr"),
-            vec![observer],
+            vec![Arc::new(observer)],
         )
         .await
         .expect("start");

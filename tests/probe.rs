@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use hopwatch::echo::{EchoOptions, Identity};
+use hopwatch::echo::EchoOptions;
 use hopwatch::probe::{tls::TlsConfigs, Outcome, ProbeResult, Prober};
+use hopwatch::wire::Identity;
 use tokio::io::AsyncWriteExt;
 
 fn prober() -> Prober {
@@ -60,7 +61,7 @@ async fn ok_phases_add_up_to_the_total() {
     assert!(r.phases.tls.is_none(), "plain HTTP has no TLS phase");
     assert!(r.phases.connect.is_some() && r.phases.ttfb.is_some() && r.phases.transfer.is_some());
     assert_adds_up(&r);
-    let reply: hopwatch::echo::EchoReply = serde_json::from_slice(&r.body).expect("echo JSON");
+    let reply: hopwatch::wire::EchoReply = serde_json::from_slice(&r.body).expect("echo JSON");
     assert_eq!(reply.path, "/health");
     assert!(reply.peer.starts_with("127.0.0.1:"));
 }
@@ -235,8 +236,8 @@ async fn reused_connection_skips_connect_phases() {
         "second probe reused the connection"
     );
     assert_adds_up(&second);
-    let a: hopwatch::echo::EchoReply = serde_json::from_slice(&first.body).expect("json");
-    let b: hopwatch::echo::EchoReply = serde_json::from_slice(&second.body).expect("json");
+    let a: hopwatch::wire::EchoReply = serde_json::from_slice(&first.body).expect("json");
+    let b: hopwatch::wire::EchoReply = serde_json::from_slice(&second.body).expect("json");
     assert_eq!(a.peer, b.peer, "same client port: same connection");
 }
 

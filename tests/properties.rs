@@ -19,8 +19,9 @@ use proptest::test_runner::Config as ProptestConfig;
 use hopwatch::config::{load_str, ConfigError};
 use hopwatch::echo::proxy_protocol::{self, crc32c, Command, Header, ParseError, V2_SIGNATURE};
 use hopwatch::echo::{EchoOptions, MAX_REFLECTED};
+use hopwatch::export::cloudwatch::datum::MAX_PAIRS;
 use hopwatch::export::cloudwatch::datum::{Value, MAX_DIMENSIONS};
-use hopwatch::export::cloudwatch::encode::{self, distribution, MAX_PAIRS};
+use hopwatch::export::cloudwatch::encode::{self, distribution};
 use hopwatch::export::cloudwatch::period::{HopPeriod, Period, Tally};
 use hopwatch::export::cloudwatch::{datum, emf};
 
@@ -1241,6 +1242,19 @@ fn hop_period() -> impl Strategy<Value = HopSpec> {
     )
 }
 
+/// Probe counts keyed by class name, as the period keeps them (indexed by outcome).
+fn counts_by_class(
+    results: &BTreeMap<&'static str, u64>,
+) -> [u64; hopwatch::probe::Outcome::ALL.len()] {
+    use hopwatch::probe::Outcome;
+    let mut counts = [0; Outcome::ALL.len()];
+    for (class, n) in results {
+        let outcome = Outcome::ALL.iter().find(|o| o.as_str() == *class);
+        counts[outcome.expect("a class of CLASSES").index()] = *n;
+    }
+    counts
+}
+
 fn build_period(start: SystemTime, hops: &[HopSpec], chain_up: Tally) -> Period {
     let mut period = Period {
         start,
@@ -1254,7 +1268,7 @@ fn build_period(start: SystemTime, hops: &[HopSpec], chain_up: Tally) -> Period 
             ("orders".to_string(), format!("hop-{i}")),
             HopPeriod {
                 latency: histogram(samples),
-                results: results.clone(),
+                results: counts_by_class(results),
                 up: *up,
                 broken: *broken,
                 health_up: *health_up,

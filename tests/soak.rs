@@ -32,7 +32,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{http_get, Kill};
-use hopwatch::record::DEFAULT_WINDOW;
+use hopwatch::record::window::DEFAULT_WINDOW;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hopwatch");
 

@@ -15,7 +15,8 @@ use hopwatch::export::cloudwatch::encode;
 use hopwatch::export::cloudwatch::period::Periods;
 use hopwatch::export::prometheus::Metrics;
 use hopwatch::probe::{Outcome, Phases, ProbeResult};
-use hopwatch::record::Window;
+use hopwatch::record::window::Window;
+use hopwatch::record::{Observation, Recorder};
 use hopwatch::schedule::{Probed, Round};
 
 /// What `hopwatch echo` answers through an NLB with PROXY v2: the body parsed per round.
@@ -69,10 +70,6 @@ fn result(us: u64, at: SystemTime) -> ProbeResult {
 fn round(chain: &Arc<Chain>, us: u64, at: SystemTime) -> Round {
     let results: Vec<ProbeResult> = chain.hops.iter().map(|_| result(us, at)).collect();
     let n = results.len();
-    let seen = results
-        .iter()
-        .map(|r| hopwatch::source::seen(&r.body))
-        .collect();
     let now = Instant::now();
     Round {
         chain: chain.clone(),
@@ -84,7 +81,6 @@ fn round(chain: &Arc<Chain>, us: u64, at: SystemTime) -> Round {
             health: vec![None; n],
             resolved: vec![None; n],
             addresses: vec![Vec::new(); n],
-            seen,
         },
     }
 }
@@ -109,7 +105,7 @@ fn record(c: &mut Criterion) {
                 Duration::from_micros(200 + i * 7),
             );
         }
-        let mut h = hopwatch::record::scratch();
+        let mut h = hopwatch::record::window::scratch();
         let now = start + Duration::from_secs(299);
         b.iter(|| black_box(w.quantiles(now, &[0.5, 0.9, 0.99, 0.999], &mut h)));
     });
@@ -125,13 +121,22 @@ fn record(c: &mut Criterion) {
         });
     });
     let chain = chains(1).remove(0);
-    let metrics = Metrics::new();
-    metrics.describe(std::slice::from_ref(&chain));
+    let metrics = Metrics::new(Default::default());
+    metrics.set_chains(std::slice::from_ref(&chain));
     let at = SystemTime::now();
     let r = round(&chain, 250, at);
-    let verdict = up();
+    let observed = Observation::new(r.clone(), vec![true; 4], up(), Vec::new());
     g.bench_function("metrics_observe_round_of_4_hops", |b| {
-        b.iter(|| metrics.observe(black_box(&r), &[true; 4], &verdict));
+        b.iter(|| metrics.observe(black_box(&observed)));
+    });
+    // The record stage itself: debouncing, the verdict, parsing the echo answers.
+    let mut recorder = Recorder::new(std::slice::from_ref(&chain));
+    g.bench_function("recorder_observe_round_of_4_hops", |b| {
+        b.iter_batched(
+            || r.clone(),
+            |r| black_box(recorder.observe(r)),
+            BatchSize::SmallInput,
+        );
     });
     g.finish();
 }
@@ -141,12 +146,13 @@ fn render(c: &mut Criterion) {
     g.sample_size(10);
     for hops in [1_000usize, 10_000] {
         let all = chains(hops / 4);
-        let metrics = Metrics::new();
-        metrics.describe(&all);
+        let metrics = Metrics::new(Default::default());
+        metrics.set_chains(&all);
         let at = SystemTime::now();
         for chain in &all {
             for k in 0..3 {
-                metrics.observe(&round(chain, 200 + k * 50, at), &[true; 4], &up());
+                let r = round(chain, 200 + k * 50, at);
+                metrics.observe(&Observation::new(r, vec![true; 4], up(), Vec::new()));
             }
         }
         g.bench_function(format!("metrics_render_{hops}_hops"), |b| {
@@ -166,7 +172,8 @@ fn cloudwatch(c: &mut Criterion) {
                 let mut periods = Periods::new(Duration::from_secs(60));
                 for s in 0..60u64 {
                     let when = at + Duration::from_secs(s);
-                    periods.observe(&round(&chain, 200 + s * 7, when), &[true; 4], &up());
+                    let r = round(&chain, 200 + s * 7, when);
+                    periods.observe(&Observation::new(r, vec![true; 4], up(), Vec::new()));
                 }
                 periods.take_all()
             },

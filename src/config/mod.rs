@@ -5,6 +5,9 @@
 //!    and only then returns a [`Config`], the checked runtime type the rest of the agent uses.
 
 pub mod duration;
+mod expect;
+pub mod pem;
+pub mod published;
 pub mod raw;
 mod validate;
 
@@ -16,8 +19,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
-pub use crate::diagnose::Thresholds;
-
+pub use expect::{Cidr, Rule};
 pub use validate::{load_str, Problem};
 
 /// Default `[agent] listen`.
@@ -78,7 +80,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// The checked configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub agent: Agent,
     pub chains: Vec<Arc<Chain>>,
@@ -103,7 +105,7 @@ pub enum EmfOutput {
 }
 
 /// `[cloudwatch]`, checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudWatch {
     pub mode: CloudWatchMode,
     pub namespace: String,
@@ -121,18 +123,30 @@ pub struct CloudWatch {
     pub max_buffered_datums: usize,
 }
 
-/// Names a dimension can't take: in an EMF line, dimensions, metrics and properties share the
-/// root object.
-pub use crate::export::cloudwatch::emf::RESERVED_KEYS as RESERVED_EMF_KEYS;
-
 /// Dimension values read from ECS task metadata v4 at start: `"ecs:availability_zone"`.
 pub const ECS_FIELDS: [&str; 3] = ["availability_zone", "cluster", "task_arn"];
 
 /// CloudWatch allows 30 dimensions per datum; `Chain` and `Hop` (and `Result` on counts) use 3.
 pub const MAX_EXTRA_DIMENSIONS: usize = 27;
 
+/// Rounds needed to change a hop's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub down_after: u32,
+    pub up_after: u32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            down_after: 2,
+            up_after: 2,
+        }
+    }
+}
+
 /// Agent-wide settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agent {
     pub listen: SocketAddr,
     pub interval: Duration,
@@ -143,7 +157,10 @@ pub struct Agent {
 }
 
 /// One private integration: an ordered list of hops, outermost first, target last.
-#[derive(Debug, Clone)]
+///
+/// Equality compares every setting by value (patterns by their text, header values byte by
+/// byte and by secrecy): a reload restarts a chain exactly when it differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
     pub name: String,
     pub kind: Kind,
@@ -155,7 +172,7 @@ pub struct Chain {
 }
 
 /// One hop's own entry point, probed directly.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hop {
     pub name: String,
     pub role: Role,
@@ -163,7 +180,7 @@ pub struct Hop {
     pub method: Method,
     pub headers: Vec<Header>,
     pub expect_status: StatusSet,
-    pub expect_body: Option<regex_lite::Regex>,
+    pub expect_body: Option<Pattern>,
     pub timeout: Duration,
     pub max_body: usize,
     /// TLS server name when it differs from the URL host (set for per-address probes later).
@@ -173,9 +190,9 @@ pub struct Hop {
     /// The load balancer's health check of this hop (its own port), probed in the same round.
     pub health: Option<Box<Hop>>,
     /// Addresses the target may see as its TCP peer when entered through this hop.
-    pub expect_source: Vec<crate::source::Rule>,
+    pub expect_source: Vec<Rule>,
     /// Addresses the last `X-Forwarded-For` entry may hold when entered through this hop.
-    pub expect_forwarded: Vec<crate::source::Rule>,
+    pub expect_forwarded: Vec<Rule>,
     /// Also probe every address the host resolves to (one per load balancer node or Cloud Map
     /// instance), keeping the Host header and TLS server name.
     pub per_address: bool,
@@ -219,6 +236,53 @@ pub struct Header {
     pub value: HeaderValue,
 }
 
+/// Two headers are the same when name, value bytes and secrecy are: a value read from another
+/// environment variable is another value, though both print as `<redacted>`.
+impl PartialEq for Header {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.value.as_bytes() == other.value.as_bytes()
+            && self.value.is_sensitive() == other.value.is_sensitive()
+    }
+}
+
+impl Eq for Header {}
+
+/// A compiled `expect_body`. Equal when the pattern text is: compiled regexes have no equality.
+#[derive(Clone)]
+pub struct Pattern(regex_lite::Regex);
+
+impl Pattern {
+    /// Compiles `text`, or says why it is no regular expression.
+    pub fn new(text: &str) -> Result<Pattern, regex_lite::Error> {
+        regex_lite::Regex::new(text).map(Pattern)
+    }
+
+    /// Whether `text` matches anywhere.
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 impl fmt::Debug for Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.value.is_sensitive() {
@@ -230,7 +294,7 @@ impl fmt::Debug for Header {
 }
 
 /// A parsed hop URL.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HopUrl {
     /// The URL as written, for output.
     pub text: String,
@@ -348,7 +412,13 @@ macro_rules! closed_enum {
             }
         }
         impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+            // `pad`, so widths and alignment in format strings apply (the `check` table).
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.pad(self.as_str()) }
+        }
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
         }
     };
 }

@@ -22,23 +22,35 @@ pub struct RawConfig {
     pub cloudwatch: Option<Spanned<RawCloudWatch>>,
 }
 
-/// `[cloudwatch]`
+/// `[cloudwatch]`: publishing to CloudWatch, besides `/metrics`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCloudWatch {
+    /// `"api"` (default): `PutMetricData` through the AWS SDK; `"emf"`: Embedded Metric Format
+    /// lines for CloudWatch Logs.
     pub mode: Option<Spanned<String>>,
+    /// The metric namespace (default `"Hopwatch"`): 1 to 255 characters, not starting with `AWS/`.
     pub namespace: Option<Spanned<String>>,
+    /// The AWS region; default: the SDK's chain (`AWS_REGION`, the profile, ECS, IMDS).
     pub region: Option<Spanned<String>>,
+    /// Another endpoint than AWS's: a VPC interface endpoint, or LocalStack in tests.
     pub endpoint_url: Option<Spanned<String>>,
+    /// `1` (high resolution, per second) or `60` (default).
     pub storage_resolution: Option<Spanned<i64>>,
+    /// Length of a period (default `"60s"`, `1s`–`1h`): what is measured in it is sent as one
+    /// datum per metric.
     pub flush_interval: Option<Spanned<String>>,
-    #[serde(default)]
-    pub dimensions: BTreeMap<String, Spanned<String>>,
+    /// Extra dimensions on every datum (at most 27). Values may use `${ENV}`, or
+    /// `ecs:availability_zone`, `ecs:cluster`, `ecs:task_arn` from ECS task metadata.
+    pub dimensions: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// EMF mode: `"stdout"` (default) or a file path to append to.
     pub emf_output: Option<Spanned<String>>,
+    /// API mode: datums kept while CloudWatch can't be reached (default 100,000; 1,000 to
+    /// 10,000,000); when full the oldest go, counted.
     pub max_buffered_datums: Option<Spanned<i64>>,
 }
 
-/// `[agent]`
+/// `[agent]`: settings of the whole agent, and the defaults of every chain.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAgent {
@@ -56,40 +68,69 @@ pub struct RawAgent {
     pub up_after: Option<Spanned<i64>>,
 }
 
-/// `[[chain]]`
+/// `[[chain]]`: one private integration, probed hop by hop.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawChain {
+    /// Unique name; the `chain` label.
     pub name: Spanned<String>,
+    /// The topology: `rest-nlb`, `rest-nlb-alb`, `rest-alb`, `http-alb`, `http-nlb`,
+    /// `http-cloudmap` or `custom`. It implies the roles of the hops.
     pub kind: Spanned<String>,
+    /// Time between rounds (default: `[agent] interval`).
     pub interval: Option<Spanned<String>>,
+    /// Default timeout of its hops (default: `[agent] timeout`); below `interval`.
     pub timeout: Option<Spanned<String>>,
+    /// Keep one connection per hop open between rounds (default false: connection set-up is
+    /// part of what users pay for).
     pub reuse_connections: Option<bool>,
+    /// Failed rounds in a row before a hop of this chain is down (default: `[agent]`'s).
     pub down_after: Option<Spanned<i64>>,
+    /// Passing rounds in a row before a down hop is up again (default: `[agent]`'s).
     pub up_after: Option<Spanned<i64>>,
+    /// The hops, outermost first, target last.
     #[serde(default, rename = "hop")]
     pub hops: Vec<Spanned<RawHop>>,
 }
 
-/// `[[chain.hop]]`
+/// `[[chain.hop]]`: one hop's own entry point, probed directly.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHop {
+    /// Unique in the chain; the `hop` label.
     pub name: Spanned<String>,
+    /// `gateway`, `nlb`, `alb`, `cloudmap` or `target`: implied by the chain's kind, required
+    /// for `custom`.
     pub role: Option<Spanned<String>>,
+    /// The `http://` or `https://` URL of the hop's own entry point.
     pub url: Spanned<String>,
+    /// Upper-case HTTP method (default `"GET"`).
     pub method: Option<Spanned<String>>,
+    /// Request headers. Values may reference environment variables (`"${API_KEY}"`); such
+    /// values are secrets, never logged, printed or exported.
     #[serde(default)]
     pub headers: BTreeMap<String, Spanned<String>>,
+    /// Codes (`200`) and classes (`"3xx"`) that pass (default `["2xx"]`).
     pub expect_status: Option<Spanned<Vec<Spanned<StatusEntry>>>>,
+    /// A regular expression the body must match.
     pub expect_body: Option<Spanned<String>>,
+    /// Covers the whole probe, DNS to last byte (default: the chain's); below the chain interval.
     pub timeout: Option<Spanned<String>>,
+    /// Body bytes read at most (default `"64KiB"`, up to `"16MiB"`); more is `too_large`.
     pub max_body: Option<Spanned<String>>,
+    /// SNI and certificate name, when it differs from the URL host.
     pub tls_server_name: Option<Spanned<String>>,
+    /// Extra PEM CA bundle trusted for this hop, relative to the config file's folder.
     pub ca_file: Option<Spanned<String>>,
+    /// The load balancer's health-check URL of this hop, probed in the same round.
     pub health_url: Option<Spanned<String>>,
+    /// Addresses the target may see as its TCP peer when entered through this hop: CIDRs or
+    /// names of hops of the chain (every address that hop's host resolves to).
     pub expect_source: Option<Vec<Spanned<String>>>,
+    /// The same for the last `X-Forwarded-For` entry (appended by the nearest ALB).
     pub expect_forwarded: Option<Vec<Spanned<String>>>,
+    /// Also probe every address the host resolves to (one per load balancer node or
+    /// instance), with the original Host header and TLS name.
     pub per_address: Option<bool>,
 }
 

@@ -17,11 +17,11 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::source::Cidr;
+use crate::config::Cidr;
+use crate::wire::{EchoReply, Identity, ProxyReport};
 
 /// Longest `--delay` accepted: it exists for tests and benchmarks, not to simulate outages.
 pub const MAX_DELAY: Duration = Duration::from_secs(10);
@@ -42,40 +42,6 @@ pub const MAX_REQUESTS_PER_CONNECTION: usize = 1000;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a request body once its head has arrived.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Who the responder is: ECS task metadata when present, else the host name.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Identity {
-    pub hostname: String,
-    pub task_arn: Option<String>,
-    pub cluster: Option<String>,
-    pub availability_zone: Option<String>,
-}
-
-/// The JSON body of every answer. The field names are read by the agent (and by people).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct EchoReply {
-    /// Always "hopwatch-echo": lets the agent tell an echo answer from an application's.
-    pub service: String,
-    /// The TCP peer: the address the target's security group must allow.
-    pub peer: String,
-    /// The responder's own address for this connection.
-    pub local: String,
-    pub method: String,
-    pub path: String,
-    pub host: Option<String>,
-    pub x_forwarded_for: Option<String>,
-    pub x_forwarded_proto: Option<String>,
-    pub x_forwarded_port: Option<String>,
-    pub x_amzn_trace_id: Option<String>,
-    /// PROXY protocol headers that preceded the connection's first request, nearest proxy
-    /// first; empty when none came (or `--proxy-protocol` is off).
-    #[serde(default)]
-    pub proxy_protocol: Vec<ProxyReport>,
-    /// Artificial delay actually applied before answering, in microseconds.
-    pub delay_us: u64,
-    pub identity: Identity,
-}
 
 /// Echo responder settings.
 #[derive(Debug, Clone, Default)]
@@ -98,20 +64,6 @@ impl EchoOptions {
         let peer = peer.to_canonical();
         self.allow.is_empty() || self.allow.iter().any(|c| c.contains(peer))
     }
-}
-
-/// One PROXY protocol header as the echo reports it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ProxyReport {
-    pub version: u8,
-    /// `proxy`, or `local` for the proxy's own connections (NLB health checks).
-    pub command: String,
-    /// The original caller.
-    pub src: Option<String>,
-    /// The original destination (the address the caller connected to).
-    pub dst: Option<String>,
-    /// VPC endpoint id (`vpce-…`) from the AWS TLV: which PrivateLink endpoint the caller used.
-    pub vpce_id: Option<String>,
 }
 
 impl From<&proxy_protocol::Header> for ProxyReport {
@@ -412,65 +364,4 @@ pub async fn serve(listener: TcpListener, options: EchoOptions, mut stop: watch:
             drop(permit);
         });
     }
-}
-
-/// The host name, from the kernel (no extra dependency), else `$HOSTNAME`.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".to_string())
-}
-
-/// Reads who we are from ECS task metadata v4 when `ECS_CONTAINER_METADATA_URI_V4` is set
-/// (only inside ECS: nothing is sent anywhere otherwise).
-pub async fn identity(prober: &crate::probe::Prober) -> Identity {
-    let mut identity = Identity {
-        hostname: hostname(),
-        ..Identity::default()
-    };
-    let Ok(base) = std::env::var("ECS_CONTAINER_METADATA_URI_V4") else {
-        return identity;
-    };
-    let url = format!("{}/task", base.trim_end_matches('/'));
-    let hop = match crate::config::Hop::get(
-        "ecs-metadata",
-        crate::config::Role::Target,
-        &url,
-        Duration::from_secs(2),
-    ) {
-        // Task metadata lists every container: allow more than a probe's default body.
-        Ok(hop) => crate::config::Hop {
-            max_body: 1 << 20,
-            ..hop
-        },
-        Err(err) => {
-            tracing::warn!(error = %err, "ECS_CONTAINER_METADATA_URI_V4 is not a usable URL");
-            return identity;
-        }
-    };
-    let result = prober.probe(&hop, None).await;
-    if !result.outcome.is_ok() {
-        tracing::warn!(result = %result.outcome, "could not read ECS task metadata");
-        return identity;
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Task {
-        cluster: Option<String>,
-        #[serde(rename = "TaskARN")]
-        task_arn: Option<String>,
-        availability_zone: Option<String>,
-    }
-    match serde_json::from_slice::<Task>(&result.body) {
-        Ok(task) => {
-            identity.cluster = task.cluster;
-            identity.task_arn = task.task_arn;
-            identity.availability_zone = task.availability_zone;
-        }
-        Err(err) => tracing::warn!(error = %err, "ECS task metadata is not the expected JSON"),
-    }
-    identity
 }

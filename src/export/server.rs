@@ -1,9 +1,10 @@
 //! The agent's HTTP endpoint: `/metrics`, `/-/healthy`, `/-/ready`.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -17,6 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::prometheus::Metrics;
+use super::Sink;
+use crate::config::Chain;
+use crate::record::Observation;
 
 /// At most this many scrape connections at once; more wait in the accept queue.
 const MAX_CONNECTIONS: usize = 64;
@@ -34,6 +38,46 @@ impl Endpoint {
             metrics,
             ready: AtomicBool::new(false),
         })
+    }
+}
+
+/// Turns `/-/ready` on once every chain configured at start has completed a round.
+pub struct Readiness {
+    endpoint: Arc<Endpoint>,
+    /// Chains that have not completed a round yet.
+    waiting: Mutex<HashSet<String>>,
+}
+
+impl Readiness {
+    pub fn new(endpoint: Arc<Endpoint>, chains: &[Arc<Chain>]) -> Self {
+        Readiness {
+            endpoint,
+            waiting: Mutex::new(chains.iter().map(|c| c.name.clone()).collect()),
+        }
+    }
+
+    fn settle(&self, waiting: &HashSet<String>) {
+        if waiting.is_empty() && !self.endpoint.ready.swap(true, Ordering::Relaxed) {
+            tracing::info!("every chain has completed a round; ready");
+        }
+    }
+}
+
+impl Sink for Readiness {
+    fn observe(&self, observation: &Observation) {
+        if self.endpoint.ready.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.remove(&observation.round.chain.name);
+        self.settle(&waiting);
+    }
+
+    /// A chain removed before its first round is no longer waited for.
+    fn set_chains(&self, chains: &[Arc<Chain>]) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.retain(|name| chains.iter().any(|c| &c.name == name));
+        self.settle(&waiting);
     }
 }
 

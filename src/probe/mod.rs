@@ -74,6 +74,27 @@ impl Outcome {
         Outcome::TooLarge,
     ];
 
+    /// Every class in the order of its name: the order CloudWatch datums and EMF's `Results`
+    /// list them in.
+    pub const BY_NAME: [Outcome; 11] = [
+        Outcome::BodyMismatch,
+        Outcome::ConnectRefused,
+        Outcome::ConnectTimeout,
+        Outcome::Dns,
+        Outcome::HttpStatus,
+        Outcome::Ok,
+        Outcome::Protocol,
+        Outcome::Reset,
+        Outcome::Timeout,
+        Outcome::Tls,
+        Outcome::TooLarge,
+    ];
+
+    /// Position in [`Outcome::ALL`]: counts by class are arrays indexed by it.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -96,9 +117,31 @@ impl Outcome {
     }
 }
 
+#[cfg(test)]
+mod outcome_tests {
+    use super::Outcome;
+
+    #[test]
+    fn index_and_name_order_cover_every_class() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i, "{o}");
+        }
+        let names: Vec<&str> = Outcome::BY_NAME.iter().map(|o| o.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(
+            names, sorted,
+            "BY_NAME is sorted by name and has no duplicate"
+        );
+        assert_eq!(names.len(), Outcome::ALL.len());
+    }
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, so widths and alignment in format strings apply (the `check` table).
+        f.pad(self.as_str())
     }
 }
 

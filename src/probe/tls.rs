@@ -4,20 +4,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
-/// Reads a PEM bundle and returns its certificates, or why it can't be used.
-pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("is not a PEM certificate bundle: {e}"))?;
-    if certs.is_empty() {
-        return Err("holds no PEM certificate".to_string());
-    }
-    Ok(certs)
-}
+use crate::config::pem::read_ca_file;
 
 /// The system trust store, loaded once per process: it costs milliseconds and never changes
 /// while the agent runs.

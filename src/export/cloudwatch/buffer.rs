@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::SystemTime;
 
-use super::datum::{Datum, MAX_AGE, MAX_DATUMS, MAX_REQUEST_BYTES};
+use super::datum::{request_len, Datum, MAX_AGE};
 
 /// A FIFO of datums with a capacity.
 #[derive(Debug)]
@@ -69,29 +69,17 @@ impl Buffer {
     }
 
     /// Takes the oldest datums that fit one request: at most `limit` (capped at 1,000) datums
-    /// and 1 MB.
+    /// and 1 MB, as [`request_len`] cuts them.
     pub fn take_batch(&mut self, limit: usize) -> Vec<Datum> {
-        let limit = limit.clamp(1, MAX_DATUMS);
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        while let Some(next) = self.queue.front() {
-            let size = next.encoded_size();
-            if batch.len() >= limit || (!batch.is_empty() && bytes + size > MAX_REQUEST_BYTES) {
-                break;
-            }
-            bytes += size;
-            if let Some(d) = self.queue.pop_front() {
-                batch.push(d);
-            }
-        }
-        batch
+        let count = request_len(&self.queue, limit);
+        self.queue.drain(..count).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::cloudwatch::datum::{Unit, Value};
+    use crate::export::cloudwatch::datum::{Unit, Value, MAX_DATUMS};
     use std::time::Duration;
 
     fn datum(i: usize) -> Datum {

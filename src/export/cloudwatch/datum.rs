@@ -3,8 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::encode::{Distribution, MAX_PAIRS};
-
+/// `PutMetricData`: at most 150 values per datum.
+pub const MAX_PAIRS: usize = 150;
 /// `PutMetricData`: datums per request.
 pub const MAX_DATUMS: usize = 1000;
 /// `PutMetricData`: bytes per request (the payload before compression).
@@ -15,6 +15,25 @@ pub const MAX_DIMENSIONS: usize = 30;
 pub const MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// ...and up to two hours ahead.
 pub const MAX_AHEAD: Duration = Duration::from_secs(2 * 3600);
+
+/// A latency distribution in milliseconds, ready for a datum.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Distribution {
+    /// Ascending, finite, positive.
+    pub values: Vec<f64>,
+    /// Same length as `values`; each at least 1.
+    pub counts: Vec<f64>,
+    /// The largest `|sample - representative| / sample` the merging introduced (on top of the
+    /// histogram's own precision); 0 when nothing had to be merged.
+    pub max_relative_error: f64,
+}
+
+impl Distribution {
+    /// Total number of samples.
+    pub fn sample_count(&self) -> f64 {
+        self.counts.iter().sum()
+    }
+}
 
 /// Units used by hopwatch's datums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,24 +120,30 @@ impl Datum {
     }
 }
 
-/// Packs datums, in order, into requests of at most [`MAX_DATUMS`] datums and
-/// [`MAX_REQUEST_BYTES`] estimated bytes.
-pub fn batches(datums: Vec<Datum>) -> Vec<Vec<Datum>> {
-    let mut out: Vec<Vec<Datum>> = Vec::new();
-    let mut bytes = 0;
+/// How many datums, from the first, make one request: at most `limit` (taken between 1 and
+/// [`MAX_DATUMS`]) and [`MAX_REQUEST_BYTES`] estimated bytes. Never 0 while a datum waits: one
+/// larger than a request goes alone (CloudWatch then refuses it, and the sender isolates it).
+/// The one packing rule: the sender's buffer and [`batches`] both cut requests with it.
+pub fn request_len<'a>(datums: impl IntoIterator<Item = &'a Datum>, limit: usize) -> usize {
+    let limit = limit.clamp(1, MAX_DATUMS);
+    let (mut count, mut bytes) = (0, 0);
     for datum in datums {
         let size = datum.encoded_size();
-        let full = out
-            .last()
-            .is_none_or(|b| b.len() >= MAX_DATUMS || bytes + size > MAX_REQUEST_BYTES);
-        if full {
-            out.push(Vec::new());
-            bytes = 0;
+        if count >= limit || (count > 0 && bytes + size > MAX_REQUEST_BYTES) {
+            break;
         }
         bytes += size;
-        if let Some(batch) = out.last_mut() {
-            batch.push(datum);
-        }
+        count += 1;
+    }
+    count
+}
+
+/// Packs datums, in order, into requests cut by [`request_len`].
+pub fn batches(mut datums: Vec<Datum>) -> Vec<Vec<Datum>> {
+    let mut out = Vec::new();
+    while !datums.is_empty() {
+        let rest = datums.split_off(request_len(&datums, MAX_DATUMS));
+        out.push(std::mem::replace(&mut datums, rest));
     }
     out
 }

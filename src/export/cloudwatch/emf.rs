@@ -13,47 +13,12 @@ use serde_json::{json, Map, Value as Json};
 
 use hdrhistogram::Histogram;
 
-use super::encode::{dims, names};
 use super::period::{HopPeriod, Period, Tally};
+use crate::config::published::{dims, names, props};
+use crate::probe::Outcome;
 
 /// EMF: values per metric per line.
 pub const MAX_VALUES: usize = 100;
-
-/// Searchable properties of a line (not metrics).
-pub mod props {
-    pub const TRACE_ID: &str = "TraceId";
-    pub const LAST_RESULT: &str = "LastResult";
-    pub const HTTP_STATUS: &str = "HttpStatus";
-    pub const RESULTS: &str = "Results";
-    pub const SOURCE_IP: &str = "SourceIp";
-    pub const X_FORWARDED_FOR: &str = "XForwardedFor";
-    pub const PROXY_PROTOCOL_SOURCE: &str = "ProxyProtocolSource";
-    pub const VPC_ENDPOINT_ID: &str = "VpcEndpointId";
-    /// On continuation lines: which one.
-    pub const CONTINUES: &str = "Continues";
-}
-
-/// Root keys of a line that no configured dimension may take.
-pub const RESERVED_KEYS: &[&str] = &[
-    "_aws",
-    names::LATENCY,
-    names::PROBES,
-    names::PROBE_FAILURES,
-    names::HOP_UP,
-    names::CHAIN_UP,
-    names::BROKEN_HOP,
-    names::HEALTH_CHECK_UP,
-    names::UNEXPECTED_SOURCE,
-    props::TRACE_ID,
-    props::LAST_RESULT,
-    props::HTTP_STATUS,
-    props::RESULTS,
-    props::SOURCE_IP,
-    props::X_FORWARDED_FOR,
-    props::PROXY_PROTOCOL_SOURCE,
-    props::VPC_ENDPOINT_ID,
-    props::CONTINUES,
-];
 
 /// Which dimension set a metric is published under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,16 +66,17 @@ fn hop_series(p: &HopPeriod) -> Vec<Series> {
         level: Level::Hop,
         single: false,
     }];
-    if let Some(ok) = p.results.get("ok") {
+    let ok = p.count(Outcome::Ok);
+    if ok > 0 {
         out.push(Series {
             name: names::PROBES,
             unit: "Count",
-            values: vec![*ok as f64],
+            values: vec![ok as f64],
             level: Level::Result,
             single: true,
         });
     }
-    if !p.results.is_empty() {
+    if p.probed() {
         out.push(Series {
             name: names::PROBE_FAILURES,
             unit: "Count",
@@ -149,7 +115,11 @@ fn properties(p: &HopPeriod, root: &mut Map<String, Json>) {
     if let Some(status) = last.status {
         put(props::HTTP_STATUS, json!(status));
     }
-    put(props::RESULTS, json!(p.results));
+    let results: Map<String, Json> = p
+        .classes()
+        .map(|(class, n)| (class.as_str().to_string(), json!(n)))
+        .collect();
+    put(props::RESULTS, Json::Object(results));
     if let Some(seen) = &last.seen {
         put(props::SOURCE_IP, json!(seen.peer));
         if !seen.forwarded_for.is_empty() {
@@ -292,12 +262,12 @@ pub fn lines(
         base.insert(dims::HOP.into(), json!(hop));
         base.insert(dims::RESULT.into(), json!("ok"));
         w.write(&base, &hop_series(p), |root| properties(p, root));
-        for (class, n) in p.results.iter().filter(|(c, _)| **c != "ok") {
-            base.insert(dims::RESULT.into(), json!(class));
+        for (class, n) in p.classes().filter(|(c, _)| !c.is_ok()) {
+            base.insert(dims::RESULT.into(), json!(class.as_str()));
             let probes = Series {
                 name: names::PROBES,
                 unit: "Count",
-                values: vec![*n as f64],
+                values: vec![n as f64],
                 level: Level::Result,
                 single: true,
             };
@@ -322,9 +292,9 @@ pub fn lines(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::cloudwatch::period::testing::*;
     use crate::export::cloudwatch::period::Periods;
     use crate::probe::Outcome;
+    use crate::record::testing::*;
     use std::time::Duration;
 
     /// The specification's cross-references, which a JSON schema can't state: every metric a
@@ -380,11 +350,11 @@ mod tests {
                 result(Outcome::Ok, 20, at(t), ""),
                 result(Outcome::Ok, 30, at(t), ECHO),
             ];
-            periods.observe(
-                &round(&chain, at(t), results, true),
+            periods.observe(&observed(
+                round(&chain, at(t), results, true),
                 &[true; 3],
-                &verdict(true, None),
-            );
+                verdict(true, None),
+            ));
         }
         let period = periods.take_all().remove(0);
         let extra = vec![("AvailabilityZone".to_string(), "eu-west-1a".to_string())];
@@ -420,7 +390,7 @@ mod tests {
             for key in d.as_object().expect("object").keys() {
                 assert!(
                     ["Chain", "Hop", "Result", "AvailabilityZone"].contains(&key.as_str())
-                        || crate::config::RESERVED_EMF_KEYS.contains(&key.as_str()),
+                        || crate::config::published::RESERVED_KEYS.contains(&key.as_str()),
                     "{key} must be reserved so no dimension can collide with it"
                 );
             }
@@ -455,21 +425,21 @@ mod tests {
         let chain = chain();
         let mut periods = Periods::new(Duration::from_secs(60));
         let results = |t, o| vec![result(o, 10, at(t), ""); 3];
-        periods.observe(
-            &round(&chain, at(1.0), results(1.0, Outcome::Ok), true),
+        periods.observe(&observed(
+            round(&chain, at(1.0), results(1.0, Outcome::Ok), true),
             &[true; 3],
-            &verdict(true, None),
-        );
-        periods.observe(
-            &round(&chain, at(2.0), results(2.0, Outcome::Timeout), true),
+            verdict(true, None),
+        ));
+        periods.observe(&observed(
+            round(&chain, at(2.0), results(2.0, Outcome::Timeout), true),
             &[true; 3],
-            &verdict(false, Some(2)),
-        );
-        periods.observe(
-            &round(&chain, at(3.0), results(3.0, Outcome::Reset), true),
+            verdict(false, Some(2)),
+        ));
+        periods.observe(&observed(
+            round(&chain, at(3.0), results(3.0, Outcome::Reset), true),
             &[true; 3],
-            &verdict(false, Some(2)),
-        );
+            verdict(false, Some(2)),
+        ));
         let period = periods.take_all().remove(0);
         let docs: Vec<Json> = lines(&period, "Hopwatch", &[], 60)
             .iter()
@@ -514,11 +484,11 @@ mod tests {
                     r
                 })
                 .collect();
-            periods.observe(
-                &round(&chain, t, results, true),
+            periods.observe(&observed(
+                round(&chain, t, results, true),
                 &[true; 3],
-                &verdict(true, None),
-            );
+                verdict(true, None),
+            ));
         }
         let period = periods.take_all().remove(0);
         let lines = lines(&period, "Hopwatch", &[], 1);

@@ -12,38 +12,9 @@ use std::time::SystemTime;
 
 use hdrhistogram::Histogram;
 
-use super::datum::{Datum, Unit, Value};
+use super::datum::{Datum, Distribution, Unit, Value, MAX_PAIRS};
 use super::period::{Period, Tally};
-
-/// `PutMetricData`: at most 150 values per datum.
-pub const MAX_PAIRS: usize = 150;
-
-/// Metric names in the namespace: a contract with alarms and dashboards, like the Prometheus names.
-pub mod names {
-    /// Milliseconds of successful probes, as a distribution (percentiles work). `Chain`, `Hop`.
-    pub const LATENCY: &str = "Latency";
-    /// Probes by outcome class. `Chain`, `Hop`, `Result`.
-    pub const PROBES: &str = "Probes";
-    /// Failed probes of any class. `Chain`, `Hop`.
-    pub const PROBE_FAILURES: &str = "ProbeFailures";
-    /// 1 per round the hop was up (debounced), 0 when down. `Chain`, `Hop`.
-    pub const HOP_UP: &str = "HopUp";
-    /// 1 per round the chain was up. `Chain`.
-    pub const CHAIN_UP: &str = "ChainUp";
-    /// 1 per round this hop was the one blamed. `Chain`, `Hop`.
-    pub const BROKEN_HOP: &str = "BrokenHop";
-    /// 1 per round the health-check URL answered 2xx. `Chain`, `Hop`.
-    pub const HEALTH_CHECK_UP: &str = "HealthCheckUp";
-    /// 1 per round the target saw a source outside `expect_source`/`expect_forwarded`.
-    pub const UNEXPECTED_SOURCE: &str = "UnexpectedSource";
-}
-
-/// Dimension names hopwatch sets itself.
-pub mod dims {
-    pub const CHAIN: &str = "Chain";
-    pub const HOP: &str = "Hop";
-    pub const RESULT: &str = "Result";
-}
+use crate::config::published::{dims, names};
 
 /// A 0/1 tally as a distribution: values 0 and 1 with how many rounds had each.
 pub fn tally(t: &Tally) -> Option<Value> {
@@ -93,7 +64,7 @@ pub fn datums(period: &Period, extra: &[(String, String)], storage_resolution: u
                 Value::Distribution(d),
             ));
         }
-        for (class, n) in &p.results {
+        for (class, n) in p.classes() {
             let dimensions = with_extra(vec![
                 (dims::CHAIN.to_string(), chain.clone()),
                 (dims::HOP.to_string(), hop.clone()),
@@ -103,10 +74,10 @@ pub fn datums(period: &Period, extra: &[(String, String)], storage_resolution: u
                 names::PROBES,
                 dimensions,
                 Unit::Count,
-                Value::Single(*n as f64),
+                Value::Single(n as f64),
             ));
         }
-        if !p.results.is_empty() {
+        if p.probed() {
             // Sent as 0 too: an alarm on failures must see data while all is well.
             out.push(datum(
                 names::PROBE_FAILURES,
@@ -150,25 +121,6 @@ pub fn admissible(
         }
     }
     (ok, bad)
-}
-
-/// A latency distribution in milliseconds, ready for a datum.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Distribution {
-    /// Ascending, finite, positive.
-    pub values: Vec<f64>,
-    /// Same length as `values`; each at least 1.
-    pub counts: Vec<f64>,
-    /// The largest `|sample - representative| / sample` the merging introduced (on top of the
-    /// histogram's own precision); 0 when nothing had to be merged.
-    pub max_relative_error: f64,
-}
-
-impl Distribution {
-    /// Total number of samples.
-    pub fn sample_count(&self) -> f64 {
-        self.counts.iter().sum()
-    }
 }
 
 /// One group of samples being merged: its value range and its weighted sum.
@@ -333,9 +285,9 @@ mod tests {
     mod snapshot {
         use super::super::*;
         use crate::export::cloudwatch::datum::{batches, Rejected, MAX_DATUMS, MAX_DIMENSIONS};
-        use crate::export::cloudwatch::period::testing::*;
         use crate::export::cloudwatch::period::Periods;
         use crate::probe::Outcome;
+        use crate::record::testing::*;
         use std::time::Duration;
 
         fn period() -> Period {
@@ -353,7 +305,7 @@ mod tests {
                 }
                 let up = [true, i < 2, i < 2];
                 let v = verdict(i < 2, (i == 2).then_some(1));
-                periods.observe(&round(&chain, at(t), results, i != 1), &up, &v);
+                periods.observe(&observed(round(&chain, at(t), results, i != 1), &up, v));
             }
             periods.take_all().remove(0)
         }
@@ -473,11 +425,11 @@ mod tests {
                     r.total = Duration::from_micros(1_000 + i * 997);
                     r
                 });
-                periods.observe(
-                    &round(&chain, t, results.collect(), true),
+                periods.observe(&observed(
+                    round(&chain, t, results.collect(), true),
                     &[true; 3],
-                    &verdict(true, None),
-                );
+                    verdict(true, None),
+                ));
             }
             let mut p = periods.take_all().remove(0);
             let one = p.hops.values().next().cloned().expect("hop");

@@ -9,8 +9,9 @@ pub mod emf;
 pub mod encode;
 pub mod period;
 pub mod publish;
+pub mod stats;
 
-use crate::echo::Identity;
+use crate::wire::Identity;
 
 /// True when some dimension value is read from ECS task metadata (`"ecs:availability_zone"`).
 pub fn needs_identity(dimensions: &[(String, String)]) -> bool {

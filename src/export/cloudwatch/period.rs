@@ -10,9 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
-use crate::diagnose::Verdict;
-use crate::probe::ProbeResult;
-use crate::schedule::Round;
+use crate::probe::{Outcome, ProbeResult};
+use crate::record::Observation;
 use crate::source::Seen;
 
 /// Counts of a 0/1 state over the rounds of a period. Sent as a two-value distribution, so
@@ -42,7 +41,7 @@ impl Tally {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LastProbe {
     pub at: SystemTime,
-    pub result: &'static str,
+    pub result: Outcome,
     pub status: Option<u16>,
     pub trace_id: String,
     /// What the target saw, when it answered as `hopwatch echo`.
@@ -54,8 +53,8 @@ pub struct LastProbe {
 pub struct HopPeriod {
     /// Total time of successful probes, microseconds.
     pub latency: Histogram<u32>,
-    /// Probes by outcome class (`ok` included).
-    pub results: BTreeMap<&'static str, u64>,
+    /// Probes by outcome class (`ok` included), indexed by [`Outcome::index`].
+    pub results: [u64; Outcome::ALL.len()],
     /// The debounced hop state, per round.
     pub up: Tally,
     /// Whether this hop was the one blamed, per round.
@@ -75,7 +74,7 @@ impl HopPeriod {
         latency.auto(true);
         HopPeriod {
             latency,
-            results: BTreeMap::new(),
+            results: [0; Outcome::ALL.len()],
             up: Tally::default(),
             broken: Tally::default(),
             health_up: Tally::default(),
@@ -86,11 +85,30 @@ impl HopPeriod {
 
     /// Probes that failed, whatever the class.
     pub fn failures(&self) -> u64 {
-        self.results
+        Outcome::ALL
             .iter()
-            .filter(|(class, _)| **class != "ok")
-            .map(|(_, n)| n)
+            .filter(|o| !o.is_ok())
+            .map(|o| self.results[o.index()])
             .sum()
+    }
+
+    /// Probes of one class.
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.results[outcome.index()]
+    }
+
+    /// The classes seen in the period with their counts, in the order of their names (the
+    /// order datums and EMF's `Results` list them in).
+    pub fn classes(&self) -> impl Iterator<Item = (Outcome, u64)> + '_ {
+        Outcome::BY_NAME
+            .iter()
+            .map(|o| (*o, self.results[o.index()]))
+            .filter(|(_, n)| *n > 0)
+    }
+
+    /// Whether any probe was recorded.
+    pub fn probed(&self) -> bool {
+        self.results.iter().any(|n| *n > 0)
     }
 }
 
@@ -143,42 +161,33 @@ impl Periods {
             .or_insert_with(HopPeriod::new)
     }
 
-    /// Adds one recorded round: `up` is the debounced state of each hop, `verdict` the
-    /// diagnosis made on it.
-    pub fn observe(&mut self, round: &Round, up: &[bool], verdict: &Verdict) {
+    /// Adds one recorded round.
+    pub fn observe(&mut self, observation: &Observation) {
+        let round = &observation.round;
         let chain = &round.chain;
         self.period(round.started_wall)
             .chains
             .entry(chain.name.clone())
             .or_default()
-            .add(verdict.up);
+            .add(observation.verdict.up);
         for (i, (hop, result)) in chain.hops.iter().zip(&round.probed.results).enumerate() {
-            let seen = round.probed.seen.get(i).cloned().flatten();
-            let unexpected = crate::source::expected(
-                seen.as_ref(),
-                &hop.expect_source,
-                &hop.expect_forwarded,
-                &round.probed.resolved,
-            )
-            .map(|ok| !ok);
-            let health = round.probed.health.get(i).and_then(Option::as_ref);
             let p = self.hop(result.started_at, &chain.name, &hop.name);
             record(p, result);
-            p.up.add(up.get(i).copied().unwrap_or(false));
-            p.broken.add(verdict.broken == Some(i));
-            if let Some(health) = health {
-                p.health_up.add(health.outcome.is_ok());
+            p.up.add(observation.up.get(i).copied().unwrap_or(false));
+            p.broken.add(observation.verdict.broken == Some(i));
+            if let Some(Some(ok)) = observation.health_up.get(i) {
+                p.health_up.add(*ok);
             }
-            if let Some(unexpected) = unexpected {
-                p.unexpected_source.add(unexpected);
+            if let Some(Some(expected)) = observation.source_expected.get(i) {
+                p.unexpected_source.add(!expected);
             }
             if p.last.as_ref().is_none_or(|l| l.at <= result.started_at) {
                 p.last = Some(LastProbe {
                     at: result.started_at,
-                    result: result.outcome.as_str(),
+                    result: result.outcome,
                     status: result.status,
                     trace_id: result.trace_id.clone(),
-                    seen,
+                    seen: observation.seen.get(i).cloned().flatten(),
                 });
             }
         }
@@ -200,7 +209,7 @@ impl Periods {
 }
 
 fn record(p: &mut HopPeriod, result: &ProbeResult) {
-    *p.results.entry(result.outcome.as_str()).or_default() += 1;
+    p.results[result.outcome.index()] += 1;
     if result.outcome.is_ok() {
         let us = result.total.as_micros().clamp(1, u128::from(u32::MAX)) as u64;
         // `record` grows the auto-resizing histogram; `saturating_record` would clamp to its
@@ -211,122 +220,11 @@ fn record(p: &mut HopPeriod, result: &ProbeResult) {
     }
 }
 
-/// Rounds made by hand for the encoding tests.
-#[cfg(test)]
-pub(crate) mod testing {
-    use std::sync::Arc;
-    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-    use crate::config::{load_str, Chain};
-    use crate::diagnose::Verdict;
-    use crate::probe::{Outcome, ProbeResult};
-    use crate::schedule::{Probed, Round};
-
-    /// A REST → NLB → target chain "orders" whose target expects its source in 10.0.1.0/24,
-    /// and whose NLB has a health-check URL.
-    pub fn chain() -> Arc<Chain> {
-        let text = r#"
-[[chain]]
-name = "orders"
-kind = "rest-nlb"
-  [[chain.hop]]
-  name = "gateway"
-  url = "http://127.0.0.1:1/"
-  [[chain.hop]]
-  name = "nlb"
-  url = "http://127.0.0.1:2/"
-  health_url = "http://127.0.0.1:3/health"
-  [[chain.hop]]
-  name = "target"
-  url = "http://127.0.0.1:4/"
-  expect_source = ["10.0.1.0/24"]
-"#;
-        match load_str("t.toml", text, &|_| None) {
-            Ok(c) => c.chains[0].clone(),
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    /// Seconds after the epoch, as a wall time.
-    pub fn at(secs: f64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs_f64(secs)
-    }
-
-    pub fn result(outcome: Outcome, ms: u64, at: SystemTime, body: &str) -> ProbeResult {
-        ProbeResult {
-            outcome,
-            status: outcome.is_ok().then_some(200),
-            total: Duration::from_millis(ms),
-            phases: Default::default(),
-            started_at: at,
-            remote: None,
-            evidence: Default::default(),
-            body: bytes::Bytes::from(body.to_string()),
-            detail: None,
-            trace_id: format!("Root=1-{:08x}-000000000000000000000001", 1_700_000_000u32),
-        }
-    }
-
-    /// What `hopwatch echo` answers when the NLB node 10.0.1.7 connected, with a PROXY v2
-    /// header naming the caller and the VPC endpoint.
-    pub const ECHO: &str = r#"{"service":"hopwatch-echo","peer":"10.0.1.7:41000","local":"10.0.3.10:80","method":"GET","path":"/","host":"x","x_forwarded_for":"203.0.113.9, 10.0.0.5","x_forwarded_proto":null,"x_forwarded_port":null,"x_amzn_trace_id":null,"proxy_protocol":[{"version":2,"command":"proxy","src":"10.0.0.5:50000","dst":"10.0.1.7:80","vpce_id":"vpce-0abc"}],"delay_us":0,"identity":{"hostname":"t","task_arn":null,"cluster":null,"availability_zone":null}}"#;
-
-    /// A round at `at` with one result per hop; the health check passes when `health_ok`.
-    pub fn round(
-        chain: &Arc<Chain>,
-        at: SystemTime,
-        results: Vec<ProbeResult>,
-        health_ok: bool,
-    ) -> Round {
-        let health = chain
-            .hops
-            .iter()
-            .map(|h| {
-                h.health.as_ref().map(|_| {
-                    let outcome = if health_ok {
-                        Outcome::Ok
-                    } else {
-                        Outcome::ConnectTimeout
-                    };
-                    result(outcome, 1, at, "")
-                })
-            })
-            .collect();
-        let n = chain.hops.len();
-        let results_seen = results
-            .iter()
-            .map(|r| crate::source::seen(&r.body))
-            .collect();
-        Round {
-            chain: chain.clone(),
-            planned: Instant::now(),
-            started: Instant::now(),
-            started_wall: at,
-            probed: Probed {
-                results,
-                health,
-                resolved: vec![None; n],
-                addresses: vec![Vec::new(); n],
-                seen: results_seen,
-            },
-        }
-    }
-
-    pub fn verdict(up: bool, broken: Option<usize>) -> Verdict {
-        Verdict {
-            up,
-            broken,
-            blind_spots: Vec::new(),
-            reason: None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testing::*;
     use super::*;
     use crate::probe::Outcome;
+    use crate::record::testing::*;
 
     #[test]
     fn probes_land_in_the_period_they_started_in() {
@@ -339,11 +237,11 @@ mod tests {
                 result(Outcome::Ok, ms, at(t), ""),
                 result(Outcome::Ok, ms, at(t), ECHO),
             ];
-            periods.observe(
-                &round(&chain, at(t), results, true),
+            periods.observe(&observed(
+                round(&chain, at(t), results, true),
                 &[true; 3],
-                &verdict(true, None),
-            );
+                verdict(true, None),
+            ));
         }
         let ended = periods.take_ended(at(61.0));
         assert_eq!(ended.len(), 1, "only the period that ended");
@@ -355,11 +253,11 @@ mod tests {
         assert!((19_980..=20_020).contains(&v), "{v} µs");
         // A round of the first period recorded late reopens it: sent again, same timestamp.
         let late = vec![result(Outcome::Timeout, 5000, at(30.0), ""); 3];
-        periods.observe(
-            &round(&chain, at(30.0), late, true),
+        periods.observe(&observed(
+            round(&chain, at(30.0), late, true),
             &[true, true, false],
-            &verdict(false, Some(2)),
-        );
+            verdict(false, Some(2)),
+        ));
         let ended = periods.take_ended(at(121.0));
         assert_eq!(
             ended.iter().map(|p| p.start).collect::<Vec<_>>(),
@@ -379,26 +277,26 @@ mod tests {
                 result(Outcome::Ok, 10, at(t), ECHO),
             ]
         };
-        periods.observe(
-            &round(&chain, at(1.0), ok(1.0), true),
+        periods.observe(&observed(
+            round(&chain, at(1.0), ok(1.0), true),
             &[true; 3],
-            &verdict(true, None),
-        );
-        periods.observe(
-            &round(&chain, at(2.0), ok(2.0), false),
+            verdict(true, None),
+        ));
+        periods.observe(&observed(
+            round(&chain, at(2.0), ok(2.0), false),
             &[true; 3],
-            &verdict(true, None),
-        );
+            verdict(true, None),
+        ));
         let bad = vec![
             result(Outcome::HttpStatus, 10, at(3.0), ""),
             result(Outcome::ConnectTimeout, 10, at(3.0), ""),
             result(Outcome::ConnectTimeout, 10, at(3.0), ""),
         ];
-        periods.observe(
-            &round(&chain, at(3.0), bad, false),
+        periods.observe(&observed(
+            round(&chain, at(3.0), bad, false),
             &[false, false, true],
-            &verdict(false, Some(1)),
-        );
+            verdict(false, Some(1)),
+        ));
         let all = periods.take_all();
         let p = &all[0];
         let hop = |name: &str| &p.hops[&("orders".to_string(), name.to_string())];
@@ -413,7 +311,7 @@ mod tests {
         // 10.0.1.7 is inside 10.0.1.0/24; the failed third round saw nothing.
         assert_eq!(hop("target").unexpected_source, Tally { zeros: 2, ones: 0 });
         let last = hop("target").last.as_ref().expect("last");
-        assert_eq!(last.result, "connect_timeout");
+        assert_eq!(last.result, Outcome::ConnectTimeout);
         assert!(last.seen.is_none());
     }
 }

@@ -23,9 +23,9 @@ use super::datum::{Datum, Unit, Value};
 use super::encode::{admissible, datums};
 use super::period::{Period, Periods};
 use crate::config::{CloudWatch, CloudWatchMode, EmfOutput};
-use crate::diagnose::Verdict;
-use crate::export::prometheus::CloudWatchMetrics;
-use crate::schedule::Round;
+use crate::record::Observation;
+
+use super::stats::Stats;
 
 /// How long one `PutMetricData` call may take before it counts as failed and is retried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,10 +45,16 @@ pub struct Feed(Arc<Mutex<Periods>>);
 
 impl Feed {
     /// Adds a recorded round to its period. Cheap: a lock and a few counters.
-    pub fn observe(&self, round: &Round, up: &[bool], verdict: &Verdict) {
+    pub fn observe(&self, observation: &Observation) {
         // A poisoned lock means a panic elsewhere; the counts are still sound.
         let mut periods = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        periods.observe(round, up, verdict);
+        periods.observe(observation);
+    }
+}
+
+impl crate::export::Sink for Feed {
+    fn observe(&self, observation: &Observation) {
+        Feed::observe(self, observation);
     }
 }
 
@@ -75,12 +81,12 @@ impl Queue {
     }
 
     /// Publishes `hopwatch_cloudwatch_buffered_datums`: queued plus in the call in progress.
-    fn report(&self, buffer: &Buffer, metrics: &CloudWatchMetrics) {
+    fn report(&self, buffer: &Buffer, metrics: &Stats) {
         metrics.buffered(buffer.len() + self.in_flight.load(Ordering::Relaxed));
     }
 
     /// Puts a batch whose call failed back in front, counting what newer data pushed out.
-    fn restore(&self, batch: Vec<Datum>, metrics: &CloudWatchMetrics) {
+    fn restore(&self, batch: Vec<Datum>, metrics: &Stats) {
         let mut buffer = self.lock();
         let dropped = buffer.restore(batch);
         self.in_flight.store(0, Ordering::Relaxed);
@@ -98,7 +104,7 @@ struct Api {
 impl Publisher {
     /// Starts publishing as `config` says. In API mode this builds the SDK client from the
     /// default chain (env, profile, ECS task role, IMDS); nothing is sent until a period ends.
-    pub async fn start(config: CloudWatch, metrics: CloudWatchMetrics) -> Publisher {
+    pub async fn start(config: CloudWatch, metrics: Arc<Stats>) -> Publisher {
         let periods = Arc::new(Mutex::new(Periods::new(config.flush_interval)));
         let (finish, finish_rx) = watch::channel(None);
         let mut tasks = Vec::new();
@@ -209,7 +215,7 @@ async fn flush_loop(
     config: CloudWatch,
     periods: Arc<Mutex<Periods>>,
     outlet: Outlet,
-    metrics: CloudWatchMetrics,
+    metrics: Arc<Stats>,
     mut finish: watch::Receiver<Option<Instant>>,
 ) {
     loop {
@@ -239,7 +245,7 @@ async fn flush_loop(
 }
 
 /// Hands one period to the outlet: datums to the queue, or EMF lines to their output.
-async fn emit(config: &CloudWatch, period: &Period, outlet: &Outlet, metrics: &CloudWatchMetrics) {
+async fn emit(config: &CloudWatch, period: &Period, outlet: &Outlet, metrics: &Stats) {
     let all = datums(period, &config.dimensions, config.storage_resolution);
     match outlet {
         Outlet::Api(queue) => {
@@ -413,7 +419,7 @@ const FINISHING_RETRY: Duration = Duration::from_millis(500);
 async fn send_loop(
     api: Api,
     queue: Arc<Queue>,
-    metrics: CloudWatchMetrics,
+    metrics: Arc<Stats>,
     cap: Duration,
     mut finish: watch::Receiver<Option<Instant>>,
 ) {
@@ -519,7 +525,7 @@ async fn send_loop(
 }
 
 /// The shutdown deadline passed: whatever is still held is lost, and said so.
-fn give_up(queue: &Queue, in_flight: Vec<Datum>, metrics: &CloudWatchMetrics) {
+fn give_up(queue: &Queue, in_flight: Vec<Datum>, metrics: &Stats) {
     let mut buffer = queue.lock();
     let lost = buffer.len() + in_flight.len();
     buffer.take_all();

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
 use crate::config::Chain;
-use crate::diagnose::Verdict;
 use crate::probe::{Outcome, PHASE_NAMES};
-use crate::record::{scratch, Window, DEFAULT_WINDOW};
-use crate::schedule::Round;
+use crate::record::window::{scratch, Window, DEFAULT_WINDOW};
+use crate::record::Observation;
 
 use super::{LATENCY_BUCKETS, QUANTILES};
 
@@ -157,11 +156,9 @@ impl HopTable {
         }
     }
 
-    /// Whether `chain` is the configured version of its name (not one a reload replaced).
-    pub fn is_current(&self, chain: &Arc<Chain>) -> bool {
-        self.index
-            .get(&chain.name)
-            .is_some_and(|&i| Arc::ptr_eq(&self.chains[i].0, chain))
+    /// Names of the chains held.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.chains.iter().map(|(c, _)| c.name.as_str())
     }
 
     fn series(&mut self, chain: &Arc<Chain>) -> &mut Vec<HopSeries> {
@@ -181,35 +178,29 @@ impl HopTable {
         &mut self.chains[i].1
     }
 
-    /// Records one round; `up[i]` is hop `i`'s debounced state.
-    pub fn observe(&mut self, round: &Round, up: &[bool], verdict: &Verdict) {
+    /// Records one observed round.
+    pub fn observe(&mut self, observation: &Observation) {
+        let round = &observation.round;
         let probed = &round.probed;
+        let verdict = &observation.verdict;
         let hops = self.series(&round.chain);
-        for (i, (s, hop)) in hops.iter_mut().zip(&round.chain.hops).enumerate() {
-            s.up = Some(up.get(i).copied().unwrap_or(false));
+        for (i, s) in hops.iter_mut().enumerate() {
+            s.up = Some(observation.up.get(i).copied().unwrap_or(false));
             s.broken = Some(verdict.broken == Some(i));
             s.blind_spot = Some(verdict.blind_spots.contains(&i));
-            if let Some(Some(health)) = probed.health.get(i) {
-                s.health_up = Some(health.outcome.is_ok());
+            if let Some(Some(ok)) = observation.health_up.get(i) {
+                s.health_up = Some(*ok);
             }
             let Some(result) = probed.results.get(i) else {
                 continue;
             };
-            if let Some(Some(seen)) = probed.seen.get(i) {
+            if let Some(Some(seen)) = observation.seen.get(i) {
                 s.saw_source(&seen.peer);
-                let expected = crate::source::expected(
-                    Some(seen),
-                    &hop.expect_source,
-                    &hop.expect_forwarded,
-                    &probed.resolved,
-                );
-                if let Some(ok) = expected {
-                    s.source_unexpected = Some(!ok);
-                }
             }
-            if let Some(k) = Outcome::ALL.iter().position(|o| *o == result.outcome) {
-                s.probes[k] += 1;
+            if let Some(Some(expected)) = observation.source_expected.get(i) {
+                s.source_unexpected = Some(!expected);
             }
+            s.probes[result.outcome.index()] += 1;
             s.http_status = Some(result.status.unwrap_or(0));
             s.last_probe = Some(
                 result
@@ -594,6 +585,7 @@ impl HistFamily {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnose::Verdict;
 
     #[test]
     fn floats_are_written_as_prometheus_reads_them() {
@@ -615,7 +607,7 @@ mod tests {
 
     #[test]
     fn a_scrape_in_parts_is_the_same_text_as_in_one() {
-        use crate::export::cloudwatch::period::testing::{at, chain, result, round, ECHO};
+        use crate::record::testing::{at, chain, observed, result, round, ECHO};
         let chain = chain();
         let mut table = HopTable::default();
         table.set_chains(std::slice::from_ref(&chain));
@@ -631,7 +623,7 @@ mod tests {
             blind_spots: Vec::new(),
             reason: None,
         };
-        table.observe(&r, &[true; 3], &verdict);
+        table.observe(&observed(r, &[true; 3], verdict));
         let whole = rendered(&mut table, usize::MAX);
         assert_eq!(rendered(&mut table, 1), whole);
         assert_eq!(rendered(&mut table, 2), whole);
@@ -647,7 +639,7 @@ mod tests {
 
     #[test]
     fn reloading_keeps_unchanged_chains_and_drops_removed_ones() {
-        use crate::export::cloudwatch::period::testing::{at, chain, result, round};
+        use crate::record::testing::{at, chain, observed, result, round};
         let orders = chain();
         let mut other = (*orders).clone();
         other.name = "billing".into();
@@ -667,7 +659,7 @@ mod tests {
                 vec![result(Outcome::Ok, 3, at(1.0), ""); 3],
                 true,
             );
-            table.observe(&r, &[true; 3], &up);
+            table.observe(&observed(r, &[true; 3], up.clone()));
         }
         table.set_chains(std::slice::from_ref(&orders));
         let text = rendered(&mut table, usize::MAX);

@@ -4,7 +4,7 @@
 mod hops;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use prometheus::core::Collector;
@@ -13,8 +13,11 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::diagnose::Verdict;
-use crate::schedule::Round;
+use crate::config::Chain;
+use crate::export::cloudwatch::stats::Stats;
+use crate::export::Sink;
+use crate::record::Observation;
+use crate::schedule::Counters;
 
 use hops::HopTable;
 
@@ -38,8 +41,12 @@ pub struct Metrics {
     registry: Registry,
     hops: Mutex<HopTable>,
     lag: Histogram,
+    /// The scheduler's own counts, read on every scrape.
+    schedule: Arc<Counters>,
     rounds_dropped: IntCounter,
     rounds_skipped: IntCounter,
+    /// The CloudWatch publisher's health, when it runs.
+    cloudwatch: Mutex<Option<CloudWatchFamilies>>,
     chain_up: IntGaugeVec,
     address_up: IntGaugeVec,
     chain_interval: GaugeVec,
@@ -50,42 +57,6 @@ pub struct Metrics {
     reasons: Mutex<BTreeMap<String, [String; 3]>>,
     /// Addresses exported per (chain, hop) last round, to remove those that went away.
     addresses: Mutex<BTreeMap<(String, String), Vec<String>>>,
-}
-
-/// The CloudWatch publisher's own health. Registered only when `[cloudwatch]` is configured,
-/// so an agent without it exports no series an alert could misread.
-#[derive(Clone)]
-pub struct CloudWatchMetrics {
-    datums: IntCounterVec,
-    buffered: IntGauge,
-    last_success: prometheus::Gauge,
-}
-
-impl CloudWatchMetrics {
-    /// Datums CloudWatch accepted (or EMF lines written for).
-    pub fn sent(&self, n: usize) {
-        self.datums.with_label_values(&["sent"]).inc_by(n as u64);
-    }
-    /// Datums in a failed call that went back to the buffer to be sent again.
-    pub fn retried(&self, n: usize) {
-        self.datums.with_label_values(&["retried"]).inc_by(n as u64);
-    }
-    /// Datums lost: buffer full, refused by CloudWatch, or still held at the shutdown deadline.
-    pub fn dropped(&self, n: usize) {
-        self.datums.with_label_values(&["dropped"]).inc_by(n as u64);
-    }
-    /// Datums waiting in the buffer now.
-    pub fn buffered(&self, n: usize) {
-        self.buffered.set(n as i64);
-    }
-    /// A call succeeded now.
-    pub fn succeeded(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        self.last_success.set(now);
-    }
 }
 
 /// Hops per part of a scrape: at most ~0.7 MB of text, the lock held well under a millisecond.
@@ -101,8 +72,9 @@ fn reg<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
 }
 
 impl Metrics {
-    /// A fresh registry with every metric registered.
-    pub fn new() -> Self {
+    /// A fresh registry with every metric registered; the scheduler's drop and skip counts are
+    /// read from `schedule` on each scrape.
+    pub fn new(schedule: Arc<Counters>) -> Self {
         let registry = Registry::new();
         let lag = reg(
             &registry,
@@ -207,6 +179,8 @@ impl Metrics {
             registry,
             hops: Mutex::default(),
             lag,
+            schedule,
+            cloudwatch: Mutex::default(),
             rounds_dropped,
             rounds_skipped,
             chain_up,
@@ -220,8 +194,10 @@ impl Metrics {
         }
     }
 
-    /// Registers the CloudWatch publisher's metrics (once per agent), every `result` at 0.
-    pub fn cloudwatch(&self) -> CloudWatchMetrics {
+    /// Exports the CloudWatch publisher's own health (`hopwatch_cloudwatch_*`), read from its
+    /// counters on every scrape. Called once, and only when `[cloudwatch]` is configured, so an
+    /// agent without it exports no series an alert could misread.
+    pub fn watch_cloudwatch(&self, stats: Arc<Stats>) {
         let datums = reg(
             &self.registry,
             IntCounterVec::new(
@@ -252,22 +228,24 @@ impl Metrics {
             )
             .expect("valid"),
         );
-        CloudWatchMetrics {
+        let mut watched = self.cloudwatch.lock().unwrap_or_else(|e| e.into_inner());
+        *watched = Some(CloudWatchFamilies {
+            stats,
             datums,
             buffered,
             last_success,
-        }
+        });
     }
 
-    /// Records one round. `up[i]` is the debounced state of hop `i`; `verdict` the diagnosis
-    /// made on those states.
-    pub fn observe(&self, round: &Round, up: &[bool], verdict: &Verdict) {
+    /// Records one observed round.
+    pub fn observe(&self, observation: &Observation) {
+        let round = &observation.round;
         let chain = round.chain.name.as_str();
-        self.reason(round, verdict);
+        self.reason(observation);
         self.lag.observe(round.lag().as_secs_f64());
         self.chain_up
             .with_label_values(&[chain])
-            .set(i64::from(verdict.up));
+            .set(i64::from(observation.verdict.up));
         for (i, hop) in round.chain.hops.iter().enumerate() {
             if hop.per_address {
                 let probes = round
@@ -282,12 +260,28 @@ impl Metrics {
         self.hops
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .observe(round, up, verdict);
+            .observe(observation);
     }
 
-    /// Exports what the config says of each chain (`hopwatch_hop_info`,
-    /// `hopwatch_chain_interval_seconds`): once at start, not every round.
-    pub fn describe(&self, chains: &[std::sync::Arc<crate::config::Chain>]) {
+    /// Makes the exposition hold exactly `chains`: describes each (`hopwatch_hop_info`,
+    /// `hopwatch_chain_interval_seconds`, once, not every round) and removes every series of
+    /// chains no longer configured. A chain kept with the same hops keeps its series.
+    pub fn set_chains(&self, chains: &[Arc<Chain>]) {
+        let gone: Vec<String> = {
+            let table = self.hops.lock().unwrap_or_else(|e| e.into_inner());
+            table
+                .names()
+                .filter(|name| !chains.iter().any(|c| c.name == *name))
+                .map(str::to_string)
+                .collect()
+        };
+        self.describe(chains);
+        for name in &gone {
+            self.forget_chain(name);
+        }
+    }
+
+    fn describe(&self, chains: &[Arc<Chain>]) {
         for c in chains {
             self.chain_interval
                 .with_label_values(&[c.name.as_str()])
@@ -300,7 +294,8 @@ impl Metrics {
     }
 
     /// Keeps exactly one `hopwatch_chain_broken_reason_info` series per down chain.
-    fn reason(&self, round: &Round, verdict: &Verdict) {
+    fn reason(&self, observation: &Observation) {
+        let (round, verdict) = (&observation.round, &observation.verdict);
         let chain = round.chain.name.as_str();
         let now = match (verdict.broken, &verdict.reason) {
             (Some(i), Some(reason)) if !verdict.up => round.chain.hops.get(i).map(|hop| {
@@ -365,17 +360,9 @@ impl Metrics {
         }
     }
 
-    /// Whether rounds of `chain` are still wanted: it is the configured version of its name.
-    pub fn is_current(&self, chain: &std::sync::Arc<crate::config::Chain>) -> bool {
-        self.hops
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_current(chain)
-    }
-
     /// Removes every series of a chain that is no longer configured. Its per-hop series went
     /// with [`Metrics::describe`]; these are the per-chain and per-address ones.
-    pub fn forget_chain(&self, chain: &str) {
+    fn forget_chain(&self, chain: &str) {
         let _ = self.chain_up.remove_label_values(&[chain]);
         let _ = self.chain_interval.remove_label_values(&[chain]);
         let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
@@ -396,14 +383,25 @@ impl Metrics {
         });
     }
 
-    /// Counts rounds a chain skipped because it fell whole intervals behind.
-    pub fn rounds_skipped(&self, n: u64) {
-        self.rounds_skipped.inc_by(n);
-    }
-
-    /// Counts a round the scheduler could not hand over.
-    pub fn round_dropped(&self) {
-        self.rounds_dropped.inc();
+    /// Reads the counts other stages keep (the scheduler's, the CloudWatch publisher's) into
+    /// their families, just before a scrape.
+    fn pull(&self) {
+        let (dropped, skipped) = self.schedule.read();
+        catch_up(&self.rounds_dropped, dropped);
+        catch_up(&self.rounds_skipped, skipped);
+        let watched = self.cloudwatch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cw) = watched.as_ref() {
+            let now = cw.stats.snapshot();
+            for (result, n) in [
+                ("sent", now.sent),
+                ("retried", now.retried),
+                ("dropped", now.dropped),
+            ] {
+                catch_up(&cw.datums.with_label_values(&[result]), n);
+            }
+            cw.buffered.set(now.buffered as i64);
+            cw.last_success.set(now.last_success);
+        }
     }
 
     /// The text exposition of every metric.
@@ -420,6 +418,7 @@ impl Metrics {
     /// (which returns false when the reader went away). The per-hop lock is held for one part
     /// at a time, so recording never waits on a slow scraper, and memory stays bounded.
     pub fn render_parts(&self, mut emit: impl FnMut(String) -> bool) {
+        self.pull();
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail except on invalid metric data, which we never build.
         if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -446,10 +445,27 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+impl Sink for Metrics {
+    fn observe(&self, observation: &Observation) {
+        Metrics::observe(self, observation);
     }
+
+    fn set_chains(&self, chains: &[Arc<Chain>]) {
+        Metrics::set_chains(self, chains);
+    }
+}
+
+/// The CloudWatch publisher's families and the counters they are read from.
+struct CloudWatchFamilies {
+    stats: Arc<Stats>,
+    datums: IntCounterVec,
+    buffered: IntGauge,
+    last_success: prometheus::Gauge,
+}
+
+/// Brings a counter exported from someone else's count up to it (counts only grow).
+fn catch_up(counter: &IntCounter, now: u64) {
+    counter.inc_by(now.saturating_sub(counter.get()));
 }
 
 #[cfg(test)]
@@ -472,7 +488,7 @@ mod tests {
             trace_id: String::new(),
         };
         let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
-        let m = Metrics::new();
+        let m = Metrics::new(Default::default());
         m.saw_addresses(
             "orders",
             "alb",
@@ -508,11 +524,11 @@ mod tests {
     #[test]
     fn one_reason_series_per_down_chain() {
         use crate::diagnose::Verdict;
-        use crate::export::cloudwatch::period::testing::{at, chain, result, round};
         use crate::probe::Outcome;
+        use crate::record::testing::{at, chain, observed, result, round};
         let chain = chain();
-        let m = Metrics::new();
-        m.describe(std::slice::from_ref(&chain));
+        let m = Metrics::new(Default::default());
+        m.set_chains(std::slice::from_ref(&chain));
         let r = round(
             &chain,
             at(1.0),
@@ -532,12 +548,20 @@ mod tests {
                 .map(str::to_string)
                 .collect()
         };
-        m.observe(&r, &[true, false, true], &down(1, "nlb -> target: timeout"));
+        m.observe(&observed(
+            r.clone(),
+            &[true, false, true],
+            down(1, "nlb -> target: timeout"),
+        ));
         assert_eq!(
             reasons(&m),
             ["hopwatch_chain_broken_reason_info{chain=\"orders\",hop=\"nlb\",reason=\"nlb -> target: timeout\",role=\"nlb\"} 1"]
         );
-        m.observe(&r, &[false, true, true], &down(0, "gateway: 500"));
+        m.observe(&observed(
+            r.clone(),
+            &[false, true, true],
+            down(0, "gateway: 500"),
+        ));
         let now = reasons(&m);
         assert_eq!(now.len(), 1, "{now:?}");
         assert!(now[0].contains("role=\"gateway\"") && now[0].contains("reason=\"gateway: 500\""));
@@ -547,7 +571,7 @@ mod tests {
             blind_spots: Vec::new(),
             reason: None,
         };
-        m.observe(&r, &[true; 3], &up);
+        m.observe(&observed(r, &[true; 3], up));
         assert!(reasons(&m).is_empty());
         let text = m.render();
         assert!(text.contains("hopwatch_hop_info{chain=\"orders\",hop=\"nlb\",role=\"nlb\"} 1"));

@@ -1,4 +1,4 @@
-//! Latency recording: an exact sliding window of the total latency of successful probes per
+//! The latency window: an exact sliding window of the total latency of successful probes per
 //! (chain, hop), read as hdrhistogram quantiles.
 //!
 //! Why raw samples rather than a live histogram per hop: an hdrhistogram at 3 significant

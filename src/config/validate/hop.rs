@@ -1,0 +1,335 @@
+//! `[[chain.hop]]`: what is probed, how, and what its answer must be.
+
+use http::{HeaderName, HeaderValue, Method};
+use toml::Spanned;
+
+use super::super::duration::parse_size;
+use super::super::raw::{RawHop, StatusEntry};
+use super::super::*;
+use super::{expand_env, Bound, Checker, MAX_BODY_LIMIT};
+
+impl Checker<'_> {
+    pub(super) fn hop(
+        &mut self,
+        raw: &RawHop,
+        scope: &str,
+        role: Option<Role>,
+        limits: &HopLimits<'_>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Hop> {
+        let before = self.problems.len();
+        let url = self.url("url", &raw.url, scope);
+
+        let method = match &raw.method {
+            None => Method::GET,
+            Some(m) => match Method::from_bytes(m.get_ref().as_bytes()) {
+                Ok(method) if m.get_ref().bytes().all(|b| b.is_ascii_uppercase()) => method,
+                _ => {
+                    self.report(
+                        &m.span(),
+                        scope,
+                        format!("method ({:?}) must be an upper-case HTTP method such as \"GET\" or \"HEAD\"", m.get_ref()),
+                    );
+                    Method::GET
+                }
+            },
+        };
+
+        let mut headers = Vec::new();
+        for (name, value) in &raw.headers {
+            if let Some(header) = self.header(name, value, scope, env) {
+                headers.push(header);
+            }
+        }
+
+        let expect_status = raw
+            .expect_status
+            .as_ref()
+            .and_then(|list| self.status_set(list, scope))
+            .unwrap_or_else(StatusSet::success);
+
+        let expect_body = match &raw.expect_body {
+            None => None,
+            Some(pattern) => match Pattern::new(pattern.get_ref()) {
+                Ok(re) => Some(re),
+                Err(err) => {
+                    self.report(
+                        &pattern.span(),
+                        scope,
+                        format!(
+                            "expect_body ({:?}) is not a valid regular expression: {err}",
+                            pattern.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+
+        let mut timeout = limits.default_timeout;
+        if let Some((value, span)) = self.duration(&raw.timeout, scope, "timeout") {
+            let fits = self.timeout_ok(value, &span, scope)
+                && limits
+                    .interval
+                    .is_none_or(|i| self.below(value, Bound::ChainInterval(i), &span, scope));
+            if fits {
+                timeout = value;
+            }
+            if let Some(limit) = limits.gateway_limit {
+                self.below(value, Bound::Gateway(limit, limits.kind), &span, scope);
+            }
+        }
+
+        let max_body = match &raw.max_body {
+            None => DEFAULT_MAX_BODY,
+            Some(text) => {
+                match parse_size(text.get_ref()) {
+                    Some(n) if (1..=MAX_BODY_LIMIT).contains(&n) => n,
+                    _ => {
+                        self.report(
+                        &text.span(),
+                        scope,
+                        format!("max_body ({:?}) must be a size between 1 and 16MiB, such as \"64KiB\"", text.get_ref()),
+                    );
+                        DEFAULT_MAX_BODY
+                    }
+                }
+            }
+        };
+
+        let tls_server_name = match &raw.tls_server_name {
+            None => None,
+            Some(name) => {
+                if rustls::pki_types::ServerName::try_from(name.get_ref().as_str()).is_err() {
+                    self.report(
+                        &name.span(),
+                        scope,
+                        format!(
+                            "tls_server_name ({:?}) is not a DNS name or IP address",
+                            name.get_ref()
+                        ),
+                    );
+                }
+                Some(name.get_ref().clone())
+            }
+        };
+
+        let ca_file = match &raw.ca_file {
+            None => None,
+            Some(path) => {
+                // Relative to the config file, so a config and its CA bundle move together.
+                let resolved = std::path::Path::new(self.file)
+                    .parent()
+                    .unwrap_or(std::path::Path::new(""))
+                    .join(path.get_ref());
+                if let Err(reason) = super::pem::read_ca_file(&resolved) {
+                    self.report(
+                        &path.span(),
+                        scope,
+                        format!("ca_file ({:?}) {reason}", path.get_ref()),
+                    );
+                }
+                Some(resolved)
+            }
+        };
+
+        let mut rules = |key: &str, list: &Option<Vec<Spanned<String>>>| -> Vec<Rule> {
+            let mut out = Vec::new();
+            for entry in list.iter().flatten() {
+                let text = entry.get_ref();
+                if let Some(i) = limits.hop_names.iter().position(|n| n == text) {
+                    out.push(Rule::Hop(i));
+                } else if let Some(cidr) = Cidr::parse(text) {
+                    out.push(Rule::Cidr(cidr));
+                } else {
+                    self.report(
+                        &entry.span(),
+                        scope,
+                        format!(
+                            "{key} entry ({text:?}) is neither a CIDR such as \"10.0.0.0/16\" nor a hop of this chain ({})",
+                            limits.hop_names.join(", ")
+                        ),
+                    );
+                }
+            }
+            out
+        };
+        let expect_source = rules("expect_source", &raw.expect_source);
+        let expect_forwarded = rules("expect_forwarded", &raw.expect_forwarded);
+
+        // A health check is probed like the load balancer does it: plain GET, 2xx, same trust.
+        let health = raw
+            .health_url
+            .as_ref()
+            .and_then(|text| self.url("health_url", text, scope))
+            .map(|url| {
+                Box::new(Hop {
+                    max_body,
+                    tls_server_name: tls_server_name.clone(),
+                    ca_file: ca_file.clone(),
+                    ..Hop::plain(
+                        raw.name.get_ref(),
+                        role.unwrap_or(Role::Target),
+                        url,
+                        timeout,
+                    )
+                })
+            });
+
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Hop {
+            name: raw.name.get_ref().clone(),
+            role: role?,
+            url: url?,
+            method,
+            headers,
+            expect_status,
+            expect_body,
+            timeout,
+            max_body,
+            tls_server_name,
+            ca_file,
+            health,
+            expect_source,
+            expect_forwarded,
+            per_address: raw.per_address.unwrap_or(false),
+        })
+    }
+
+    /// Parses the URL under `key` (`url`, `health_url`), naming that key when it is wrong.
+    pub(super) fn url(&mut self, key: &str, raw: &Spanned<String>, scope: &str) -> Option<HopUrl> {
+        // Only header values expand `${NAME}`, because only they are kept secret. A URL is
+        // printed and exported as written: a reference there would be sent literally, and the
+        // secret someone meant to put there belongs in a header.
+        if raw.get_ref().contains("${") {
+            self.report(
+                &raw.span(),
+                scope,
+                format!(
+                    "{key} ({:?}) contains ${{...}}, which is not expanded in URLs (they are printed and exported as written); send credentials in headers",
+                    raw.get_ref()
+                ),
+            );
+            return None;
+        }
+        match HopUrl::parse(raw.get_ref()) {
+            Ok(url) => Some(url),
+            Err(why) => {
+                self.report(
+                    &raw.span(),
+                    scope,
+                    format!("{key} ({:?}) {why}", raw.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn header(
+        &mut self,
+        name: &str,
+        value: &Spanned<String>,
+        scope: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Header> {
+        let header_name = match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) => n,
+            Err(_) => {
+                self.report(
+                    &value.span(),
+                    scope,
+                    format!("headers: {name:?} is not a valid header name"),
+                );
+                return None;
+            }
+        };
+        let (expanded, secret) = match expand_env(value.get_ref(), env) {
+            Ok(v) => v,
+            Err(why) => {
+                self.report(&value.span(), scope, format!("headers.{name}: {why}"));
+                return None;
+            }
+        };
+        match HeaderValue::from_str(&expanded) {
+            Ok(mut v) => {
+                v.set_sensitive(secret);
+                Some(Header {
+                    name: header_name,
+                    value: v,
+                })
+            }
+            Err(_) => {
+                // Never echo the value: it may hold a secret from the environment.
+                self.report(
+                    &value.span(),
+                    scope,
+                    format!("headers.{name}: value contains characters not allowed in a header"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn status_set(
+        &mut self,
+        list: &Spanned<Vec<Spanned<StatusEntry>>>,
+        scope: &str,
+    ) -> Option<StatusSet> {
+        if list.get_ref().is_empty() {
+            self.report(
+                &list.span(),
+                scope,
+                "expect_status must list at least one status".to_string(),
+            );
+            return None;
+        }
+        let before = self.problems.len();
+        let mut ranges = Vec::new();
+        for entry in list.get_ref() {
+            let range = match entry.get_ref() {
+                StatusEntry::Code(code) if (100..=599).contains(code) => {
+                    Some((*code as u16, *code as u16))
+                }
+                StatusEntry::Class(class) => match class.as_bytes() {
+                    [d @ b'1'..=b'5', b'x', b'x'] => {
+                        let base = u16::from(d - b'0') * 100;
+                        Some((base, base + 99))
+                    }
+                    _ => None,
+                },
+                StatusEntry::Code(_) => None,
+            };
+            match range {
+                Some(r) => ranges.push(r),
+                None => {
+                    let shown = match entry.get_ref() {
+                        StatusEntry::Code(c) => c.to_string(),
+                        StatusEntry::Class(c) => format!("{c:?}"),
+                    };
+                    self.report(
+                        &entry.span(),
+                        scope,
+                        format!("expect_status entry ({shown}) must be a status code from 100 to 599 or a class such as \"2xx\""),
+                    );
+                }
+            }
+        }
+        (self.problems.len() == before).then(|| StatusSet::from_ranges(ranges))
+    }
+}
+
+/// What a hop's checks need to know of its chain.
+pub(super) struct HopLimits<'a> {
+    /// Names of the chain's hops, in order: what `expect_source` entries may name.
+    pub hop_names: &'a [String],
+    /// `None` when the chain's interval was itself wrong (already reported).
+    pub interval: Option<Duration>,
+    /// The timeout a hop without its own inherits.
+    pub default_timeout: Duration,
+    /// The gateway's integration limit, for kinds that have a hard one.
+    pub gateway_limit: Option<Duration>,
+    /// The chain's kind as written.
+    pub kind: &'a str,
+}
