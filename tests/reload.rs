@@ -53,6 +53,11 @@ fn agent_section(addr: SocketAddr, interval: &str, timeout: &str) -> String {
 }
 
 fn start(tag: &str, config: &str, addr: SocketAddr) -> Agent {
+    start_with_env(tag, config, addr, &[])
+}
+
+/// Starts the agent with `env` set in its environment (for `${...}` header values).
+fn start_with_env(tag: &str, config: &str, addr: SocketAddr, env: &[(&str, &str)]) -> Agent {
     let dir = scratch(tag);
     let path = dir.0.join("hopwatch.toml");
     write_config(&path, config);
@@ -62,6 +67,7 @@ fn start(tag: &str, config: &str, addr: SocketAddr) -> Agent {
             .arg("run")
             .arg("--config")
             .arg(&path)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -237,6 +243,71 @@ async fn reloads_add_and_remove_chains_keep_the_others_and_reject_a_bad_config()
 }
 
 /// A target that accepts and never answers, counting connections.
+/// A target answering 200 to everything and keeping the `x-api-key` of every request.
+fn key_recorder() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = keys.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(key) = line.to_ascii_lowercase().strip_prefix("x-api-key:") {
+                    seen.lock().expect("lock").push(key.trim().to_string());
+                }
+                line.clear();
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (addr, keys)
+}
+
+/// A secret header value that came from the environment prints as `<redacted>`; a reload that
+/// only changes which variable it comes from must still restart the chain with the new value.
+#[tokio::test]
+async fn a_changed_secret_header_is_a_changed_chain() {
+    let (target, keys) = key_recorder();
+    let addr = free_addr();
+    let with_key = |var: &str| {
+        format!(
+            "{}{}  headers = {{ x-api-key = \"${{{var}}}\" }}\n",
+            agent_section(addr, "200ms", "150ms"),
+            chain("orders", &format!("http://{target}/")),
+        )
+    };
+    let agent = start_with_env(
+        "secret-reload",
+        &with_key("KEY_A"),
+        addr,
+        &[("KEY_A", "alpha"), ("KEY_B", "beta")],
+    );
+    wait_for("the first key to arrive", Duration::from_secs(10), || {
+        keys.lock().expect("lock").iter().any(|k| k == "alpha")
+    })
+    .await;
+    write_config(&agent.config, &with_key("KEY_B"));
+    wait_for(
+        "the new key after the reload",
+        Duration::from_secs(15),
+        || keys.lock().expect("lock").iter().any(|k| k == "beta"),
+    )
+    .await;
+    let logs = agent.logs();
+    assert!(
+        logs.contains("changed=[\"orders\"]"),
+        "the reload names the chain as changed:\n{logs}"
+    );
+    assert!(
+        !logs.contains("alpha") && !logs.contains("beta"),
+        "a secret reached the log:\n{logs}"
+    );
+}
+
 fn silent_target() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
