@@ -95,11 +95,6 @@ pub struct Reloaded {
     pub need_restart: Vec<&'static str>,
 }
 
-/// Whether two chains are configured alike, by their `Debug` text.
-fn same_settings(a: &Chain, b: &Chain) -> bool {
-    format!("{a:?}") == format!("{b:?}")
-}
-
 /// How long, at shutdown, the agent keeps trying to hand CloudWatch what it holds. Under ECS's
 /// default 30 s between SIGTERM and SIGKILL, with room for the rounds in flight.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
@@ -168,7 +163,7 @@ impl Running {
         let mut effective = Vec::with_capacity(config.chains.len());
         for chain in &config.chains {
             let task = match old.remove(&chain.name) {
-                Some(running) if same_settings(&running.chain, chain) => {
+                Some(running) if *running.chain == **chain => {
                     done.unchanged += 1;
                     running
                 }
