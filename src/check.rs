@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::config::{Config, Kind, Role};
+use crate::config::{Chain, Config, Kind, Role};
 use crate::probe::{HopConn, Outcome, Prober};
 use crate::record::Observation;
 use crate::schedule::{run_round, Round};
@@ -17,6 +17,16 @@ use crate::schedule::{run_round, Round};
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub chains: Vec<ChainReport>,
+    /// Chains that could not be judged (their round failed to complete); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Unjudged>,
+}
+
+/// A chain `check` could not judge.
+#[derive(Debug, Serialize)]
+pub struct Unjudged {
+    pub chain: String,
+    pub error: String,
 }
 
 /// One chain's round.
@@ -175,37 +185,52 @@ impl ChainReport {
 /// Runs one round of each selected chain, all chains at once.
 pub async fn check(config: &Config, prober: &Prober, only: Option<&str>) -> Report {
     let limit = Arc::new(Semaphore::new(config.agent.max_in_flight));
+    let prober = prober.clone();
+    check_with(config, only, move |chain| {
+        let (prober, limit) = (prober.clone(), limit.clone());
+        async move {
+            let conns = Arc::new(chain.hops.iter().map(|_| HopConn::default()).collect());
+            let started = Instant::now();
+            let started_wall = SystemTime::now();
+            let probed = run_round(&chain, &prober, &limit, &conns).await;
+            Round {
+                chain,
+                planned: started,
+                started,
+                started_wall,
+                probed,
+            }
+        }
+    })
+    .await
+}
+
+/// Judges one round of each selected chain, each made by `round` in a task of its own.
+async fn check_with<F, Fut>(config: &Config, only: Option<&str>, round: F) -> Report
+where
+    F: Fn(Arc<Chain>) -> Fut,
+    Fut: std::future::Future<Output = Round> + Send + 'static,
+{
     let mut handles = Vec::new();
     for chain in config
         .chains
         .iter()
         .filter(|c| only.is_none_or(|name| c.name == name))
     {
-        let chain = chain.clone();
-        let prober = prober.clone();
-        let limit = limit.clone();
-        handles.push(tokio::spawn(async move {
-            let conns = Arc::new(chain.hops.iter().map(|_| HopConn::default()).collect());
-            let started = Instant::now();
-            let started_wall = SystemTime::now();
-            let probed = run_round(&chain, &prober, &limit, &conns).await;
-            let round = Round {
-                chain,
-                planned: started,
-                started,
-                started_wall,
-                probed,
-            };
-            ChainReport::new(&Observation::raw(round))
-        }));
+        let made = round(chain.clone());
+        let task = tokio::spawn(async move { ChainReport::new(&Observation::raw(made.await)) });
+        handles.push((chain.name.clone(), task));
     }
     let mut chains = Vec::new();
-    for handle in handles {
+    for (_, handle) in handles {
         if let Ok(report) = handle.await {
             chains.push(report);
         }
     }
-    Report { chains }
+    Report {
+        chains,
+        errors: Vec::new(),
+    }
 }
 
 fn cell(d: Option<f64>) -> String {
@@ -317,4 +342,45 @@ pub fn render_table(report: &Report) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::testing::{at, chain, result};
+
+    #[tokio::test]
+    async fn a_chain_whose_round_panicked_is_an_error_not_a_gap() {
+        let orders = chain();
+        let mut billing = (*orders).clone();
+        billing.name = "billing".into();
+        let config = Config {
+            chains: vec![orders.clone(), Arc::new(billing)],
+            ..crate::config::load_str("c.toml", "[[chain]]\nname = \"x\"\nkind = \"custom\"\n[[chain.hop]]\nname = \"t\"\nrole = \"target\"\nurl = \"http://127.0.0.1:1/\"\n", &|_| None).expect("config")
+        };
+        let report = check_with(&config, None, |chain: Arc<Chain>| async move {
+            assert_ne!(chain.name, "billing", "a bug in a chain's round");
+            let ok = vec![result(crate::probe::Outcome::Ok, 1, at(1.0), ""); 3];
+            crate::record::testing::round(&chain, at(1.0), ok, true)
+        })
+        .await;
+        assert_eq!(report.chains.len(), 1);
+        assert_eq!(report.chains[0].name, "orders");
+        assert_eq!(
+            report.errors.len(),
+            1,
+            "the chain that panicked is reported"
+        );
+        assert_eq!(report.errors[0].chain, "billing");
+        assert!(
+            report.errors[0].error.contains("a bug in a chain's round"),
+            "{:?}",
+            report.errors
+        );
+        let json = serde_json::to_string(&report).expect("json");
+        assert!(
+            json.contains("\"errors\":[{\"chain\":\"billing\""),
+            "{json}"
+        );
+    }
 }

@@ -486,6 +486,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
         let raw = crate::record::Observation::raw(observed.round.clone());
         let report = crate::check::Report {
             chains: vec![crate::check::ChainReport::new(&raw)],
+            errors: Vec::new(),
         };
         let mut out = String::new();
         if tty {
