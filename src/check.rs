@@ -221,16 +221,35 @@ where
         let task = tokio::spawn(async move { ChainReport::new(&Observation::raw(made.await)) });
         handles.push((chain.name.clone(), task));
     }
-    let mut chains = Vec::new();
-    for (_, handle) in handles {
-        if let Ok(report) = handle.await {
-            chains.push(report);
+    let mut report = Report {
+        chains: Vec::new(),
+        errors: Vec::new(),
+    };
+    for (chain, handle) in handles {
+        match handle.await {
+            Ok(judged) => report.chains.push(judged),
+            // A chain that could not be judged is no passing chain: it is said, never skipped.
+            Err(err) => report.errors.push(Unjudged {
+                chain,
+                error: panic_text(err),
+            }),
         }
     }
-    Report {
-        chains,
-        errors: Vec::new(),
+    report
+}
+
+/// What a failed task says: its panic message when it has one.
+fn panic_text(err: tokio::task::JoinError) -> String {
+    if !err.is_panic() {
+        return format!("its round did not complete: {err}");
     }
+    let payload = err.into_panic();
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("no message");
+    format!("its round panicked: {message}")
 }
 
 fn cell(d: Option<f64>) -> String {

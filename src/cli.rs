@@ -248,7 +248,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", crate::check::render_table(&report));
             }
-            Ok(if report.chains.iter().all(|c| c.up) {
+            for unjudged in &report.errors {
+                eprintln!(
+                    "hopwatch: chain {:?} could not be judged: {}",
+                    unjudged.chain, unjudged.error
+                );
+            }
+            Ok(if !report.errors.is_empty() {
+                ExitCode::from(EXIT_USAGE)
+            } else if report.chains.iter().all(|c| c.up) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
