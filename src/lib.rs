@@ -1,3 +1,10 @@
+//! hopwatch: watches private API integrations on AWS hop by hop.
+//!
+//! The stages, in the order data flows through them (see the README's Architecture section):
+//! [`config`] → [`schedule`] → [`probe`] → [`diagnose`] / [`record`] → [`export`], with the
+//! commands ([`agent`], [`check`], [`demo`], [`cli`]) on top. A module imports only stages
+//! before it; `tests/layers.rs` checks that.
+
 pub mod agent;
 pub mod check;
 pub mod cli;
