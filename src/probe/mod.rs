@@ -243,10 +243,14 @@ struct Marks {
     remote: Option<SocketAddr>,
 }
 
-/// First-byte time as nanoseconds after `base`; 0 = not yet.
+/// When response bytes came off the socket, as nanoseconds after `base` (0 = not yet): the
+/// first one, and the latest. Marked where the bytes are read, inside the connection's task, so
+/// that handing them on to the probe (a task switch, slow on a busy host) is not counted as
+/// time the network took.
 struct FirstByte {
     base: Instant,
     nanos: AtomicU64,
+    last: AtomicU64,
 }
 
 impl FirstByte {
@@ -254,24 +258,34 @@ impl FirstByte {
         Arc::new(FirstByte {
             base,
             nanos: AtomicU64::new(0),
+            last: AtomicU64::new(0),
         })
     }
     fn mark(&self) {
+        let nanos = (self.base.elapsed().as_nanos() as u64).max(1);
         if self.nanos.load(Ordering::Relaxed) == 0 {
-            let nanos = (self.base.elapsed().as_nanos() as u64).max(1);
             let _ = self
                 .nanos
                 .compare_exchange(0, nanos, Ordering::Relaxed, Ordering::Relaxed);
         }
+        self.last.fetch_max(nanos, Ordering::Relaxed);
     }
     fn reset(&self) {
         self.nanos.store(0, Ordering::Relaxed);
+        self.last.store(0, Ordering::Relaxed);
     }
-    fn get(&self) -> Option<Instant> {
-        match self.nanos.load(Ordering::Relaxed) {
+    fn at(&self, nanos: &AtomicU64) -> Option<Instant> {
+        match nanos.load(Ordering::Relaxed) {
             0 => None,
             n => Some(self.base + Duration::from_nanos(n)),
         }
+    }
+    fn get(&self) -> Option<Instant> {
+        self.at(&self.nanos)
+    }
+    /// When the latest response bytes were read.
+    fn last(&self) -> Option<Instant> {
+        self.at(&self.last)
     }
 }
 
@@ -396,8 +410,12 @@ impl Prober {
         let deadline = tokio::time::Instant::from_std(start + hop.timeout);
         let work = self.run(hop, reuse, &mut marks, &trace);
         let outcome = tokio::time::timeout_at(deadline, work).await;
-        let end = Instant::now();
         let exchanged = matches!(outcome, Ok(Ok(_)));
+        // A complete answer ended when its last bytes came off the socket.
+        let end = match marks.first_byte.last() {
+            Some(last) if exchanged && last >= start => last,
+            _ => Instant::now(),
+        };
         let (outcome, status, evidence, body, detail) = match outcome {
             Ok(Ok(done)) => (
                 done.outcome,
