@@ -197,14 +197,10 @@ impl Running {
     }
 }
 
-/// Builds the prober for a config: loads every `ca_file` once.
+/// Builds the prober for a config: loads every `ca_file` and client certificate once.
 pub fn prober_for(config: &Config) -> anyhow::Result<Prober> {
-    let ca_files = config
-        .chains
-        .iter()
-        .flat_map(|c| c.hops.iter())
-        .filter_map(|h| h.ca_file.as_deref());
-    let tls = TlsConfigs::new(ca_files).map_err(anyhow::Error::msg)?;
+    let hops = config.chains.iter().flat_map(|c| c.hops.iter());
+    let tls = TlsConfigs::for_hops(hops).map_err(anyhow::Error::msg)?;
     Ok(Prober::new(tls))
 }
 

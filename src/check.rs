@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::config::{Chain, Config, Kind, Role};
+use crate::diagnose::ReasonCode;
 use crate::probe::{HopConn, Outcome, Prober};
 use crate::record::Observation;
 use crate::schedule::{run_round, Round};
@@ -40,6 +41,8 @@ pub struct ChainReport {
     pub broken_hop: Option<String>,
     /// Why it is blamed, from the evidence (status, error headers, what answers directly).
     pub reason: Option<String>,
+    /// The reason as a stable code (`gateway_throttled`, `sg_drop`, ...); null when up.
+    pub reason_code: Option<ReasonCode>,
     pub hops: Vec<HopReport>,
 }
 
@@ -177,6 +180,7 @@ impl ChainReport {
             up: verdict.up,
             broken_hop: verdict.broken.map(|b| chain.hops[b].name.clone()),
             reason: verdict.reason.clone(),
+            reason_code: verdict.code,
             hops,
         }
     }
@@ -295,7 +299,14 @@ pub fn render_table(report: &Report) -> String {
         };
         let _ = writeln!(out, "chain {} ({})  {state}", chain.name, chain.kind);
         if let Some(reason) = &chain.reason {
-            let _ = writeln!(out, "  why: {reason}");
+            match chain.reason_code {
+                Some(code) => {
+                    let _ = writeln!(out, "  why: [{code}] {reason}");
+                }
+                None => {
+                    let _ = writeln!(out, "  why: {reason}");
+                }
+            }
         }
         let name_w = chain
             .hops

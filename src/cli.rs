@@ -73,6 +73,10 @@ enum Command {
         /// sends them) and report the caller and VPC endpoint id they carry.
         #[arg(long)]
         proxy_protocol: bool,
+        /// With --proxy-protocol: close connections that start without a PROXY header, as
+        /// nginx's `listen ... proxy_protocol` does.
+        #[arg(long, requires = "proxy_protocol")]
+        require_proxy_protocol: bool,
         /// Serve only TCP peers in this range (repeatable: "10.0.0.0/16", a bare IP); other
         /// connections are closed before anything is read. Default: every source. With
         /// --proxy-protocol the peer checked is still the TCP one (the load balancer node).
@@ -173,6 +177,15 @@ pub fn main() -> ExitCode {
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    load_quietly(path).inspect(|config| {
+        for w in &config.warnings {
+            eprintln!("warning: {w}");
+        }
+    })
+}
+
+/// [`load`] without printing warnings: `run` logs them instead.
+fn load_quietly(path: &std::path::Path) -> Result<Config, ExitCode> {
     config::load(path).map_err(|err| {
         match &err {
             ConfigError::Invalid(problems) => {
@@ -189,6 +202,13 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
         }
         ExitCode::from(EXIT_USAGE)
     })
+}
+
+/// Config warnings, one log event each.
+fn log_warnings(config: &Config) {
+    for w in &config.warnings {
+        tracing::warn!(warning = %w, "config");
+    }
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -266,10 +286,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             config: path,
             listen,
         } => {
-            let config = match load(&path) {
+            let config = match load_quietly(&path) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            log_warnings(&config);
             let listen = listen.unwrap_or(config.agent.listen);
             let running = crate::agent::start(config, listen, Vec::new()).await?;
             run_until_stopped(running, &path).await
@@ -278,6 +299,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             delay,
             proxy_protocol,
+            require_proxy_protocol,
             allow,
         } => {
             let listener = tokio::net::TcpListener::bind(listen)
@@ -290,6 +312,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 delay: delay.unwrap_or_default(),
                 identity: crate::ecs::identity(&prober).await,
                 proxy_protocol,
+                require_proxy_protocol,
                 allow,
             };
             let allow: Vec<String> = options.allow.iter().map(ToString::to_string).collect();
@@ -327,7 +350,10 @@ async fn reload(running: &mut crate::agent::Running, path: &std::path::Path, why
     // Validating thousands of hops takes a while: off the thread that times probes.
     let loaded = tokio::task::spawn_blocking(move || config::load(&owned)).await;
     let outcome = match loaded {
-        Ok(Ok(config)) => running.reload(config).map_err(|err| format!("{err:#}")),
+        Ok(Ok(config)) => {
+            log_warnings(&config);
+            running.reload(config).map_err(|err| format!("{err:#}"))
+        }
         Ok(Err(ConfigError::Invalid(problems))) => {
             for p in &problems {
                 tracing::error!(problem = %p, "config reload rejected");

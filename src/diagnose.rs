@@ -11,8 +11,8 @@
 //!   but the agent cannot reach it directly (usually a security group that doesn't allow the
 //!   agent). It is never an outage.
 
-use crate::config::{Chain, Header, Kind, Role, Thresholds};
-use crate::probe::{Evidence, Outcome, ProbeResult};
+use crate::config::{Chain, Header, Hop, Role, Thresholds, VpcLink};
+use crate::probe::{Outcome, ProbeResult};
 
 /// Where a round's pattern of passes and failures puts the fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,19 +45,119 @@ pub fn locate(pass: &[bool]) -> Location {
     }
 }
 
-/// What the diagnosis needs to know of one hop's probe.
-#[derive(Debug, Clone, Copy)]
-pub struct Observed<'a> {
-    pub name: &'a str,
-    pub role: Role,
-    /// Port of the hop's URL: the port a security-group rule must open to reach it.
-    pub port: u16,
-    pub outcome: Outcome,
-    pub status: Option<u16>,
-    pub evidence: &'a Evidence,
-    /// The headers sent to the hop: the secret ones among them are never quoted back from
-    /// its answer.
-    pub sent: &'a [Header],
+/// Why a chain is down, as a small closed set: the `code` label of
+/// `hopwatch_chain_broken_reason_info`, `reason_code` in `check --json`, `ReasonCode` in EMF.
+/// Alerts and dashboards group by it; the README's reason table says what each means and the
+/// usual fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// The agent cannot reach the API endpoint itself (execute-api VPC endpoint, DNS, its
+    /// security group).
+    GatewayUnreachable,
+    /// API Gateway refused the request on its own: 403 (WAF, API key, resource policy, IAM,
+    /// signature), 401 (authorizer said Unauthorized), other 4xx.
+    GatewayRefused,
+    /// No such route: 404 (HTTP API), or "Missing Authentication Token" (a REST API's answer
+    /// for a missing path, method or stage).
+    GatewayNoRoute,
+    /// 429: throttling or an exhausted usage-plan quota.
+    GatewayThrottled,
+    /// 500 from the authorizer: it failed or is misconfigured.
+    GatewayAuthorizerFailed,
+    /// The gateway cannot use its integration (500): the VPC link or its endpoint service.
+    LinkFailed,
+    /// The integration did not answer in time (504 "Endpoint request timed out", or the
+    /// gateway still waiting when the agent gave up).
+    IntegrationTimeout,
+    /// The integration failed (502, 503, 504 without a timeout).
+    IntegrationFailure,
+    /// A security group or NACL drops the traffic (a connect that never completes).
+    SgDrop,
+    /// A hop accepted the connection but gets no answer from the hop behind it, which answers
+    /// the agent directly: the rule between them.
+    UpstreamUnreachable,
+    /// Nothing accepts on the hop's port: listener removed, load balancer deleted.
+    NoListener,
+    /// The load balancer has no (healthy) target to send to.
+    NoHealthyTargets,
+    /// The target reset or closed the connection.
+    TargetReset,
+    /// Nothing listens at the target.
+    TargetDown,
+    /// The target answers wrongly (status, body) or hangs.
+    TargetError,
+    /// A name does not resolve.
+    Dns,
+    /// TLS failed: name, expiry, trust, or a client certificate that is missing or refused.
+    Tls,
+    /// None of the above.
+    Unknown,
+}
+
+impl ReasonCode {
+    /// Every code, in the order of the README's table.
+    pub const ALL: [ReasonCode; 18] = [
+        ReasonCode::GatewayUnreachable,
+        ReasonCode::GatewayRefused,
+        ReasonCode::GatewayNoRoute,
+        ReasonCode::GatewayThrottled,
+        ReasonCode::GatewayAuthorizerFailed,
+        ReasonCode::LinkFailed,
+        ReasonCode::IntegrationTimeout,
+        ReasonCode::IntegrationFailure,
+        ReasonCode::SgDrop,
+        ReasonCode::UpstreamUnreachable,
+        ReasonCode::NoListener,
+        ReasonCode::NoHealthyTargets,
+        ReasonCode::TargetReset,
+        ReasonCode::TargetDown,
+        ReasonCode::TargetError,
+        ReasonCode::Dns,
+        ReasonCode::Tls,
+        ReasonCode::Unknown,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::GatewayUnreachable => "gateway_unreachable",
+            ReasonCode::GatewayRefused => "gateway_refused",
+            ReasonCode::GatewayNoRoute => "gateway_no_route",
+            ReasonCode::GatewayThrottled => "gateway_throttled",
+            ReasonCode::GatewayAuthorizerFailed => "gateway_authorizer_failed",
+            ReasonCode::LinkFailed => "link_failed",
+            ReasonCode::IntegrationTimeout => "integration_timeout",
+            ReasonCode::IntegrationFailure => "integration_failure",
+            ReasonCode::SgDrop => "sg_drop",
+            ReasonCode::UpstreamUnreachable => "upstream_unreachable",
+            ReasonCode::NoListener => "no_listener",
+            ReasonCode::NoHealthyTargets => "no_healthy_targets",
+            ReasonCode::TargetReset => "target_reset",
+            ReasonCode::TargetDown => "target_down",
+            ReasonCode::TargetError => "target_error",
+            ReasonCode::Dns => "dns",
+            ReasonCode::Tls => "tls",
+            ReasonCode::Unknown => "unknown",
+        }
+    }
+
+    /// The gateway answered on its own: nothing behind it was asked, so the blame stays there.
+    pub fn gateway_own(self) -> bool {
+        matches!(
+            self,
+            ReasonCode::GatewayRefused
+                | ReasonCode::GatewayNoRoute
+                | ReasonCode::GatewayThrottled
+                | ReasonCode::GatewayAuthorizerFailed
+        )
+    }
+}
+
+impl std::fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// `text` from a hop's answer, unless it holds (part of) a secret header value sent to that
@@ -77,103 +177,447 @@ fn quoted<'t>(text: &'t str, sent: &[Header]) -> &'t str {
     }
 }
 
-fn failure(o: &Observed<'_>) -> String {
-    match (o.outcome, o.status) {
-        (Outcome::HttpStatus, Some(status)) => {
-            let mut text = status.to_string();
-            if let Some(kind) = &o.evidence.error_type {
-                text.push_str(&format!(" with x-amzn-ErrorType {}", quoted(kind, o.sent)));
-            } else if o.evidence.server.as_deref() == Some("awselb/2.0") {
-                text.push_str(" from the ALB (Server: awselb/2.0)");
-            }
-            text
-        }
-        (outcome, _) => outcome.as_str().replace('_', " "),
-    }
+/// What API Gateway's answer says, from its status, `x-amzn-ErrorType` (first value) and the
+/// `message` of its JSON body, REST and HTTP APIs alike. Sources: the gateway response types
+/// and their default statuses (docs.aws.amazon.com/apigateway/latest/developerguide/
+/// supported-gateway-response-types.html), the 403 error types
+/// (repost.aws/knowledge-center/api-gateway-troubleshoot-403-forbidden), 429
+/// (repost.aws/knowledge-center/api-gateway-429-limit), 5xx (…/api-gateway-5xx-error), and
+/// the 403 of an execute-api VPC endpoint with private DNS (…/api-gateway-vpc-connections).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayAnswer {
+    pub code: ReasonCode,
+    /// What it means, for the reason text.
+    pub meaning: &'static str,
 }
 
-/// The link a gateway failure points at, by kind (brief §1).
-fn link(kind: Kind) -> &'static str {
-    match kind {
-        Kind::RestNlb | Kind::RestNlbAlb => "VPC link or endpoint service",
-        Kind::RestAlb => "VPC link v2 or its security group",
-        Kind::HttpAlb | Kind::HttpNlb | Kind::HttpCloudmap => {
-            "VPC link (INACTIVE after 60 idle days, or httpapi-sg)"
-        }
-        Kind::Custom => "integration or VPC link",
-    }
-}
-
-fn is_drop(outcome: Outcome) -> bool {
-    matches!(outcome, Outcome::ConnectTimeout | Outcome::Timeout)
-}
-
-fn is_refusal(outcome: Outcome) -> bool {
-    matches!(outcome, Outcome::ConnectRefused | Outcome::Reset)
-}
-
-/// A short reason for blaming `broken`, from its evidence, its inner neighbour `next` (which
-/// passes, when present) and the chain kind. Uses the failure signatures of the brief (§3).
-pub fn reason(kind: Kind, broken: &Observed<'_>, next: Option<&Observed<'_>>) -> String {
-    let what = failure(broken);
-    let Some(next) = next else {
-        // Nothing answers, not even the target directly.
-        let hint = if is_drop(broken.outcome) {
-            format!("dropped on the way: a security group or NACL does not allow the agent on port {}, or the host is down", broken.port)
-        } else if is_refusal(broken.outcome) {
-            format!(
-                "nothing listening on port {}: the target is down or on another port",
-                broken.port
+/// Reads one API Gateway answer; `None` for a status that is no error (2xx/3xx outside the
+/// hop's `expect_status`).
+pub fn gateway_answer(
+    status: u16,
+    error_type: Option<&str>,
+    message: Option<&str>,
+) -> Option<GatewayAnswer> {
+    use ReasonCode::*;
+    let answer = |code, meaning| Some(GatewayAnswer { code, meaning });
+    let message = message.unwrap_or("").to_ascii_lowercase();
+    match error_type.unwrap_or("") {
+        "TooManyRequestsException" => {
+            return answer(
+                GatewayThrottled,
+                "throttled: a stage, route, method, usage-plan or account rate limit is exceeded",
             )
-        } else if broken.outcome == Outcome::Dns {
-            "its name does not resolve".to_string()
-        } else {
-            "the target itself answers wrongly".to_string()
-        };
-        return format!("{}: {what} and no hop answers; {hint}", broken.name);
+        }
+        "LimitExceededException" => {
+            return answer(
+                GatewayThrottled,
+                "the usage plan's quota for this API key is used up",
+            )
+        }
+        "ForbiddenException" => return answer(GatewayRefused, FORBIDDEN),
+        "AccessDeniedException" => {
+            return answer(
+                GatewayRefused,
+                "access denied: an authorizer, IAM or the resource policy denies the call",
+            )
+        }
+        "InvalidSignatureException" | "IncompleteSignatureException" => {
+            return answer(
+                GatewayRefused,
+                "the request's SigV4 signature is invalid or expired",
+            )
+        }
+        "UnauthorizedException" => return answer(GatewayRefused, UNAUTHORIZED),
+        "MissingAuthenticationTokenException" => return answer(GatewayNoRoute, MISSING_TOKEN),
+        "NotFoundException" => return answer(GatewayNoRoute, NOT_FOUND),
+        "BadRequestException" => {
+            return answer(
+                GatewayRefused,
+                "the request fails the API's request validation",
+            )
+        }
+        t if t.contains("Authorizer") => return answer(GatewayAuthorizerFailed, AUTHORIZER),
+        _ => {}
+    }
+    match status {
+        429 if message.contains("limit") => answer(
+            GatewayThrottled,
+            "the usage plan's quota for this API key is used up",
+        ),
+        429 => answer(
+            GatewayThrottled,
+            "throttled: a stage, route, method, usage-plan or account rate limit is exceeded",
+        ),
+        401 => answer(GatewayRefused, UNAUTHORIZED),
+        403 if message.contains("missing authentication token") => {
+            answer(GatewayNoRoute, MISSING_TOKEN)
+        }
+        403 if message.contains("forbidden") => answer(GatewayRefused, FORBIDDEN),
+        403 => answer(
+            GatewayRefused,
+            "the gateway refuses the call (IAM, resource policy, authorizer or WAF)",
+        ),
+        404 => answer(GatewayNoRoute, NOT_FOUND),
+        400..=499 => answer(GatewayRefused, "the gateway refuses the request"),
+        500 if message.contains("authorizer") => answer(GatewayAuthorizerFailed, AUTHORIZER),
+        500 => answer(
+            LinkFailed,
+            "API Gateway cannot use its integration (API_CONFIGURATION_ERROR)",
+        ),
+        504 if message.contains("timed out") => answer(
+            IntegrationTimeout,
+            "the integration did not answer within the integration timeout",
+        ),
+        502 => answer(
+            IntegrationFailure,
+            "the integration's answer could not be used",
+        ),
+        503 => answer(IntegrationFailure, "the integration is unavailable"),
+        501..=599 => answer(
+            IntegrationFailure,
+            "the connection to the integration failed (INTEGRATION_FAILURE)",
+        ),
+        _ => None,
+    }
+}
+
+const FORBIDDEN: &str = "Forbidden: an AWS WAF rule, a missing or invalid API key, or the resource policy (API Gateway gives the same answer for all three); also what an execute-api VPC endpoint with private DNS answers for an API that is not private";
+const UNAUTHORIZED: &str =
+    "the authorizer answered Unauthorized: the token the probe sends is missing, expired or invalid";
+const MISSING_TOKEN: &str = "Missing Authentication Token: the path, method or stage does not exist (a REST API answers so for a missing resource), or the method requires IAM (SigV4) signing";
+const NOT_FOUND: &str = "Not Found: no route matches the method and path";
+const AUTHORIZER: &str =
+    "the authorizer failed or is misconfigured (AUTHORIZER_FAILURE, AUTHORIZER_CONFIGURATION_ERROR)";
+
+/// A chain and one round of its results, read by the diagnosis.
+struct Round<'a> {
+    chain: &'a Chain,
+    results: &'a [ProbeResult],
+}
+
+impl Round<'_> {
+    fn hop(&self, i: usize) -> &Hop {
+        &self.chain.hops[i]
+    }
+    fn result(&self, i: usize) -> &ProbeResult {
+        &self.results[i]
+    }
+
+    /// What hop `i` answered, in a few words: `504 with x-amzn-ErrorType X ("message")`,
+    /// `connect timeout`.
+    fn failure(&self, i: usize) -> String {
+        let (hop, r) = (self.hop(i), self.result(i));
+        match (r.outcome, r.status) {
+            (Outcome::HttpStatus, Some(status)) => {
+                let mut text = status.to_string();
+                if let Some(kind) = &r.evidence.error_type {
+                    text.push_str(&format!(
+                        " with x-amzn-ErrorType {}",
+                        quoted(kind, &hop.headers)
+                    ));
+                } else if r.evidence.server.as_deref() == Some("awselb/2.0") {
+                    text.push_str(" from the ALB (Server: awselb/2.0)");
+                }
+                if hop.role == Role::Gateway {
+                    if let Some(message) = &r.evidence.message {
+                        text.push_str(&format!(" ({:?})", quoted(message, &hop.headers)));
+                    }
+                }
+                text
+            }
+            (Outcome::Timeout, _) => "no answer in time after connecting".to_string(),
+            (outcome, _) => outcome.as_str().replace('_', " "),
+        }
+    }
+
+    /// The hop behind hop `i`, when there is one.
+    fn behind(&self, i: usize) -> Option<&Hop> {
+        self.chain.hops.get(i + 1)
+    }
+}
+
+/// The security group of a hop, as the reasons name it: `target-sg`, `alb-sg`.
+fn sg(hop: &Hop) -> String {
+    format!("{}-sg", hop.name)
+}
+
+/// Why TLS failed, when the alert says: a client certificate missing or refused (mutual TLS on
+/// an API Gateway custom domain or an ALB listener in verify mode).
+fn tls_hint(hop: &Hop, r: &ProbeResult) -> String {
+    let alert = r.evidence.tls_alert.as_deref();
+    let asked = matches!(alert, Some("CertificateRequired"));
+    let refused = matches!(
+        alert,
+        Some(
+            "BadCertificate"
+                | "UnknownCA"
+                | "CertificateUnknown"
+                | "CertificateExpired"
+                | "CertificateRevoked"
+                | "AccessDenied"
+                | "DecryptError"
+                | "HandshakeFailure"
+        )
+    );
+    match (hop.client_auth.is_some(), asked || refused) {
+        (false, true) => format!(
+            "a client certificate is required (mutual TLS; the server sent {}): set client_cert and client_key on this hop",
+            alert.unwrap_or("")
+        ),
+        (true, true) => format!(
+            "the server refused the client certificate ({}): is it signed by a CA in the server's trust store, and still valid?",
+            alert.unwrap_or("")
+        ),
+        _ => "TLS handshake or certificate failure: a wrong name (tls_server_name), an expired or untrusted certificate (ca_file)".to_string(),
+    }
+}
+
+/// What the gateway's traffic passes through, by link generation (brief §1, §2).
+fn link_text(round: &Round<'_>, next: usize) -> String {
+    let gateway = round.hop(0);
+    let n = round.hop(next);
+    match (gateway.facts.vpc_link, round.chain.kind.http_api()) {
+        (Some(VpcLink::V1), _) => "VPC link or endpoint service: the link FAILED, the endpoint connection rejected, or the NLB's security group refusing PrivateLink traffic".to_string(),
+        (Some(VpcLink::V2), true) => format!(
+            "VPC link (INACTIVE after 60 idle days, or httpapi-sg without an outbound rule), or {} lacking the link's security group on port {}",
+            sg(n),
+            n.url.port
+        ),
+        (Some(VpcLink::V2), false) => format!(
+            "VPC link v2 (INACTIVE after 60 idle days) or its security group, or {} lacking the link's security group on port {}",
+            sg(n),
+            n.url.port
+        ),
+        (None, _) => "integration or VPC link".to_string(),
+    }
+}
+
+/// The gateway's integration fails while the hop behind it answers the agent. Over PrivateLink
+/// the hop behind the NLB sees the NLB's own addresses, never the caller's; a probe of the NLB
+/// from the agent keeps the agent's address when the target group preserves client IPs. A
+/// security group that allows the agent but not the NLB then fails only the gateway
+/// (docs.aws.amazon.com/elasticloadbalancing/latest/network/edit-target-group-attributes.html).
+fn integration(round: &Round<'_>, code: ReasonCode, what: String) -> (ReasonCode, String) {
+    let next = 1;
+    let (g, n) = (round.hop(0), round.hop(next));
+    let head = format!("{}: {what} while {} answers the agent", g.name, n.name);
+    let behind_nlb = (n.role == Role::Nlb && g.facts.vpc_link == Some(VpcLink::V1))
+        .then(|| round.behind(next))
+        .flatten();
+    if let Some(behind) = behind_nlb {
+        let lacks = format!(
+            "the NLB's addresses or VPC CIDR on port {} (or the NLB's own security group, where it has one, does not allow the VPC link)",
+            behind.url.port
+        );
+        match n.facts.preserve_client_ip {
+            Some(true) => {
+                return (
+                    ReasonCode::SgDrop,
+                    format!("{head}; over PrivateLink {} sees the NLB's own addresses while the agent's probe through {} keeps the agent's address (client IP preservation is on): {} probably allows the agent but lacks {lacks}", behind.name, n.name, sg(behind)),
+                )
+            }
+            None => {
+                return (
+                    code,
+                    format!("{head}; {}; or, if {} preserves client IPs (instance targets do by default), {} may allow the agent but lack {lacks}", link_text(round, next), n.name, sg(behind)),
+                )
+            }
+            Some(false) => {}
+        }
+    }
+    (code, format!("{head}; {}", link_text(round, next)))
+}
+
+/// Why hop 0, the gateway, fails while hop `1` answers (`next`) or nothing does.
+fn gateway_reason(round: &Round<'_>, next_passes: bool) -> (ReasonCode, String) {
+    let (g, r) = (round.hop(0), round.result(0));
+    let what = round.failure(0);
+    let unreachable = |code| {
+        (
+            code,
+            format!(
+                "{}: {what}; the agent cannot reach the API endpoint itself (execute-api VPC endpoint, its DNS or security group)",
+                g.name
+            ),
+        )
     };
-    let (b, n) = (broken.name, next.name);
-    match broken.role {
-        Role::Gateway => {
-            let answers = format!("{b}: {what} while {n} answers");
-            match broken.outcome {
-                Outcome::HttpStatus => format!("{answers}; {}", link(kind)),
-                Outcome::Dns | Outcome::ConnectTimeout | Outcome::ConnectRefused | Outcome::Tls => format!(
-                    "{answers}; the agent cannot reach the API endpoint itself (execute-api VPC endpoint, its DNS or security group)"
+    match r.outcome {
+        Outcome::HttpStatus => {
+            let answer = r.status.and_then(|status| {
+                gateway_answer(
+                    status,
+                    r.evidence.error_type.as_deref(),
+                    r.evidence.message.as_deref(),
+                )
+            });
+            match answer {
+                Some(a) if a.code.gateway_own() => (
+                    a.code,
+                    format!(
+                        "{}: {what}: {}; the gateway answered on its own, so nothing behind it was asked",
+                        g.name, a.meaning
+                    ),
                 ),
-                _ => format!("{answers}; {}", link(kind)),
+                Some(a) if next_passes => integration(round, a.code, format!("{what}: {}", a.meaning)),
+                Some(a) => (a.code, format!("{}: {what}: {}", g.name, a.meaning)),
+                None => (ReasonCode::Unknown, format!("{}: {what}", g.name)),
             }
         }
-        Role::Nlb if is_drop(broken.outcome) => format!(
-            "{b} -> {n}: {what} while {n} answers directly; {n}-sg probably lacks the NLB addresses or VPC CIDR on port {}",
-            next.port
-        ),
-        Role::Nlb if is_refusal(broken.outcome) => format!(
-            "{b} -> {n}: {what} while {n} answers directly; the NLB has no healthy target or its target group uses another port than {}",
-            next.port
-        ),
-        Role::Alb if broken.outcome == Outcome::HttpStatus => {
-            let hint = match broken.status {
-                Some(502) => "the target reset or closed the connection, or the target group's protocol or TLS does not match".to_string(),
-                Some(503) => "the target group has no registered targets".to_string(),
-                Some(504) => format!("the ALB cannot reach the target in time; {n}-sg probably lacks alb-sg on port {}", next.port),
-                _ => "the listener rules answer this path themselves".to_string(),
+        Outcome::Timeout => {
+            let limit = round.chain.kind.integration_timeout();
+            let waits = match limit {
+                Some(limit) if g.timeout <= limit => format!(
+                    "; the gateway itself waits up to {} before its own 504 (a gateway hop timeout above that would show it)",
+                    crate::config::duration::format_duration(limit)
+                ),
+                _ => String::new(),
             };
-            format!("{b} -> {n}: {what} while {n} answers directly; {hint}")
+            let what = format!(
+                "accepted the request but gave no answer within the agent's {} timeout{waits}",
+                crate::config::duration::format_duration(g.timeout)
+            );
+            if next_passes {
+                integration(round, ReasonCode::IntegrationTimeout, what)
+            } else {
+                (
+                    ReasonCode::IntegrationTimeout,
+                    format!("{}: {what}", g.name),
+                )
+            }
         }
-        Role::Alb | Role::Target if is_refusal(broken.outcome) => format!(
-            "{b}: {what} while {n} answers directly; nothing accepts on {b}'s port {}: listener removed or load balancer deleted",
-            broken.port
+        Outcome::Dns => unreachable(ReasonCode::Dns),
+        Outcome::ConnectTimeout | Outcome::ConnectRefused | Outcome::Reset => {
+            unreachable(ReasonCode::GatewayUnreachable)
+        }
+        Outcome::Tls => (
+            ReasonCode::Tls,
+            format!("{}: {what}; {}", g.name, tls_hint(g, r)),
         ),
-        Role::Cloudmap if broken.outcome == Outcome::Dns => format!(
-            "{b}: DNS lookup failed while {n} answers directly; the Cloud Map namespace or its VPC association"
-        ),
-        _ if is_drop(broken.outcome) => format!(
-            "{b} -> {n}: {what} while {n} answers directly; a security group or NACL drops traffic to {b} on port {}",
-            broken.port
-        ),
-        _ => format!("{b} -> {n}: {what} while {n} answers directly"),
+        _ => (ReasonCode::Unknown, format!("{}: {what}", g.name)),
     }
+}
+
+/// Why hop `b` is blamed: it fails and the hop behind it answers the agent directly.
+fn hop_reason(round: &Round<'_>, b: usize) -> (ReasonCode, String) {
+    let (hop, r) = (round.hop(b), round.result(b));
+    let Some(n) = round.behind(b) else {
+        return (
+            ReasonCode::Unknown,
+            format!("{}: {}", hop.name, round.failure(b)),
+        );
+    };
+    let what = round.failure(b);
+    let (bn, nn) = (&hop.name, &n.name);
+    let between = format!("{bn} -> {nn}: {what} while {nn} answers directly");
+    use ReasonCode::*;
+    match (hop.role, r.outcome) {
+        (_, Outcome::Dns) if hop.role == Role::Cloudmap => (
+            Dns,
+            format!("{bn}: DNS lookup failed while {nn} answers directly; the Cloud Map namespace or its VPC association"),
+        ),
+        (_, Outcome::Dns) => (Dns, format!("{bn}: {what} while {nn} answers directly; its name does not resolve")),
+        (_, Outcome::Tls) => (Tls, format!("{bn}: {what} while {nn} answers directly; {}", tls_hint(hop, r))),
+        // An NLB passes connections through: a connect it never completes, or one it holds
+        // without an answer, is a drop behind it (or at its own security group).
+        (Role::Nlb, Outcome::ConnectTimeout | Outcome::Timeout) => {
+            let who = match hop.facts.preserve_client_ip {
+                Some(true) => "the agent's address (the NLB preserves client IPs, so the target sees the caller)",
+                Some(false) => "the NLB addresses or VPC CIDR",
+                None => "the NLB addresses or VPC CIDR (or the agent's address, if the NLB preserves client IPs)",
+            };
+            (
+                SgDrop,
+                format!(
+                    "{between}; {} probably lacks {who} on port {}, or the NLB's own security group does not allow the agent on port {}",
+                    sg(n),
+                    n.url.port,
+                    hop.url.port
+                ),
+            )
+        }
+        (Role::Nlb, Outcome::ConnectRefused | Outcome::Reset) => (
+            NoHealthyTargets,
+            format!(
+                "{between}; the NLB has no healthy target or its target group uses another port than {}",
+                n.url.port
+            ),
+        ),
+        (Role::Alb, Outcome::HttpStatus) => match r.status {
+            Some(502) => (TargetReset, format!("{between}; the target reset or closed the connection, or the target group's protocol or TLS does not match")),
+            Some(503) => (NoHealthyTargets, format!("{between}; the target group has no registered targets")),
+            Some(504) => (
+                UpstreamUnreachable,
+                format!(
+                    "{between}; the ALB cannot reach the target in time (it waits 10 s to connect, then its idle timeout, 60 s by default); {} probably lacks alb-sg on port {}",
+                    sg(n),
+                    n.url.port
+                ),
+            ),
+            _ if r.evidence.server.as_deref() == Some("awselb/2.0") => (
+                Unknown,
+                format!("{between}; the listener rules or an attached AWS WAF answer this path themselves"),
+            ),
+            _ => (TargetError, format!("{between}; the ALB passes on the target's own answer")),
+        },
+        // Accepted, then no answer: the hop is waiting on what is behind it.
+        (_, Outcome::Timeout) => (
+            UpstreamUnreachable,
+            format!(
+                "{bn} -> {nn}: {bn} accepted the connection but gave no answer in time while {nn} answers directly; {bn} cannot get an answer from {nn}: {} probably lacks {}'s addresses{} on port {}",
+                sg(n),
+                bn,
+                if hop.role == Role::Alb { " (alb-sg)" } else { "" },
+                n.url.port
+            ),
+        ),
+        (_, Outcome::ConnectTimeout) => (
+            SgDrop,
+            format!(
+                "{between}; a security group or NACL drops traffic to {bn} on port {}",
+                hop.url.port
+            ),
+        ),
+        (_, Outcome::ConnectRefused | Outcome::Reset) => (
+            NoListener,
+            format!(
+                "{bn}: {what} while {nn} answers directly; nothing accepts on {bn}'s port {}: listener removed or load balancer deleted",
+                hop.url.port
+            ),
+        ),
+        (_, Outcome::HttpStatus | Outcome::BodyMismatch) => (TargetError, between),
+        _ => (Unknown, between),
+    }
+}
+
+/// Why the last hop fails when no hop answers at all, not even the target directly.
+fn last_reason(round: &Round<'_>, b: usize) -> (ReasonCode, String) {
+    let (hop, r) = (round.hop(b), round.result(b));
+    let what = round.failure(b);
+    let port = hop.url.port;
+    use ReasonCode::*;
+    let (code, hint) = match r.outcome {
+        Outcome::ConnectTimeout => (SgDrop, format!("dropped on the way: a security group or NACL does not allow the agent on port {port}, or the host is down")),
+        Outcome::ConnectRefused => (TargetDown, format!("nothing listening on port {port}: the target is down or on another port")),
+        Outcome::Reset => (TargetReset, proxy_hint(round.chain, b).unwrap_or_else(|| "the target resets or closes the connection".to_string())),
+        Outcome::Timeout => (TargetError, "the target accepts the connection but does not answer: it hangs".to_string()),
+        Outcome::Dns => (Dns, "its name does not resolve".to_string()),
+        Outcome::Tls => (Tls, tls_hint(hop, r)),
+        _ => (TargetError, "the target itself answers wrongly".to_string()),
+    };
+    (
+        code,
+        format!("{}: {what} and no hop answers; {hint}", hop.name),
+    )
+}
+
+/// A target behind an NLB with proxy protocol v2 closes connections that start without a
+/// PROXY header: the agent's direct probe then fails where the NLB's traffic passes.
+fn proxy_hint(chain: &Chain, b: usize) -> Option<String> {
+    let hop = &chain.hops[b];
+    let behind_nlb = b > 0 && chain.hops[b - 1].role == Role::Nlb;
+    (behind_nlb && hop.send_proxy_protocol.is_none()).then(|| {
+        "a target behind an NLB with proxy protocol v2 closes connections without a PROXY header: set send_proxy_protocol = \"v2\" on this hop".to_string()
+    })
 }
 
 /// Debounced state of one hop: flips only after `threshold` rounds that agree.
@@ -236,35 +680,50 @@ pub struct Verdict {
     pub blind_spots: Vec<usize>,
     /// Why the broken hop is blamed; `None` when up.
     pub reason: Option<String>,
-}
-
-fn observed<'a>(chain: &'a Chain, results: &'a [ProbeResult], i: usize) -> Observed<'a> {
-    let hop = &chain.hops[i];
-    let r = &results[i];
-    Observed {
-        name: &hop.name,
-        role: hop.role,
-        port: hop.url.port,
-        outcome: r.outcome,
-        status: r.status,
-        evidence: &r.evidence,
-        sent: &hop.headers,
-    }
+    /// The reason as a code; `None` when up.
+    pub code: Option<ReasonCode>,
 }
 
 /// Judges a round from each hop's pass or fail (raw, or debounced by [`ChainTracker`]) with the
 /// round's results as evidence. `pass` and `results` are index-aligned with `chain.hops`.
+///
+/// When the gateway answers on its own (throttled, refused, no such route, authorizer failure)
+/// the blame stays with it whatever the hops behind it do: users are stopped there.
 pub fn judge(chain: &Chain, pass: &[bool], results: &[ProbeResult]) -> Verdict {
     let location = locate(pass);
-    let reason = location.broken.map(|b| {
-        let next = (b + 1 < pass.len() && pass[b + 1]).then(|| observed(chain, results, b + 1));
-        reason(chain.kind, &observed(chain, results, b), next.as_ref())
+    let round = Round { chain, results };
+    let gateway_first = !location.up
+        && chain.hops.first().is_some_and(|h| h.role == Role::Gateway)
+        && results.len() == chain.hops.len();
+    let own = gateway_first
+        && results[0].outcome == Outcome::HttpStatus
+        && results[0]
+            .status
+            .and_then(|s| {
+                gateway_answer(
+                    s,
+                    results[0].evidence.error_type.as_deref(),
+                    results[0].evidence.message.as_deref(),
+                )
+            })
+            .is_some_and(|a| a.code.gateway_own());
+    let broken = if own { Some(0) } else { location.broken };
+    let judged = broken.filter(|b| *b < results.len()).map(|b| {
+        let next_passes = b + 1 < pass.len() && pass[b + 1];
+        if chain.hops[b].role == Role::Gateway && b == 0 {
+            gateway_reason(&round, next_passes)
+        } else if next_passes {
+            hop_reason(&round, b)
+        } else {
+            last_reason(&round, b)
+        }
     });
     Verdict {
         up: location.up,
-        broken: location.broken,
+        broken,
         blind_spots: location.blind_spots,
-        reason,
+        code: judged.as_ref().map(|j| j.0),
+        reason: judged.map(|j| j.1),
     }
 }
 
@@ -276,11 +735,24 @@ pub fn blind_spot_reason(chain: &Chain, hop: usize, result: &ProbeResult) -> Str
         .map(|h| h.name.as_str())
         .next()
         .unwrap_or("the gateway");
+    let this = &chain.hops[hop];
+    let why = match result.outcome {
+        Outcome::Tls => tls_hint(this, result),
+        Outcome::Reset => proxy_hint(chain, hop).unwrap_or_else(|| {
+            format!(
+                "its security group probably does not allow the agent on port {}",
+                this.url.port
+            )
+        }),
+        _ => format!(
+            "its security group probably does not allow the agent on port {}",
+            this.url.port
+        ),
+    };
     format!(
-        "{}: {} from the agent while traffic through {outer} is served; blind spot: its security group probably does not allow the agent on port {}",
-        chain.hops[hop].name,
+        "{}: {} from the agent while traffic through {outer} is served; blind spot: {why}",
+        this.name,
         result.outcome.as_str().replace('_', " "),
-        chain.hops[hop].url.port
     )
 }
 
@@ -331,6 +803,7 @@ impl ChainTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::Evidence;
 
     /// Patterns written out by hand, `P` pass and `F` fail, outermost first:
     /// (pattern, up, broken, blind spots).
@@ -389,57 +862,112 @@ mod tests {
         }
     }
 
-    fn obs<'a>(
-        name: &'a str,
-        role: Role,
-        port: u16,
-        outcome: Outcome,
-        status: Option<u16>,
-        e: &'a Evidence,
-    ) -> Observed<'a> {
-        Observed {
-            name,
-            role,
-            port,
-            outcome,
-            status,
-            evidence: e,
-            sent: &[],
+    fn chain(kind: &str, hops: &[(&str, &str)], extra: &str) -> Chain {
+        let mut text = format!("[[chain]]\nname = \"c\"\nkind = \"{kind}\"\n");
+        for (name, url) in hops {
+            text.push_str(&format!(
+                "[[chain.hop]]\nname = \"{name}\"\nurl = \"{url}\"\n"
+            ));
+            // `hop:key = value` lines of `extra` go to that hop.
+            for line in extra.lines() {
+                if let Some(more) = line.strip_prefix(&format!("{name}:")) {
+                    text.push_str(more);
+                    text.push('\n');
+                }
+            }
         }
+        let env = |n: &str| (n == "KEY").then(|| "k3y-0123456789:abcdef".to_string());
+        match crate::config::load_str("c.toml", &text, &env) {
+            Ok(c) => (*c.chains[0]).clone(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn t1(extra: &str) -> Chain {
+        chain(
+            "rest-nlb",
+            &[
+                ("gateway", "https://api.lab/orders"),
+                ("nlb", "http://nlb.lab/"),
+                ("target", "http://t.lab/"),
+            ],
+            extra,
+        )
+    }
+
+    fn t2() -> Chain {
+        chain(
+            "rest-nlb-alb",
+            &[
+                ("gateway", "https://api.lab/orders"),
+                ("nlb", "http://nlb.lab/"),
+                ("alb", "http://alb.lab/"),
+                ("target", "http://t.lab/"),
+            ],
+            "",
+        )
+    }
+
+    fn t4() -> Chain {
+        chain(
+            "http-alb",
+            &[
+                ("gateway", "https://api.lab/"),
+                ("alb", "http://alb.lab/"),
+                ("target", "http://t.lab/"),
+            ],
+            "",
+        )
+    }
+
+    fn r(outcome: Outcome) -> ProbeResult {
+        ProbeResult {
+            outcome,
+            status: (outcome == Outcome::Ok).then_some(200),
+            total: std::time::Duration::ZERO,
+            phases: Default::default(),
+            started_at: std::time::SystemTime::UNIX_EPOCH,
+            remote: None,
+            evidence: Evidence::default(),
+            body: Default::default(),
+            detail: None,
+            trace_id: String::new(),
+        }
+    }
+
+    fn answer(
+        status: u16,
+        error_type: Option<&str>,
+        message: Option<&str>,
+        server: Option<&str>,
+    ) -> ProbeResult {
+        ProbeResult {
+            status: Some(status),
+            evidence: Evidence {
+                error_type: error_type.map(str::to_string),
+                message: message.map(str::to_string),
+                server: server.map(str::to_string),
+                ..Evidence::default()
+            },
+            ..r(Outcome::HttpStatus)
+        }
+    }
+
+    fn judged(chain: &Chain, results: Vec<ProbeResult>) -> Verdict {
+        let pass: Vec<bool> = results.iter().map(|r| r.outcome.is_ok()).collect();
+        judge(chain, &pass, &results)
     }
 
     #[test]
     fn a_secret_handed_back_in_an_error_header_is_not_quoted() {
-        let secret = |text: &str| {
-            let mut value = http::HeaderValue::from_str(text).expect("value");
-            value.set_sensitive(true);
-            Header {
-                name: http::HeaderName::from_static("x-api-key"),
-                value,
-            }
-        };
-        let plain = Header {
-            name: http::HeaderName::from_static("x-team"),
-            value: http::HeaderValue::from_static("InternalServerErrorException"),
-        };
-        let sent = [plain, secret("k3y-0123456789:abcdef")];
+        let chain = t1("gateway:headers = { x-api-key = \"${KEY}\", x-team = \"InternalServerErrorException\" }");
         let reason_for = |error_type: &str| {
-            let evidence = Evidence {
-                error_type: Some(error_type.into()),
-                ..Evidence::default()
-            };
-            let gw = Observed {
-                sent: &sent,
-                ..obs(
-                    "gateway",
-                    Role::Gateway,
-                    443,
-                    Outcome::HttpStatus,
-                    Some(500),
-                    &evidence,
-                )
-            };
-            reason(Kind::RestNlb, &gw, None)
+            let results = vec![
+                answer(500, Some(error_type), None, None),
+                r(Outcome::Ok),
+                r(Outcome::Ok),
+            ];
+            judged(&chain, results).reason.unwrap_or_default()
         };
         // The whole value, a part of it (the probe keeps what precedes a ':'), or more.
         for reflected in [
@@ -455,72 +983,337 @@ mod tests {
         assert!(reason_for("InternalServerErrorException").contains("InternalServerErrorException"));
     }
 
+    /// Every gateway answer of the brief (§3) pinned to its code.
+    #[test]
+    fn gateway_answers_pin_their_codes() {
+        use ReasonCode::*;
+        let table: &[(u16, Option<&str>, Option<&str>, ReasonCode)] = &[
+            (
+                429,
+                Some("TooManyRequestsException"),
+                Some("Too Many Requests"),
+                GatewayThrottled,
+            ),
+            (
+                429,
+                Some("LimitExceededException"),
+                Some("Limit Exceeded"),
+                GatewayThrottled,
+            ),
+            (429, None, Some("Too Many Requests"), GatewayThrottled),
+            (
+                403,
+                Some("ForbiddenException"),
+                Some("Forbidden"),
+                GatewayRefused,
+            ),
+            (403, None, Some("Forbidden"), GatewayRefused),
+            (
+                403,
+                Some("AccessDeniedException"),
+                Some("User is not authorized to access this resource with an explicit deny"),
+                GatewayRefused,
+            ),
+            (
+                403,
+                Some("InvalidSignatureException"),
+                Some("Signature expired"),
+                GatewayRefused,
+            ),
+            (
+                403,
+                Some("MissingAuthenticationTokenException"),
+                Some("Missing Authentication Token"),
+                GatewayNoRoute,
+            ),
+            (
+                403,
+                None,
+                Some("Missing Authentication Token"),
+                GatewayNoRoute,
+            ),
+            (
+                401,
+                Some("UnauthorizedException"),
+                Some("Unauthorized"),
+                GatewayRefused,
+            ),
+            (401, None, Some("Unauthorized"), GatewayRefused),
+            (404, None, Some("Not Found"), GatewayNoRoute),
+            (
+                500,
+                Some("AuthorizerConfigurationException"),
+                None,
+                GatewayAuthorizerFailed,
+            ),
+            (
+                500,
+                Some("AuthorizerFailureException"),
+                None,
+                GatewayAuthorizerFailed,
+            ),
+            (
+                500,
+                Some("InternalServerErrorException"),
+                Some("Internal server error"),
+                LinkFailed,
+            ),
+            (500, None, Some("Internal Server Error"), LinkFailed),
+            (502, None, Some("Internal server error"), IntegrationFailure),
+            (503, None, Some("Service Unavailable"), IntegrationFailure),
+            (
+                504,
+                Some("InternalServerErrorException"),
+                Some("Endpoint request timed out"),
+                IntegrationTimeout,
+            ),
+            (
+                504,
+                None,
+                Some("Network error communicating with endpoint"),
+                IntegrationFailure,
+            ),
+        ];
+        for (status, kind, message, code) in table {
+            let got = gateway_answer(*status, *kind, *message).map(|a| a.code);
+            assert_eq!(got, Some(*code), "{status} {kind:?} {message:?}");
+        }
+        assert_eq!(
+            gateway_answer(302, None, None),
+            None,
+            "a redirect is no gateway error"
+        );
+        // When the gateway answers on its own, nothing says the link is at fault.
+        let chain = t2();
+        for (status, kind, message, code) in table.iter().filter(|row| row.3.gateway_own()) {
+            let v = judged(
+                &chain,
+                vec![
+                    answer(*status, *kind, *message, None),
+                    r(Outcome::Ok),
+                    r(Outcome::Ok),
+                    r(Outcome::Ok),
+                ],
+            );
+            assert_eq!(v.code, Some(*code));
+            assert_eq!(v.broken, Some(0));
+            let text = v.reason.unwrap_or_default();
+            assert!(!text.contains("VPC link"), "{text}");
+            assert!(text.contains("the gateway answered on its own"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_gateway_answering_on_its_own_keeps_the_blame_whatever_is_behind_it() {
+        // Throttled at the gateway while the NLB fails too: users are stopped at the gateway.
+        let v = judged(
+            &t2(),
+            vec![
+                answer(429, Some("TooManyRequestsException"), None, None),
+                r(Outcome::ConnectTimeout),
+                r(Outcome::Ok),
+                r(Outcome::Ok),
+            ],
+        );
+        assert_eq!(
+            (v.broken, v.code),
+            (Some(0), Some(ReasonCode::GatewayThrottled))
+        );
+        // An integration error with the NLB failing too: the blame moves inward, as before.
+        let v = judged(
+            &t2(),
+            vec![
+                answer(500, None, None, None),
+                r(Outcome::ConnectTimeout),
+                r(Outcome::Ok),
+                r(Outcome::Ok),
+            ],
+        );
+        assert_eq!((v.broken, v.code), (Some(1), Some(ReasonCode::SgDrop)));
+    }
+
     #[test]
     fn reasons_follow_the_brief() {
-        let none = Evidence::default();
-        let apigw = Evidence {
-            error_type: Some("InternalServerErrorException".into()),
-            ..Evidence::default()
-        };
-        let awselb = Evidence {
-            server: Some("awselb/2.0".into()),
-            ..Evidence::default()
-        };
-        let nlb = obs("nlb", Role::Nlb, 80, Outcome::Ok, Some(200), &none);
-        let alb = obs("alb", Role::Alb, 80, Outcome::Ok, Some(200), &none);
-        let target = obs("target", Role::Target, 8080, Outcome::Ok, Some(200), &none);
+        let ok = || r(Outcome::Ok);
+        let v = judged(
+            &t2(),
+            vec![
+                answer(500, Some("InternalServerErrorException"), None, None),
+                ok(),
+                ok(),
+                ok(),
+            ],
+        );
+        assert_eq!(v.code, Some(ReasonCode::LinkFailed));
+        assert!(v.reason.as_deref().unwrap_or("").starts_with(
+            "gateway: 500 with x-amzn-ErrorType InternalServerErrorException: API Gateway cannot use its integration (API_CONFIGURATION_ERROR) while nlb answers the agent; VPC link or endpoint service"
+        ), "{v:?}");
 
-        let gw = obs(
-            "gateway",
-            Role::Gateway,
-            443,
-            Outcome::HttpStatus,
-            Some(500),
-            &apigw,
+        let v = judged(
+            &t2(),
+            vec![
+                r(Outcome::ConnectTimeout),
+                r(Outcome::ConnectTimeout),
+                ok(),
+                ok(),
+            ],
         );
+        assert_eq!(v.code, Some(ReasonCode::SgDrop));
+        assert!(
+            v.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("alb-sg probably lacks the NLB addresses or VPC CIDR"),
+            "{v:?}"
+        );
+
+        let awselb = Some("awselb/2.0");
+        let v = judged(
+            &t4(),
+            vec![
+                answer(504, None, None, None),
+                answer(504, None, None, awselb),
+                ok(),
+            ],
+        );
+        assert_eq!(v.code, Some(ReasonCode::UpstreamUnreachable));
+        assert!(
+            v.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("target-sg probably lacks alb-sg on port 80"),
+            "{v:?}"
+        );
+
+        // The ALB accepted and waits on a dropped target: not a drop in front of the ALB.
+        let v = judged(&t4(), vec![r(Outcome::Timeout), r(Outcome::Timeout), ok()]);
         assert_eq!(
-            reason(Kind::RestNlbAlb, &gw, Some(&nlb)),
-            "gateway: 500 with x-amzn-ErrorType InternalServerErrorException while nlb answers; VPC link or endpoint service"
+            (v.broken, v.code),
+            (Some(1), Some(ReasonCode::UpstreamUnreachable))
         );
-        let dropped = obs("nlb", Role::Nlb, 80, Outcome::ConnectTimeout, None, &none);
-        assert_eq!(
-            reason(Kind::RestNlbAlb, &dropped, Some(&alb)),
-            "nlb -> alb: connect timeout while alb answers directly; alb-sg probably lacks the NLB addresses or VPC CIDR on port 80"
+        let text = v.reason.unwrap_or_default();
+        assert!(
+            text.contains("target-sg probably lacks alb's addresses (alb-sg) on port 80"),
+            "{text}"
         );
-        let alb_504 = obs(
-            "alb",
-            Role::Alb,
-            80,
-            Outcome::HttpStatus,
-            Some(504),
-            &awselb,
+        assert!(!text.contains("drops traffic to alb"), "{text}");
+        // A connect that never completes is the drop in front of the ALB.
+        let v = judged(
+            &t4(),
+            vec![r(Outcome::Timeout), r(Outcome::ConnectTimeout), ok()],
         );
-        assert_eq!(
-            reason(Kind::HttpAlb, &alb_504, Some(&target)),
-            "alb -> target: 504 from the ALB (Server: awselb/2.0) while target answers directly; the ALB cannot reach the target in time; target-sg probably lacks alb-sg on port 8080"
+        assert_eq!(v.code, Some(ReasonCode::SgDrop));
+        assert!(v
+            .reason
+            .unwrap_or_default()
+            .contains("drops traffic to alb on port 80"));
+
+        let v = judged(
+            &t1(""),
+            vec![
+                r(Outcome::ConnectRefused),
+                r(Outcome::ConnectRefused),
+                r(Outcome::ConnectRefused),
+            ],
         );
-        let gone = obs(
-            "target",
-            Role::Target,
-            8080,
-            Outcome::ConnectRefused,
-            None,
-            &none,
+        assert_eq!(v.code, Some(ReasonCode::TargetDown));
+        assert!(v
+            .reason
+            .unwrap_or_default()
+            .contains("nothing listening on port 80"));
+
+        let t5 = chain(
+            "http-nlb",
+            &[
+                ("gateway", "https://api.lab/"),
+                ("nlb", "http://nlb.lab/"),
+                ("target", "http://t.lab/"),
+            ],
+            "",
         );
-        assert_eq!(
-            reason(Kind::RestNlb, &gone, None),
-            "target: connect refused and no hop answers; nothing listening on port 8080: the target is down or on another port"
+        let v = judged(
+            &t5,
+            vec![
+                answer(503, None, Some("Service Unavailable"), None),
+                ok(),
+                ok(),
+            ],
         );
-        let http_gw = obs(
-            "gateway",
-            Role::Gateway,
-            443,
-            Outcome::HttpStatus,
-            Some(503),
-            &none,
+        assert_eq!(v.code, Some(ReasonCode::IntegrationFailure));
+        assert!(v
+            .reason
+            .unwrap_or_default()
+            .contains("VPC link (INACTIVE after 60 idle days"));
+    }
+
+    /// Over PrivateLink the NLB's targets see the NLB; the agent's probe of an NLB that
+    /// preserves client IPs arrives from the agent (brief §2).
+    #[test]
+    fn client_ip_preservation_decides_who_is_blamed() {
+        let timed_out = || {
+            answer(
+                504,
+                Some("InternalServerErrorException"),
+                Some("Endpoint request timed out"),
+                None,
+            )
+        };
+        let ok = || r(Outcome::Ok);
+        let v = judged(
+            &t1("nlb:preserve_client_ip = true"),
+            vec![timed_out(), ok(), ok()],
         );
-        assert!(reason(Kind::HttpNlb, &http_gw, Some(&nlb))
-            .ends_with("VPC link (INACTIVE after 60 idle days, or httpapi-sg)"));
+        assert_eq!((v.broken, v.code), (Some(0), Some(ReasonCode::SgDrop)));
+        let text = v.reason.unwrap_or_default();
+        assert!(text.contains("target-sg probably allows the agent but lacks the NLB's addresses or VPC CIDR on port 80"), "{text}");
+        let v = judged(&t1(""), vec![timed_out(), ok(), ok()]);
+        assert_eq!(v.code, Some(ReasonCode::IntegrationTimeout));
+        let text = v.reason.unwrap_or_default();
+        assert!(
+            text.contains("VPC link or endpoint service")
+                && text.contains("target-sg may allow the agent"),
+            "{text}"
+        );
+        let v = judged(
+            &t1("nlb:preserve_client_ip = false"),
+            vec![timed_out(), ok(), ok()],
+        );
+        assert_eq!(v.code, Some(ReasonCode::IntegrationTimeout));
+        assert!(!v.reason.unwrap_or_default().contains("may allow"));
+        // A v2 link: the NLB's targets see the link's ENIs, not the NLB: no PrivateLink rule.
+        let v = judged(
+            &t1("gateway:vpc_link = \"v2\"\nnlb:preserve_client_ip = true"),
+            vec![timed_out(), ok(), ok()],
+        );
+        assert_eq!(v.code, Some(ReasonCode::IntegrationTimeout));
+    }
+
+    #[test]
+    fn a_gateway_still_waiting_is_an_integration_timeout() {
+        let v = judged(
+            &t4(),
+            vec![r(Outcome::Timeout), r(Outcome::Ok), r(Outcome::Ok)],
+        );
+        assert_eq!(v.code, Some(ReasonCode::IntegrationTimeout));
+        let text = v.reason.unwrap_or_default();
+        assert!(
+            text.contains("the gateway itself waits up to 30s before its own 504"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_missing_client_certificate_is_said() {
+        let mut refused = r(Outcome::Tls);
+        refused.evidence.tls_alert = Some("CertificateRequired".into());
+        let v = judged(&t4(), vec![refused.clone(), r(Outcome::Ok), r(Outcome::Ok)]);
+        assert_eq!(v.code, Some(ReasonCode::Tls));
+        assert!(v
+            .reason
+            .unwrap_or_default()
+            .contains("a client certificate is required"));
+        let spot = blind_spot_reason(&t4(), 1, &refused);
+        assert!(spot.contains("set client_cert and client_key"), "{spot}");
     }
 
     #[test]

@@ -86,6 +86,23 @@ pub fn seen(body: &[u8]) -> Option<Seen> {
     })
 }
 
+/// The address of one `X-Forwarded-For` entry: `10.0.0.5`, `2001:db8::1`, and, when the ALB's
+/// `routing.http.xff_client_port.enabled` is on, `10.0.0.5:41234` or `[2001:db8::1]:41234`
+/// (docs.aws.amazon.com/elasticloadbalancing/latest/application/x-forwarded-headers.html).
+pub fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(addr) = entry.parse::<std::net::SocketAddr>() {
+        return Some(addr.ip());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|v6| v6.parse().ok())
+}
+
 /// Whether `ip` satisfies any of `rules`; `resolved[i]` holds hop `i`'s addresses this round.
 /// `None` when a rule could not be evaluated (a named hop did not resolve).
 pub fn allowed(ip: IpAddr, rules: &[Rule], resolved: &[Option<Vec<IpAddr>>]) -> Option<bool> {
@@ -137,7 +154,7 @@ pub fn expected(
         );
     }
     if !expect_forwarded.is_empty() {
-        let last = seen.forwarded_for.last().and_then(|v| v.parse().ok());
+        let last = seen.forwarded_for.last().and_then(|v| forwarded_ip(v));
         fold(last.map_or(Some(false), |ip| allowed(ip, expect_forwarded, resolved)));
     }
     verdict
@@ -204,6 +221,29 @@ mod tests {
             expected(Some(&direct), &[], &by_hop(1), &resolved),
             Some(false),
             "no XFF where one was expected"
+        );
+    }
+
+    #[test]
+    fn forwarded_entries_with_and_without_a_port() {
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        assert_eq!(forwarded_ip("10.0.0.5"), ip("10.0.0.5"));
+        assert_eq!(forwarded_ip(" 10.0.0.5:41234"), ip("10.0.0.5"));
+        assert_eq!(forwarded_ip("2001:db8::1"), ip("2001:db8::1"));
+        assert_eq!(forwarded_ip("[2001:db8::1]:41234"), ip("2001:db8::1"));
+        assert_eq!(forwarded_ip("[2001:db8::1]"), ip("2001:db8::1"));
+        assert_eq!(forwarded_ip("unknown"), None);
+        assert_eq!(forwarded_ip("10.0.0.5:99999"), None);
+        // An `ip:port` entry meets the expectation its address meets.
+        let seen = Seen {
+            peer: "10.0.2.17".into(),
+            forwarded_for: vec!["10.0.1.9:50123".into()],
+            proxy_protocol: None,
+        };
+        let resolved = vec![None, Some(vec!["10.0.1.9".parse().expect("ip")])];
+        assert_eq!(
+            expected(Some(&seen), &[], &[Rule::Hop(1)], &resolved),
+            Some(true)
         );
     }
 

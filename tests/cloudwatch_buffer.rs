@@ -115,6 +115,7 @@ max_buffered_datums = {CAPACITY}
             up: true,
             broken: None,
             blind_spots: Vec::new(),
+            code: None,
             reason: None,
         };
         feed.observe(&Observation::new(

@@ -124,6 +124,38 @@ fn every_invalid_fixture_gives_its_exact_message() {
     );
 }
 
+/// `warning-*.toml`: configs that load, each with the exact warnings expected (`.warn` beside
+/// it). A warning is user interface too.
+#[test]
+fn every_warning_fixture_loads_with_its_exact_warnings() {
+    let dir = fixture_dir();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter(|p| file_name(p).starts_with("warning-"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no warning-*.toml in {}", dir.display());
+    let bless = std::env::var_os("HOPWATCH_BLESS").is_some();
+    for toml in &files {
+        let name = file_name(toml);
+        let text = std::fs::read_to_string(toml).expect("read");
+        let config = load_str(name, &text, &env)
+            .unwrap_or_else(|e| panic!("{name} must load (it only warns):\n{e}"));
+        let actual = joined(&config.warnings);
+        assert!(!actual.is_empty(), "{name} loaded without a warning");
+        let warn = toml.with_extension("warn");
+        if bless {
+            std::fs::write(&warn, format!("{actual}\n")).expect("write .warn");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&warn)
+            .unwrap_or_else(|e| panic!("{name}: no {} ({e}); actual:\n{actual}", file_name(&warn)));
+        assert_eq!(expected.trim_end(), actual, "{name}");
+    }
+}
+
 #[test]
 fn every_err_file_has_its_fixture() {
     let orphans: Vec<_> = fixture_files("err")

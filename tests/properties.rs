@@ -1260,6 +1260,7 @@ fn build_period(start: SystemTime, hops: &[HopSpec], chain_up: Tally) -> Period 
         start,
         hops: BTreeMap::new(),
         chains: BTreeMap::new(),
+        reasons: BTreeMap::new(),
     };
     for (i, (samples, results, [up, broken, health_up, unexpected_source])) in
         hops.iter().enumerate()
@@ -1274,6 +1275,7 @@ fn build_period(start: SystemTime, hops: &[HopSpec], chain_up: Tally) -> Period 
                 health_up: *health_up,
                 unexpected_source: *unexpected_source,
                 last: None,
+                code: None,
             },
         );
     }

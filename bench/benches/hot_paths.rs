@@ -90,6 +90,7 @@ fn up() -> Verdict {
         up: true,
         broken: None,
         blind_spots: Vec::new(),
+        code: None,
         reason: None,
     }
 }

@@ -22,6 +22,36 @@ use http::{HeaderName, HeaderValue, Method};
 pub use expect::{Cidr, Rule};
 pub use validate::{load_str, Problem};
 
+/// A small closed set of names, parsed from and printed as the config spells them.
+macro_rules! closed_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// The name used in the config and in output.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+            /// Parses the config name.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+        impl fmt::Display for $name {
+            // `pad`, so widths and alignment in format strings apply (the `check` table).
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.pad(self.as_str()) }
+        }
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
 /// Default `[agent] listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 /// Default round interval when neither the chain nor `[agent]` sets one.
@@ -86,6 +116,9 @@ pub struct Config {
     pub chains: Vec<Arc<Chain>>,
     /// `[cloudwatch]`, when present.
     pub cloudwatch: Option<CloudWatch>,
+    /// What loading found worth saying that does not make the config invalid (a gateway hop
+    /// giving up before the gateway does), in file order.
+    pub warnings: Vec<Problem>,
 }
 
 /// How CloudWatch gets the numbers.
@@ -196,7 +229,70 @@ pub struct Hop {
     /// Also probe every address the host resolves to (one per load balancer node or Cloud Map
     /// instance), keeping the Host header and TLS server name.
     pub per_address: bool,
+    /// Client certificate and key for mutual TLS.
+    pub client_auth: Option<ClientAuth>,
+    /// Write a PROXY protocol header before the request.
+    pub send_proxy_protocol: Option<ProxyVersion>,
+    /// What this hop is known to do to the source address the next one sees.
+    pub facts: HopFacts,
 }
+
+/// A client certificate (chain) and its key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientAuth {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Facts of a hop that decide which source address the hop behind it sees (brief §2). Each is
+/// `None` or AWS's documented default when unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HopFacts {
+    /// nlb: the target group's `preserve_client_ip.enabled`; `None` when unknown.
+    pub preserve_client_ip: Option<bool>,
+    /// alb: `routing.http.xff_header_processing.mode`.
+    pub xff_mode: XffMode,
+    /// gateway: the VPC link's generation; `None` when unknown (`custom`).
+    pub vpc_link: Option<VpcLink>,
+}
+
+closed_enum!(
+    /// PROXY protocol version a probe writes.
+    ProxyVersion {
+        V1 = "v1",
+        V2 = "v2",
+    }
+);
+
+closed_enum!(
+    /// What an ALB does with `X-Forwarded-For` (`routing.http.xff_header_processing.mode`).
+    XffMode {
+        /// Appends the client's address (AWS's default).
+        Append = "append",
+        /// Passes the header on unchanged.
+        Preserve = "preserve",
+        /// Removes it.
+        Remove = "remove",
+    }
+);
+
+#[allow(clippy::derivable_impls)] // the macro's enums have no #[default] to mark
+impl Default for XffMode {
+    fn default() -> Self {
+        XffMode::Append
+    }
+}
+
+closed_enum!(
+    /// A VPC link's generation.
+    VpcLink {
+        /// PrivateLink to an NLB: what is behind the NLB sees the NLB's addresses, never the
+        /// caller's (client IP preservation has no effect on PrivateLink traffic).
+        V1 = "v1",
+        /// ENIs in the customer's subnets (HTTP APIs; REST APIs since 2025).
+        V2 = "v2",
+    }
+);
 
 impl Hop {
     /// A plain `GET` expecting 2xx, with every other setting at its default. For requests the
@@ -224,6 +320,9 @@ impl Hop {
             expect_source: Vec::new(),
             expect_forwarded: Vec::new(),
             per_address: false,
+            client_auth: None,
+            send_proxy_protocol: None,
+            facts: HopFacts::default(),
         }
     }
 }
@@ -394,35 +493,6 @@ impl StatusSet {
     }
 }
 
-macro_rules! closed_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$vdoc])* $variant),+ }
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            /// The name used in the config and in output.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-            /// Parses the config name.
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some($name::$variant),)+ _ => None }
-            }
-        }
-        impl fmt::Display for $name {
-            // `pad`, so widths and alignment in format strings apply (the `check` table).
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.pad(self.as_str()) }
-        }
-        impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-    };
-}
-
 closed_enum!(
     /// The topology of a chain (brief §1, T1–T6), or `custom`.
     Kind {
@@ -468,25 +538,62 @@ impl Kind {
     }
 
     /// Source expectations the brief makes certain for this kind, by hop position:
-    /// `(hop, expect_source hops, expect_forwarded hops)`. Behind an ALB the target always sees
-    /// an ALB node; over PrivateLink (T1, T2) whatever comes through the gateway reaches the
-    /// next hop from an NLB node.
-    pub fn default_expectations(self) -> &'static [(usize, &'static [usize], &'static [usize])] {
+    /// `(hop, expect_source hops, expect_forwarded hops)`, given the hops' facts. Behind an ALB
+    /// the target always sees an ALB node; over PrivateLink (VPC link v1) whatever comes
+    /// through the gateway reaches the next hop from an NLB node, and an ALB appending
+    /// `X-Forwarded-For` names that node last.
+    pub fn default_expectations(self, hops: &[Hop]) -> Vec<(usize, Vec<usize>, Vec<usize>)> {
+        let fact = |i: usize| hops.get(i).map(|h| h.facts).unwrap_or_default();
         match self {
-            Kind::RestNlbAlb => &[(0, &[2], &[1]), (1, &[2], &[]), (2, &[2], &[])],
-            Kind::RestAlb | Kind::HttpAlb => &[(0, &[1], &[]), (1, &[1], &[])],
-            Kind::RestNlb => &[(0, &[1], &[])],
-            _ => &[],
+            Kind::RestNlbAlb => {
+                let appends = fact(2).xff_mode == XffMode::Append;
+                let forwarded = if appends { vec![1] } else { Vec::new() };
+                vec![
+                    (0, vec![2], forwarded),
+                    (1, vec![2], vec![]),
+                    (2, vec![2], vec![]),
+                ]
+            }
+            Kind::RestAlb | Kind::HttpAlb => vec![(0, vec![1], vec![]), (1, vec![1], vec![])],
+            Kind::RestNlb => {
+                // Over a v2 link the NLB's targets see the link's ENIs unless it rewrites the
+                // source itself (client IP preservation off).
+                let v1 = fact(0).vpc_link != Some(VpcLink::V2);
+                let nlb_rewrites = fact(1).preserve_client_ip == Some(false);
+                if v1 || nlb_rewrites {
+                    vec![(0, vec![1], vec![])]
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => Vec::new(),
         }
     }
 
-    /// The integration timeout API Gateway enforces, when it cannot be raised: HTTP APIs stop
-    /// at 30 s. (REST APIs default to 29 s but regional and private ones can raise it, so no
-    /// limit is imposed there.)
-    pub fn gateway_hard_limit(self) -> Option<Duration> {
+    /// How long the gateway itself waits for the integration before answering 504: HTTP APIs
+    /// 30 s, fixed; REST APIs 29 s by default (regional and private ones can raise it). Sources:
+    /// docs.aws.amazon.com/apigateway/latest/developerguide/http-api-quotas.html and
+    /// api-gateway-execution-service-limits-table.html.
+    pub fn integration_timeout(self) -> Option<Duration> {
         match self {
             Kind::HttpAlb | Kind::HttpNlb | Kind::HttpCloudmap => Some(Duration::from_secs(30)),
-            _ => None,
+            Kind::RestNlb | Kind::RestNlbAlb | Kind::RestAlb => Some(Duration::from_secs(29)),
+            Kind::Custom => None,
+        }
+    }
+
+    /// Whether this is an HTTP API (its gateway answers differ from a REST API's).
+    pub fn http_api(self) -> bool {
+        matches!(self, Kind::HttpAlb | Kind::HttpNlb | Kind::HttpCloudmap)
+    }
+
+    /// The VPC link generation a kind implies; `None` when the gateway hop says (`rest-nlb`
+    /// may use either) or nobody knows (`custom`).
+    pub fn implied_link(self) -> Option<VpcLink> {
+        match self {
+            Kind::RestNlbAlb => Some(VpcLink::V1),
+            Kind::RestAlb | Kind::HttpAlb | Kind::HttpNlb | Kind::HttpCloudmap => Some(VpcLink::V2),
+            Kind::RestNlb | Kind::Custom => None,
         }
     }
 }

@@ -21,6 +21,8 @@ pub mod names {
     pub const HEALTH_CHECK_UP: &str = "HealthCheckUp";
     /// 1 per round the target saw a source outside `expect_source`/`expect_forwarded`.
     pub const UNEXPECTED_SOURCE: &str = "UnexpectedSource";
+    /// Rounds the chain was down with this reason code. `Chain`, `ReasonCode`.
+    pub const CHAIN_DOWN_REASON: &str = "ChainDownReason";
 }
 
 /// Dimension names hopwatch sets itself.
@@ -28,6 +30,7 @@ pub mod dims {
     pub const CHAIN: &str = "Chain";
     pub const HOP: &str = "Hop";
     pub const RESULT: &str = "Result";
+    pub const REASON_CODE: &str = "ReasonCode";
 }
 
 /// Searchable properties of a line (not metrics).
@@ -40,6 +43,8 @@ pub mod props {
     pub const X_FORWARDED_FOR: &str = "XForwardedFor";
     pub const PROXY_PROTOCOL_SOURCE: &str = "ProxyProtocolSource";
     pub const VPC_ENDPOINT_ID: &str = "VpcEndpointId";
+    /// Hop lines: the reason code of the period's last round that blamed this hop.
+    pub const REASON_CODE: &str = "ReasonCode";
     /// On continuation lines: which one.
     pub const CONTINUES: &str = "Continues";
 }
@@ -55,6 +60,7 @@ pub const RESERVED_KEYS: &[&str] = &[
     names::BROKEN_HOP,
     names::HEALTH_CHECK_UP,
     names::UNEXPECTED_SOURCE,
+    names::CHAIN_DOWN_REASON,
     props::TRACE_ID,
     props::LAST_RESULT,
     props::HTTP_STATUS,
@@ -63,5 +69,6 @@ pub const RESERVED_KEYS: &[&str] = &[
     props::X_FORWARDED_FOR,
     props::PROXY_PROTOCOL_SOURCE,
     props::VPC_ENDPOINT_ID,
+    props::REASON_CODE,
     props::CONTINUES,
 ];

@@ -132,6 +132,24 @@ pub struct RawHop {
     /// Also probe every address the host resolves to (one per load balancer node or
     /// instance), with the original Host header and TLS name.
     pub per_address: Option<bool>,
+    /// PEM client certificate (chain) presented when the hop requires mutual TLS (an API
+    /// Gateway custom domain or an ALB listener in verify mode); relative to the config file.
+    pub client_cert: Option<Spanned<String>>,
+    /// The PEM private key of `client_cert`; relative to the config file.
+    pub client_key: Option<Spanned<String>>,
+    /// `"v1"` or `"v2"`: write a PROXY protocol header (the agent's own source and
+    /// destination) before the request, as a target behind an NLB with proxy protocol v2
+    /// expects.
+    pub send_proxy_protocol: Option<Spanned<String>>,
+    /// nlb hops: whether the NLB's target group preserves client IP addresses
+    /// (`preserve_client_ip.enabled`). Unset: unknown.
+    pub preserve_client_ip: Option<Spanned<bool>>,
+    /// alb hops: the ALB's `routing.http.xff_header_processing.mode`: `"append"` (AWS's
+    /// default), `"preserve"` or `"remove"`.
+    pub xff_mode: Option<Spanned<String>>,
+    /// The gateway hop of a `rest-nlb` (or `custom`) chain: `"v1"` (PrivateLink, the default of
+    /// `rest-nlb`) or `"v2"` VPC link.
+    pub vpc_link: Option<Spanned<String>>,
 }
 
 /// One entry of `expect_status`: `200` or `"2xx"`.

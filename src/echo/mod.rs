@@ -52,6 +52,9 @@ pub struct EchoOptions {
     /// Expect PROXY protocol headers (v1 or v2, possibly stacked) before each connection's
     /// first request, as an NLB target group with proxy protocol v2 sends them.
     pub proxy_protocol: bool,
+    /// With `proxy_protocol`: close connections that start without a PROXY header, as nginx's
+    /// `listen … proxy_protocol` does (a target that only takes traffic through its NLB).
+    pub require_proxy_protocol: bool,
     /// Source ranges allowed to connect; empty allows every source. Checked against the TCP
     /// peer (behind a load balancer, its node), before anything is read.
     pub allow: Vec<Cidr>,
@@ -289,6 +292,10 @@ pub async fn serve_connection(mut stream: TcpStream, options: Arc<EchoOptions>) 
     let _ = stream.set_nodelay(true);
     let (headers, prefix) = if options.proxy_protocol {
         match tokio::time::timeout(PROXY_TIMEOUT, read_proxy_headers(&mut stream)).await {
+            Ok(Ok((headers, _))) if headers.is_empty() && options.require_proxy_protocol => {
+                tracing::debug!(%peer, "echo: closing a connection without the PROXY header it requires");
+                return;
+            }
             Ok(Ok(read)) => read,
             Ok(Err(why)) => {
                 tracing::debug!(%peer, why, "echo: dropping a connection with a broken PROXY header");

@@ -3,6 +3,7 @@
 //! The client is built from hyper's HTTP/1 connection API on a socket this module opens itself,
 //! because a pooled client (reqwest) hides exactly what we measure: DNS, connect and TLS.
 
+pub mod proxy;
 pub mod tls;
 
 use std::fmt;
@@ -180,6 +181,11 @@ pub struct Evidence {
     pub error_type: Option<String>,
     /// `x-amzn-RequestId` or `apigw-requestid`.
     pub request_id: Option<String>,
+    /// The `message` of a JSON error body (`{"message": "Forbidden"}`), as API Gateway writes
+    /// its own answers; read from failed answers only, cut to 128 characters.
+    pub message: Option<String>,
+    /// The TLS alert the peer ended the connection with (`CertificateRequired`, ...).
+    pub tls_alert: Option<String>,
 }
 
 /// Everything one probe learnt.
@@ -366,8 +372,9 @@ pub struct Prober {
     user_agent: http::HeaderValue,
 }
 
-/// Why a probe stopped early: its class and a human detail.
-struct Failure(Outcome, String);
+/// Why a probe stopped early: its class, a human detail, and the TLS alert the peer sent, if
+/// one ended it.
+struct Failure(Outcome, String, Option<String>);
 
 impl Prober {
     /// Builds a prober able to reach every hop of the given config (loads each `ca_file`).
@@ -424,8 +431,12 @@ impl Prober {
                 done.body,
                 done.detail,
             ),
-            Ok(Err(Failure(class, detail))) => {
-                (class, None, Evidence::default(), Bytes::new(), Some(detail))
+            Ok(Err(Failure(class, detail, alert))) => {
+                let evidence = Evidence {
+                    tls_alert: alert,
+                    ..Evidence::default()
+                };
+                (class, None, evidence, Bytes::new(), Some(detail))
             }
             Err(_elapsed) => {
                 let (class, what) = match marks.stage {
@@ -516,9 +527,13 @@ impl Prober {
         let mut builder = Request::builder()
             .method(hop.method.clone())
             .uri(hop.url.path_and_query.as_str());
-        let headers = builder
-            .headers_mut()
-            .ok_or_else(|| Failure(Outcome::Protocol, "request could not be built".to_string()))?;
+        let headers = builder.headers_mut().ok_or_else(|| {
+            Failure(
+                Outcome::Protocol,
+                "request could not be built".to_string(),
+                None,
+            )
+        })?;
         headers.insert(USER_AGENT, self.user_agent.clone());
         if close {
             headers.insert(CONNECTION, http::HeaderValue::from_static("close"));
@@ -527,7 +542,7 @@ impl Prober {
             Ok(host) => {
                 headers.insert(HOST, host);
             }
-            Err(_) => return Err(Failure(Outcome::Protocol, "invalid Host".to_string())),
+            Err(_) => return Err(Failure(Outcome::Protocol, "invalid Host".to_string(), None)),
         }
         if let Ok(trace) = http::HeaderValue::from_str(trace) {
             headers.insert(TRACE_ID, trace);
@@ -540,6 +555,7 @@ impl Prober {
             Failure(
                 Outcome::Protocol,
                 format!("request could not be built: {e}"),
+                None,
             )
         })
     }
@@ -555,9 +571,9 @@ impl Prober {
             None => {
                 let found = tokio::net::lookup_host((hop.url.host.as_str(), hop.url.port))
                     .await
-                    .map_err(|e| Failure(Outcome::Dns, format!("{}: {e}", hop.url.host)))?;
+                    .map_err(|e| Failure(Outcome::Dns, format!("{}: {e}", hop.url.host), None))?;
                 let addr = found.into_iter().next().ok_or_else(|| {
-                    Failure(Outcome::Dns, format!("{}: no address", hop.url.host))
+                    Failure(Outcome::Dns, format!("{}: no address", hop.url.host), None)
                 })?;
                 marks.dns = Some(Instant::now());
                 addr
@@ -567,10 +583,38 @@ impl Prober {
         marks.stage = Stage::Connect;
         let tcp = TcpStream::connect(addr)
             .await
-            .map_err(|e| Failure(classify_connect(&e), format!("connect {addr}: {e}")))?;
+            .map_err(|e| Failure(classify_connect(&e), format!("connect {addr}: {e}"), None))?;
         // Latency probes must not wait on Nagle.
         let _ = tcp.set_nodelay(true);
         marks.connect = Some(Instant::now());
+        if let Some(version) = hop.send_proxy_protocol {
+            let mut tcp = tcp;
+            let local = tcp
+                .local_addr()
+                .map_err(|e| Failure(Outcome::Reset, format!("connect {addr}: {e}"), None))?;
+            let header = proxy::header(version, local, addr);
+            tokio::io::AsyncWriteExt::write_all(&mut tcp, &header)
+                .await
+                .map_err(|e| {
+                    Failure(
+                        classify_connect(&e),
+                        format!("PROXY header to {addr}: {e}"),
+                        None,
+                    )
+                })?;
+            return self.secure(hop, tcp, addr, marks).await;
+        }
+        self.secure(hop, tcp, addr, marks).await
+    }
+
+    /// TLS when the hop's URL says so, then the HTTP/1 connection.
+    async fn secure(
+        &self,
+        hop: &Hop,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        marks: &mut Marks,
+    ) -> Result<(http1::SendRequest<Empty<Bytes>>, ConnTask, SocketAddr), Failure> {
         if !hop.url.tls {
             let (sender, task) = handshake(tcp, marks.first_byte.clone()).await?;
             marks.stage = Stage::Exchange;
@@ -582,12 +626,15 @@ impl Prober {
             .as_deref()
             .unwrap_or(hop.url.host.trim_start_matches('[').trim_end_matches(']'));
         let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
-            .map_err(|e| Failure(Outcome::Tls, format!("server name {name:?}: {e}")))?;
-        let connector = tokio_rustls::TlsConnector::from(self.tls.get(hop.ca_file.as_deref()));
-        let stream = connector
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| Failure(classify_tls(&e), format!("TLS handshake: {e}")))?;
+            .map_err(|e| Failure(Outcome::Tls, format!("server name {name:?}: {e}"), None))?;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.get(hop));
+        let stream = connector.connect(server_name, tcp).await.map_err(|e| {
+            Failure(
+                classify_tls(&e),
+                format!("TLS handshake: {e}"),
+                alert_of(&e),
+            )
+        })?;
         marks.tls = Some(Instant::now());
         let (sender, task) = handshake(stream, marks.first_byte.clone()).await?;
         marks.stage = Stage::Exchange;
@@ -645,7 +692,7 @@ where
         .max_buf_size(64 * 1024)
         .handshake(io)
         .await
-        .map_err(|e| Failure(classify_hyper(&e), e.to_string()))?;
+        .map_err(|e| Failure(classify_hyper(&e), e.to_string(), alert_of(&e)))?;
     let task = tokio::spawn(async move {
         // Its errors surface through the response and body futures as well; they are
         // classified there, with context.
@@ -671,14 +718,15 @@ async fn exchange(
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| Failure(classify_hyper(&e), describe_hyper(&e)))?;
+        .map_err(|e| Failure(classify_hyper(&e), describe_hyper(&e), alert_of(&e)))?;
     let status = response.status().as_u16();
-    let evidence = evidence(response.headers());
+    let mut evidence = evidence(response.headers());
     let mut body = response.into_body();
     let mut buf = BytesMut::new();
     let mut too_large = false;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Failure(classify_hyper(&e), describe_hyper(&e)))?;
+        let frame =
+            frame.map_err(|e| Failure(classify_hyper(&e), describe_hyper(&e), alert_of(&e)))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > hop.max_body {
                 let room = hop.max_body - buf.len();
@@ -690,6 +738,9 @@ async fn exchange(
         }
     }
     let body = buf.freeze();
+    if !hop.expect_status.contains(status) {
+        evidence.message = error_message(&body);
+    }
     let (outcome, detail) = if too_large {
         (
             Outcome::TooLarge,
@@ -734,7 +785,42 @@ fn evidence(headers: &HeaderMap) -> Evidence {
         error_type: text("x-amzn-errortype")
             .map(|v| v.split([',', ':']).next().unwrap_or("").trim().to_string()),
         request_id: text("x-amzn-requestid").or_else(|| text("apigw-requestid")),
+        message: None,
+        tls_alert: None,
     }
+}
+
+/// The `message` (or `Message`) string of a small JSON error body: API Gateway's own answers
+/// carry one (`{"message": "Forbidden"}`, `{"Message": "User is not authorized ..."}`).
+fn error_message(body: &[u8]) -> Option<String> {
+    if body.len() > 4096 || !body.trim_ascii_start().starts_with(b"{") {
+        return None;
+    }
+    let doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
+    let text = doc
+        .get("message")
+        .or_else(|| doc.get("Message"))?
+        .as_str()?;
+    Some(text.chars().take(128).collect())
+}
+
+/// The alert a TLS peer ended the connection with (`CertificateRequired`, `BadCertificate`,
+/// ...), found anywhere in an error's chain: what tells a missing or refused client
+/// certificate from other TLS failures.
+fn alert_of(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let inner = e
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+            .or_else(|| e.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::AlertReceived(alert)) = inner {
+            return Some(format!("{alert:?}"));
+        }
+        current = e.source();
+    }
+    None
 }
 
 fn classify_connect(err: &io::Error) -> Outcome {

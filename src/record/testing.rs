@@ -98,6 +98,7 @@ pub fn verdict(up: bool, broken: Option<usize>) -> Verdict {
         up,
         broken,
         blind_spots: Vec::new(),
+        code: None,
         reason: None,
     }
 }

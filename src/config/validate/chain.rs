@@ -95,20 +95,6 @@ impl Checker<'_> {
             );
         }
 
-        // The HTTP API's 30 s integration limit binds the timeout hops inherit too.
-        if let Some(limit) = kind.and_then(Kind::gateway_hard_limit) {
-            if !hops_override_all {
-                let span = raw
-                    .timeout
-                    .as_ref()
-                    .map(Spanned::span)
-                    .or_else(|| inherited.timeout_span.clone())
-                    .unwrap_or_else(|| raw.kind.span());
-                let limit = Bound::Gateway(limit, raw.kind.get_ref());
-                self.below(timeout, limit, &span, &scope);
-            }
-        }
-
         if raw.hops.is_empty() {
             let expected = kind
                 .and_then(Kind::shape)
@@ -158,11 +144,10 @@ impl Checker<'_> {
             }
             let role = roles.as_ref().and_then(|r| r.get(index).copied().flatten());
             let limits = HopLimits {
+                kind,
                 hop_names: &hop_names,
                 interval: interval_known.then_some(interval),
                 default_timeout: timeout,
-                gateway_limit: kind.and_then(Kind::gateway_hard_limit),
-                kind: raw.kind.get_ref(),
             };
             if let Some(hop) = self.hop(hop.get_ref(), &hop_scope, role, &limits, env) {
                 hops.push(hop);
@@ -172,16 +157,21 @@ impl Checker<'_> {
         if self.problems.len() > before || hops.len() != raw.hops.len() {
             return None;
         }
-        for (index, source, forwarded) in kind.default_expectations() {
-            let written = &raw.hops[*index].get_ref();
-            let hop = &mut hops[*index];
+        self.forwarded_can_hold(raw, &hops, &scope);
+        if self.problems.len() > before {
+            return None;
+        }
+        for (index, source, forwarded) in kind.default_expectations(&hops) {
+            let written = &raw.hops[index].get_ref();
+            let hop = &mut hops[index];
             if written.expect_source.is_none() {
-                hop.expect_source = source.iter().map(|i| Rule::Hop(*i)).collect();
+                hop.expect_source = source.into_iter().map(Rule::Hop).collect();
             }
             if written.expect_forwarded.is_none() {
-                hop.expect_forwarded = forwarded.iter().map(|i| Rule::Hop(*i)).collect();
+                hop.expect_forwarded = forwarded.into_iter().map(Rule::Hop).collect();
             }
         }
+        self.gateway_waits_longer(raw, kind, &hops, &scope);
         Some(Chain {
             name,
             kind,
@@ -190,6 +180,73 @@ impl Checker<'_> {
             thresholds,
             hops,
         })
+    }
+
+    /// `expect_forwarded` reads the last `X-Forwarded-For` entry, which the ALB nearest the
+    /// target appends: an ALB that removes the header makes it impossible.
+    fn forwarded_can_hold(&mut self, raw: &RawChain, hops: &[Hop], scope: &str) {
+        let Some(alb) = hops.iter().rev().find(|h| h.role == Role::Alb) else {
+            return;
+        };
+        if alb.facts.xff_mode != XffMode::Remove {
+            return;
+        }
+        for (written, hop) in raw.hops.iter().zip(hops) {
+            if let Some(first) = written
+                .get_ref()
+                .expect_forwarded
+                .as_ref()
+                .and_then(|l| l.first())
+            {
+                self.report(
+                    &first.span(),
+                    &format!("{scope} hop {:?}", hop.name),
+                    format!(
+                        "expect_forwarded can never hold: hop {:?} removes X-Forwarded-For (xff_mode = \"remove\")",
+                        alb.name
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A gateway hop that gives up before the gateway does sees its own timeout where users
+    /// get the gateway's 504: said as a warning, since a short timeout is a fine choice too.
+    fn gateway_waits_longer(&mut self, raw: &RawChain, kind: Kind, hops: &[Hop], scope: &str) {
+        let Some(limit) = kind.integration_timeout() else {
+            return;
+        };
+        let api = if kind.http_api() {
+            format!(
+                "the HTTP API integration timeout ({})",
+                format_duration(limit)
+            )
+        } else {
+            format!(
+                "the REST API integration timeout ({} by default)",
+                format_duration(limit)
+            )
+        };
+        for (written, hop) in raw.hops.iter().zip(hops) {
+            if hop.role != Role::Gateway || hop.timeout > limit {
+                continue;
+            }
+            let w = written.get_ref();
+            let span = w
+                .timeout
+                .as_ref()
+                .map(Spanned::span)
+                .or_else(|| raw.timeout.as_ref().map(Spanned::span))
+                .unwrap_or_else(|| w.name.span());
+            self.warn(
+                &span,
+                &format!("{scope} hop {:?}", hop.name),
+                format!(
+                    "timeout ({}) is not above {api}: when the integration hangs, the agent reports its own timeout where users get the gateway's 504",
+                    format_duration(hop.timeout)
+                ),
+            );
+        }
     }
 
     /// Resolves each hop's role from the kind's shape and the explicit `role` keys, reporting

@@ -6,6 +6,8 @@ use toml::Spanned;
 use super::super::duration::parse_size;
 use super::super::raw::{RawHop, StatusEntry};
 use super::super::*;
+use std::ops::Range;
+
 use super::{expand_env, Bound, Checker, MAX_BODY_LIMIT};
 
 impl Checker<'_> {
@@ -75,9 +77,6 @@ impl Checker<'_> {
             if fits {
                 timeout = value;
             }
-            if let Some(limit) = limits.gateway_limit {
-                self.below(value, Bound::Gateway(limit, limits.kind), &span, scope);
-            }
         }
 
         let max_body = match &raw.max_body {
@@ -117,11 +116,7 @@ impl Checker<'_> {
         let ca_file = match &raw.ca_file {
             None => None,
             Some(path) => {
-                // Relative to the config file, so a config and its CA bundle move together.
-                let resolved = std::path::Path::new(self.file)
-                    .parent()
-                    .unwrap_or(std::path::Path::new(""))
-                    .join(path.get_ref());
+                let resolved = self.beside_config(path.get_ref());
                 if let Err(reason) = super::pem::read_ca_file(&resolved) {
                     self.report(
                         &path.span(),
@@ -157,16 +152,33 @@ impl Checker<'_> {
         let expect_source = rules("expect_source", &raw.expect_source);
         let expect_forwarded = rules("expect_forwarded", &raw.expect_forwarded);
 
+        let send_proxy_protocol = raw.send_proxy_protocol.as_ref().and_then(|v| {
+            let parsed = ProxyVersion::parse(v.get_ref());
+            if parsed.is_none() {
+                self.report(
+                    &v.span(),
+                    scope,
+                    format!(
+                        "send_proxy_protocol ({:?}) must be \"v1\" or \"v2\"",
+                        v.get_ref()
+                    ),
+                );
+            }
+            parsed
+        });
         // A health check is probed like the load balancer does it: plain GET, 2xx, same trust.
         let health = raw
             .health_url
             .as_ref()
             .and_then(|text| self.url("health_url", text, scope))
             .map(|url| {
+                // A load balancer's health checks of a proxy-protocol target carry the header
+                // too (NLB target groups with proxy protocol v2 send it on health checks).
                 Box::new(Hop {
                     max_body,
                     tls_server_name: tls_server_name.clone(),
                     ca_file: ca_file.clone(),
+                    send_proxy_protocol,
                     ..Hop::plain(
                         raw.name.get_ref(),
                         role.unwrap_or(Role::Target),
@@ -175,6 +187,9 @@ impl Checker<'_> {
                     )
                 })
             });
+
+        let client_auth = self.client_auth(raw, url.as_ref(), scope);
+        let facts = self.facts(raw, role, limits.kind, scope);
 
         if self.problems.len() > before {
             return None;
@@ -195,7 +210,140 @@ impl Checker<'_> {
             expect_source,
             expect_forwarded,
             per_address: raw.per_address.unwrap_or(false),
+            client_auth,
+            send_proxy_protocol,
+            facts,
         })
+    }
+
+    /// A path written in the config, resolved against the config file's folder, so a config
+    /// and the files it names move together.
+    fn beside_config(&self, path: &str) -> std::path::PathBuf {
+        std::path::Path::new(self.file)
+            .parent()
+            .unwrap_or(std::path::Path::new(""))
+            .join(path)
+    }
+
+    /// `client_cert` and `client_key`: both or neither, readable PEM, on an https:// hop.
+    fn client_auth(
+        &mut self,
+        raw: &RawHop,
+        url: Option<&HopUrl>,
+        scope: &str,
+    ) -> Option<ClientAuth> {
+        let (cert, key) = match (&raw.client_cert, &raw.client_key) {
+            (None, None) => return None,
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(only), None) | (None, Some(only)) => {
+                self.report(
+                    &only.span(),
+                    scope,
+                    "client_cert and client_key go together: set both (PEM files) or neither"
+                        .to_string(),
+                );
+                return None;
+            }
+        };
+        if url.is_some_and(|u| !u.tls) {
+            self.report(
+                &cert.span(),
+                scope,
+                "client_cert needs an https:// url: a client certificate is presented in the TLS handshake".to_string(),
+            );
+        }
+        let auth = ClientAuth {
+            cert: self.beside_config(cert.get_ref()),
+            key: self.beside_config(key.get_ref()),
+        };
+        if let Err(reason) = super::pem::read_cert_chain(&auth.cert) {
+            self.report(
+                &cert.span(),
+                scope,
+                format!("client_cert ({:?}) {reason}", cert.get_ref()),
+            );
+        }
+        if let Err(reason) = super::pem::read_key(&auth.key) {
+            self.report(
+                &key.span(),
+                scope,
+                format!("client_key ({:?}) {reason}", key.get_ref()),
+            );
+        }
+        Some(auth)
+    }
+
+    /// The facts a hop may state, each on the role it belongs to.
+    fn facts(
+        &mut self,
+        raw: &RawHop,
+        role: Option<Role>,
+        kind: Option<Kind>,
+        scope: &str,
+    ) -> HopFacts {
+        let mut facts = HopFacts {
+            vpc_link: kind.and_then(Kind::implied_link),
+            ..HopFacts::default()
+        };
+        if kind == Some(Kind::RestNlb) {
+            facts.vpc_link = Some(VpcLink::V1);
+        }
+        let only_on = |this: &mut Self, key: &str, span: Range<usize>, wanted: Role| {
+            if role.is_some_and(|r| r != wanted) {
+                this.report(
+                    &span,
+                    scope,
+                    format!(
+                        "{key} is a fact of {wanted} hops; this hop is {}",
+                        role.map_or("", Role::as_str)
+                    ),
+                );
+                return false;
+            }
+            true
+        };
+        if let Some(v) = &raw.preserve_client_ip {
+            if only_on(self, "preserve_client_ip", v.span(), Role::Nlb) {
+                facts.preserve_client_ip = Some(*v.get_ref());
+            }
+        }
+        if let Some(v) = &raw.xff_mode {
+            if only_on(self, "xff_mode", v.span(), Role::Alb) {
+                match XffMode::parse(v.get_ref()) {
+                    Some(mode) => facts.xff_mode = mode,
+                    None => self.report(
+                        &v.span(),
+                        scope,
+                        format!(
+                            "xff_mode ({:?}) must be \"append\", \"preserve\" or \"remove\"",
+                            v.get_ref()
+                        ),
+                    ),
+                }
+            }
+        }
+        if let Some(v) = &raw.vpc_link {
+            if only_on(self, "vpc_link", v.span(), Role::Gateway) {
+                match (VpcLink::parse(v.get_ref()), kind) {
+                    (None, _) => self.report(
+                        &v.span(),
+                        scope,
+                        format!("vpc_link ({:?}) must be \"v1\" or \"v2\"", v.get_ref()),
+                    ),
+                    (Some(link), Some(k)) if k.implied_link().is_some_and(|l| l != link) => self
+                        .report(
+                            &v.span(),
+                            scope,
+                            format!(
+                            "vpc_link ({link}) does not fit kind {k}, which always uses a {} link",
+                            k.implied_link().map_or("", VpcLink::as_str)
+                        ),
+                        ),
+                    (Some(link), _) => facts.vpc_link = Some(link),
+                }
+            }
+        }
+        facts
     }
 
     /// Parses the URL under `key` (`url`, `health_url`), naming that key when it is wrong.
@@ -322,14 +470,12 @@ impl Checker<'_> {
 
 /// What a hop's checks need to know of its chain.
 pub(super) struct HopLimits<'a> {
+    /// The chain's kind, when it was valid.
+    pub kind: Option<Kind>,
     /// Names of the chain's hops, in order: what `expect_source` entries may name.
     pub hop_names: &'a [String],
     /// `None` when the chain's interval was itself wrong (already reported).
     pub interval: Option<Duration>,
     /// The timeout a hop without its own inherits.
     pub default_timeout: Duration,
-    /// The gateway's integration limit, for kinds that have a hard one.
-    pub gateway_limit: Option<Duration>,
-    /// The chain's kind as written.
-    pub kind: &'a str,
 }

@@ -65,8 +65,10 @@ pub fn load_str(
             return Err(ConfigError::Invalid(vec![problem]));
         }
     };
-    let config = checker.config(raw, env);
+    let mut config = checker.config(raw, env);
     if checker.problems.is_empty() {
+        checker.warnings.sort_by_key(|p| (p.line, p.column));
+        config.warnings = checker.warnings;
         return Ok(config);
     }
     checker.problems.sort_by_key(|p| (p.line, p.column));
@@ -87,16 +89,15 @@ pub(super) struct Checker<'a> {
     file: &'a str,
     text: &'a str,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 /// What a timeout must stay below, as a message names it.
-enum Bound<'a> {
+enum Bound {
     /// The interval of the same table (`[agent]`, a chain): "interval (15s)".
     Interval(Duration),
     /// The chain's interval, seen from one of its hops: "the chain interval (15s)".
     ChainInterval(Duration),
-    /// The HTTP API's integration limit, for the kinds that have one.
-    Gateway(Duration, &'a str),
 }
 
 /// Where the defaults of a chain come from, for messages.
@@ -115,6 +116,7 @@ impl<'a> Checker<'a> {
             file,
             text,
             problems: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -141,6 +143,12 @@ impl<'a> Checker<'a> {
     fn report(&mut self, span: &Range<usize>, scope: &str, message: String) {
         let problem = self.problem(span, scope, message);
         self.problems.push(problem);
+    }
+
+    /// Something worth saying that does not make the config invalid.
+    fn warn(&mut self, span: &Range<usize>, scope: &str, message: String) {
+        let problem = self.problem(span, scope, message);
+        self.warnings.push(problem);
     }
 
     /// Turns a serde failure into a located problem whose scope names chains and hops by name
@@ -272,6 +280,7 @@ impl<'a> Checker<'a> {
             agent,
             chains,
             cloudwatch,
+            warnings: Vec::new(),
         }
     }
 
@@ -320,23 +329,10 @@ impl<'a> Checker<'a> {
 
     /// Reports `timeout` (written at `span`) unless it is below `bound`; true when it is. The
     /// one check behind every "timeout must be less than ..." rule, whatever the scope.
-    fn below(
-        &mut self,
-        timeout: Duration,
-        bound: Bound<'_>,
-        span: &Range<usize>,
-        scope: &str,
-    ) -> bool {
+    fn below(&mut self, timeout: Duration, bound: Bound, span: &Range<usize>, scope: &str) -> bool {
         let (limit, named) = match bound {
             Bound::Interval(d) => (d, format!("interval ({})", format_duration(d))),
             Bound::ChainInterval(d) => (d, format!("the chain interval ({})", format_duration(d))),
-            Bound::Gateway(d, kind) => (
-                d,
-                format!(
-                    "the HTTP API integration limit ({}) of kind {kind}",
-                    format_duration(d)
-                ),
-            ),
         };
         if timeout < limit {
             return true;

@@ -29,6 +29,8 @@ enum Level {
     Result,
     /// `Chain`, extras: `ChainUp`.
     Chain,
+    /// `Chain`, `ReasonCode`, extras: `ChainDownReason`.
+    Reason,
 }
 
 /// One metric's samples, split over as many lines as they need.
@@ -120,6 +122,9 @@ fn properties(p: &HopPeriod, root: &mut Map<String, Json>) {
         .map(|(class, n)| (class.as_str().to_string(), json!(n)))
         .collect();
     put(props::RESULTS, Json::Object(results));
+    if let Some((_, code)) = p.code {
+        put(props::REASON_CODE, json!(code.as_str()));
+    }
     if let Some(seen) = &last.seen {
         put(props::SOURCE_IP, json!(seen.peer));
         if !seen.forwarded_for.is_empty() {
@@ -152,6 +157,7 @@ impl Writer<'_> {
             Level::Hop => &[dims::CHAIN, dims::HOP],
             Level::Result => &[dims::CHAIN, dims::HOP, dims::RESULT],
             Level::Chain => &[dims::CHAIN],
+            Level::Reason => &[dims::CHAIN, dims::REASON_CODE],
         };
         own.iter()
             .copied()
@@ -285,6 +291,19 @@ pub fn lines(
             single: false,
         };
         w.write(&base, &[chain_up], |_| {});
+    }
+    for ((chain, code), rounds) in &period.reasons {
+        let mut base = Map::new();
+        base.insert(dims::CHAIN.into(), json!(chain));
+        base.insert(dims::REASON_CODE.into(), json!(code.as_str()));
+        let reason = Series {
+            name: names::CHAIN_DOWN_REASON,
+            unit: "Count",
+            values: vec![*rounds as f64],
+            level: Level::Reason,
+            single: true,
+        };
+        w.write(&base, &[reason], |_| {});
     }
     w.out
 }

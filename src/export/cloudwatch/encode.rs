@@ -103,6 +103,18 @@ pub fn datums(period: &Period, extra: &[(String, String)], storage_resolution: u
             out.push(datum(names::CHAIN_UP, dimensions, Unit::None, value));
         }
     }
+    for ((chain, code), rounds) in &period.reasons {
+        let dimensions = with_extra(vec![
+            (dims::CHAIN.to_string(), chain.clone()),
+            (dims::REASON_CODE.to_string(), code.as_str().to_string()),
+        ]);
+        out.push(datum(
+            names::CHAIN_DOWN_REASON,
+            dimensions,
+            Unit::Count,
+            Value::Single(*rounds as f64),
+        ));
+    }
     out
 }
 

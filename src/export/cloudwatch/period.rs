@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
+use crate::diagnose::ReasonCode;
 use crate::probe::{Outcome, ProbeResult};
 use crate::record::Observation;
 use crate::source::Seen;
@@ -65,6 +66,8 @@ pub struct HopPeriod {
     /// whose target answered as `hopwatch echo`).
     pub unexpected_source: Tally,
     pub last: Option<LastProbe>,
+    /// The reason code of the last round that blamed this hop, and when that round started.
+    pub code: Option<(SystemTime, ReasonCode)>,
 }
 
 impl HopPeriod {
@@ -80,6 +83,7 @@ impl HopPeriod {
             health_up: Tally::default(),
             unexpected_source: Tally::default(),
             last: None,
+            code: None,
         }
     }
 
@@ -121,6 +125,8 @@ pub struct Period {
     pub hops: BTreeMap<(String, String), HopPeriod>,
     /// `ChainUp` per chain, per round.
     pub chains: BTreeMap<String, Tally>,
+    /// Rounds each chain was down, by reason code.
+    pub reasons: BTreeMap<(String, ReasonCode), u64>,
 }
 
 /// The open periods, keyed by start (milliseconds since the epoch).
@@ -151,6 +157,7 @@ impl Periods {
             start: UNIX_EPOCH + Duration::from_millis(start),
             hops: BTreeMap::new(),
             chains: BTreeMap::new(),
+            reasons: BTreeMap::new(),
         })
     }
 
@@ -165,16 +172,30 @@ impl Periods {
     pub fn observe(&mut self, observation: &Observation) {
         let round = &observation.round;
         let chain = &round.chain;
-        self.period(round.started_wall)
+        let verdict = &observation.verdict;
+        let period = self.period(round.started_wall);
+        period
             .chains
             .entry(chain.name.clone())
             .or_default()
-            .add(observation.verdict.up);
+            .add(verdict.up);
+        if let (false, Some(code)) = (verdict.up, verdict.code) {
+            *period
+                .reasons
+                .entry((chain.name.clone(), code))
+                .or_default() += 1;
+        }
         for (i, (hop, result)) in chain.hops.iter().zip(&round.probed.results).enumerate() {
             let p = self.hop(result.started_at, &chain.name, &hop.name);
             record(p, result);
             p.up.add(observation.up.get(i).copied().unwrap_or(false));
-            p.broken.add(observation.verdict.broken == Some(i));
+            let blamed = verdict.broken == Some(i) && !verdict.up;
+            p.broken.add(verdict.broken == Some(i));
+            if let (true, Some(code)) = (blamed, verdict.code) {
+                if p.code.is_none_or(|(at, _)| at <= result.started_at) {
+                    p.code = Some((result.started_at, code));
+                }
+            }
             if let Some(Some(ok)) = observation.health_up.get(i) {
                 p.health_up.add(*ok);
             }

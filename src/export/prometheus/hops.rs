@@ -621,6 +621,7 @@ mod tests {
             up: true,
             broken: None,
             blind_spots: Vec::new(),
+            code: None,
             reason: None,
         };
         table.observe(&observed(r, &[true; 3], verdict));
@@ -650,6 +651,7 @@ mod tests {
             up: true,
             broken: None,
             blind_spots: Vec::new(),
+            code: None,
             reason: None,
         };
         for c in [&orders, &other] {

@@ -14,6 +14,7 @@ use prometheus::{
 };
 
 use crate::config::Chain;
+use crate::diagnose::ReasonCode;
 use crate::export::cloudwatch::stats::Stats;
 use crate::export::Sink;
 use crate::record::Observation;
@@ -54,7 +55,7 @@ pub struct Metrics {
     reload_time: prometheus::Gauge,
     broken_reason: IntGaugeVec,
     /// The reason series exported per chain (labels), to remove it when it changes.
-    reasons: Mutex<BTreeMap<String, [String; 3]>>,
+    reasons: Mutex<BTreeMap<String, [String; 4]>>,
     /// Addresses exported per (chain, hop) last round, to remove those that went away.
     addresses: Mutex<BTreeMap<(String, String), Vec<String>>>,
 }
@@ -141,9 +142,9 @@ impl Metrics {
             IntGaugeVec::new(
                 Opts::new(
                     "hopwatch_chain_broken_reason_info",
-                    "While a chain is down: 1 on its blamed hop, with that hop's role and the reason; no series while it is up.",
+                    "While a chain is down: 1 on its blamed hop, with that hop's role, the reason and its code; no series while it is up.",
                 ),
-                &["chain", "hop", "role", "reason"],
+                &["chain", "hop", "role", "reason", "code"],
             )
             .expect("valid"),
         );
@@ -303,6 +304,10 @@ impl Metrics {
                     hop.name.clone(),
                     hop.role.as_str().to_string(),
                     reason.clone(),
+                    verdict
+                        .code
+                        .map_or("unknown", ReasonCode::as_str)
+                        .to_string(),
                 ]
             }),
             _ => None,
@@ -312,16 +317,16 @@ impl Metrics {
         if before == now {
             return;
         }
-        if let Some([hop, role, reason]) = before {
+        if let Some([hop, role, reason, code]) = before {
             let _ = self
                 .broken_reason
-                .remove_label_values(&[chain, &hop, &role, &reason]);
+                .remove_label_values(&[chain, &hop, &role, &reason, &code]);
             reasons.remove(chain);
         }
         if let Some(labels) = now {
-            let [hop, role, reason] = &labels;
+            let [hop, role, reason, code] = &labels;
             self.broken_reason
-                .with_label_values(&[chain, hop, role, reason])
+                .with_label_values(&[chain, hop, role, reason, code])
                 .set(1);
             reasons.insert(chain.to_string(), labels);
         }
@@ -366,10 +371,10 @@ impl Metrics {
         let _ = self.chain_up.remove_label_values(&[chain]);
         let _ = self.chain_interval.remove_label_values(&[chain]);
         let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some([hop, role, reason]) = reasons.remove(chain) {
+        if let Some([hop, role, reason, code]) = reasons.remove(chain) {
             let _ = self
                 .broken_reason
-                .remove_label_values(&[chain, &hop, &role, &reason]);
+                .remove_label_values(&[chain, &hop, &role, &reason, &code]);
         }
         let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
         addresses.retain(|(c, hop), known| {
@@ -539,6 +544,7 @@ mod tests {
             up: false,
             broken: Some(hop),
             blind_spots: Vec::new(),
+            code: Some(crate::diagnose::ReasonCode::SgDrop),
             reason: Some(why.to_string()),
         };
         let reasons = |m: &Metrics| -> Vec<String> {
@@ -555,7 +561,7 @@ mod tests {
         ));
         assert_eq!(
             reasons(&m),
-            ["hopwatch_chain_broken_reason_info{chain=\"orders\",hop=\"nlb\",reason=\"nlb -> target: timeout\",role=\"nlb\"} 1"]
+            ["hopwatch_chain_broken_reason_info{chain=\"orders\",code=\"sg_drop\",hop=\"nlb\",reason=\"nlb -> target: timeout\",role=\"nlb\"} 1"]
         );
         m.observe(&observed(
             r.clone(),
@@ -569,6 +575,7 @@ mod tests {
             up: true,
             broken: None,
             blind_spots: Vec::new(),
+            code: None,
             reason: None,
         };
         m.observe(&observed(r, &[true; 3], up));

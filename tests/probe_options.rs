@@ -1,0 +1,226 @@
+//! Probe options for endpoints that ask more of a client: a PROXY protocol header first (a
+//! target behind an NLB with proxy protocol v2), and a client certificate (mutual TLS on an
+//! API Gateway custom domain or an ALB listener in verify mode). Real servers on 127.0.0.1:
+//! `hopwatch echo` reading PROXY headers, and a rustls server that verifies client certificates.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hopwatch::echo::EchoOptions;
+use hopwatch::probe::{tls::TlsConfigs, Outcome, Prober};
+use hopwatch::wire::EchoReply;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An echo that reads PROXY headers and closes connections that bring none.
+async fn proxy_echo() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    std::mem::forget(stop);
+    let options = EchoOptions {
+        proxy_protocol: true,
+        require_proxy_protocol: true,
+        ..EchoOptions::default()
+    };
+    tokio::spawn(hopwatch::echo::serve(listener, options, rx));
+    addr
+}
+
+fn prober() -> Prober {
+    Prober::new(TlsConfigs::new([]).expect("tls"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_header_names_the_connection_as_it_is() {
+    let addr = proxy_echo().await;
+    for version in ["v1", "v2"] {
+        let hop = common::hop(
+            &format!("http://{addr}/"),
+            &format!("send_proxy_protocol = \"{version}\""),
+        );
+        let r = prober().probe(&hop, None).await;
+        assert_eq!(r.outcome, Outcome::Ok, "{version}: {:?}", r.detail);
+        let reply: EchoReply = serde_json::from_slice(&r.body).expect("echo reply");
+        let header = reply.proxy_protocol.first().expect("a PROXY header");
+        assert_eq!(header.version, if version == "v1" { 1 } else { 2 });
+        assert_eq!(header.command, "proxy");
+        // The header tells the truth of the connection: the agent's own source, the target.
+        assert_eq!(
+            header.src.as_deref(),
+            Some(reply.peer.as_str()),
+            "{version}"
+        );
+        assert_eq!(
+            header.dst.as_deref(),
+            Some(reply.local.as_str()),
+            "{version}"
+        );
+    }
+    // Without one, a target that requires it closes the connection: what the agent's direct
+    // probe of a target behind such an NLB sees.
+    let plain = common::hop(&format!("http://{addr}/"), "");
+    let r = prober().probe(&plain, None).await;
+    assert_eq!(r.outcome, Outcome::Reset, "{:?}", r.detail);
+}
+
+/// A CA and the certificates it signs, as PEM files in a scratch folder.
+struct Pki {
+    dir: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca_der: CertificateDer<'static>,
+}
+
+impl Pki {
+    fn new(tag: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("hopwatch-pki-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("hopwatch {tag} CA"));
+        let cert = params.self_signed(&key).expect("ca");
+        std::fs::write(dir.join("ca.pem"), cert.pem()).expect("ca.pem");
+        Pki {
+            dir,
+            ca_der: cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for `name` signed by this CA: (cert PEM path, key PEM path, DER, key).
+    fn issue(&self, name: &str) -> (PathBuf, PathBuf, CertificateDer<'static>, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        let cert = params.signed_by(&key, &self.issuer).expect("cert");
+        let (c, k) = (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&c, cert.pem()).expect("cert");
+        std::fs::write(&k, key.serialize_pem()).expect("key");
+        (c, k, cert.der().clone(), key)
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TLS server on 127.0.0.1 for `localhost` that requires a client certificate signed by
+/// `clients`, answering `200 ok` to those it accepts.
+async fn mtls_server(server: &Pki, clients: &Pki) -> SocketAddr {
+    let (_, _, der, key) = server.issue("localhost");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(clients.ca_der.clone()).expect("client CA");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("verifier");
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![der], PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(stream).await {
+                    let mut buf = [0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn keys(ca: &Path, client: Option<(&Path, &Path)>) -> String {
+    let mut text = format!(
+        "timeout = \"3s\"\ntls_server_name = \"localhost\"\nca_file = \"{}\"\n",
+        ca.display()
+    );
+    if let Some((cert, key)) = client {
+        text.push_str(&format!(
+            "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    text
+}
+
+/// One probe of `url` with the hop keys `extra`, by a prober built for that hop (its CA and
+/// client certificate loaded, as the agent does).
+async fn probe(url: &str, extra: String) -> hopwatch::probe::ProbeResult {
+    let config = common::config(&format!(
+        "[[chain]]\nname = \"x\"\nkind = \"custom\"\n[[chain.hop]]\nname = \"h\"\nrole = \"target\"\nurl = \"{url}\"\n{extra}"
+    ));
+    let prober = hopwatch::agent::prober_for(&config).expect("prober");
+    prober.probe(&config.chains[0].hops[0], None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_with_without_and_with_a_stranger_certificate() {
+    let server_pki = Pki::new("server");
+    let client_pki = Pki::new("clients");
+    let stranger_pki = Pki::new("stranger");
+    let addr = mtls_server(&server_pki, &client_pki).await;
+    let url = format!("https://{addr}/");
+    let (cert, key, _, _) = client_pki.issue("agent");
+    let (bad_cert, bad_key, _, _) = stranger_pki.issue("agent");
+
+    let ok = probe(&url, keys(&server_pki.ca_file(), Some((&cert, &key)))).await;
+    assert_eq!(ok.outcome, Outcome::Ok, "{:?}", ok.detail);
+
+    let missing = probe(&url, keys(&server_pki.ca_file(), None)).await;
+    assert_eq!(missing.outcome, Outcome::Tls, "{:?}", missing.detail);
+    assert_eq!(
+        missing.evidence.tls_alert.as_deref(),
+        Some("CertificateRequired"),
+        "{:?}",
+        missing.detail
+    );
+
+    let stranger = probe(
+        &url,
+        keys(&server_pki.ca_file(), Some((&bad_cert, &bad_key))),
+    )
+    .await;
+    assert_eq!(stranger.outcome, Outcome::Tls, "{:?}", stranger.detail);
+    assert!(
+        stranger.evidence.tls_alert.is_some(),
+        "a refused certificate ends with an alert: {:?}",
+        stranger.detail
+    );
+}
