@@ -37,7 +37,7 @@ fn promtool(args: &[&str]) -> String {
 fn alert_rules_check_and_their_unit_tests_pass() {
     let rules = deploy("prometheus/alerts.yml");
     let text = promtool(&["check", "rules", rules.to_str().unwrap_or_default()]);
-    assert!(text.contains("SUCCESS: 9 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 11 rules found"), "{text}");
     let tests = deploy("prometheus/alerts.test.yml");
     let text = promtool(&["test", "rules", tests.to_str().unwrap_or_default()]);
     assert!(text.contains("SUCCESS"), "{text}");
@@ -146,6 +146,7 @@ emf_output = "{emf}"
                     "BrokenHop",
                     "HealthCheckUp",
                     "UnexpectedSource",
+                    "ChainDownReason",
                 ]
                 .iter()
                 .all(|m| published.contains_key(*m))
@@ -244,7 +245,7 @@ async fn every_metric_the_alerts_use_is_exported_with_its_labels() {
             exprs.push(expr);
         }
     }
-    assert_eq!(exprs.len(), 9, "one expression per alert");
+    assert_eq!(exprs.len(), 11, "one expression per alert");
     let checked = check_metrics(&exprs, &exported);
     assert!(checked >= 10, "{checked} metric uses checked");
 }
@@ -453,8 +454,8 @@ async fn the_cloudformation_template_lints_and_uses_published_metrics() {
             .collect();
         uses.push((metric, dims));
     }
-    // 4 Metrics Insights alarms, 1 classic alarm, 6 searches in each dashboard.
-    assert_eq!(uses.len(), 17, "{uses:?}");
+    // 6 Metrics Insights alarms, 1 classic alarm, 7 searches in each dashboard.
+    assert_eq!(uses.len(), 21, "{uses:?}");
     let published = published(&real_run().await.emf);
     for (metric, mut dims) in uses {
         dims.sort();
