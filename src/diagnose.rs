@@ -413,7 +413,7 @@ fn integration(round: &Round<'_>, code: ReasonCode, what: String) -> (ReasonCode
             Some(true) => {
                 return (
                     ReasonCode::SgDrop,
-                    format!("{head}; over PrivateLink {} sees the NLB's own addresses while the agent's probe through {} keeps the agent's address (client IP preservation is on): {} probably allows the agent but lacks {lacks}", behind.name, n.name, sg(behind)),
+                    format!("{head}; over PrivateLink {} sees the NLB's own addresses while the agent's probe through {} keeps the agent's address (client IP preservation is on): {} probably allows the agent but lacks {lacks}; if it does allow them, the VPC link itself", behind.name, n.name, sg(behind)),
                 )
             }
             None => {

@@ -31,6 +31,12 @@ struct Expect {
     slow: Option<(&'static str, u64)>,
     /// (hop, node-link): the caller in the PROXY v2 header the target saw.
     proxy_src: Option<(&'static str, &'static str)>,
+    /// The reason code of a down chain (`hopwatch_chain_broken_reason_info{code}`,
+    /// `reason_code` in check --json).
+    code: Option<&'static str>,
+    /// (hop, result, phrase): what check --json says of one hop's probe (its result class and
+    /// a phrase of its detail).
+    hop_result: Option<(&'static str, &'static str, &'static str)>,
 }
 
 struct Scenario {
@@ -46,10 +52,11 @@ fn up() -> Expect {
     }
 }
 
-fn down(broken: &'static str, reason: &'static str) -> Expect {
+fn down(broken: &'static str, code: &'static str, reason: &'static str) -> Expect {
     Expect {
         up: false,
         broken: Some(broken),
+        code: Some(code),
         reason: Some(reason),
         ..Expect::default()
     }
@@ -67,6 +74,7 @@ fn label<'a>(series: &'a str, name: &str) -> Option<&'a str> {
 struct Verdict {
     up: Option<bool>,
     broken: BTreeSet<String>,
+    code: BTreeSet<String>,
     blind: BTreeSet<String>,
     health_down: BTreeSet<String>,
     address_down: BTreeSet<String>,
@@ -80,8 +88,9 @@ impl std::fmt::Display for Verdict {
             Some(true) => write!(f, "up")?,
             Some(false) => write!(
                 f,
-                "down at {}",
-                self.broken.iter().cloned().collect::<Vec<_>>().join(",")
+                "down at {} [{}]",
+                self.broken.iter().cloned().collect::<Vec<_>>().join(","),
+                self.code.iter().cloned().collect::<Vec<_>>().join(",")
             )?,
         }
         for (what, set) in [
@@ -108,6 +117,7 @@ impl Expect {
         Verdict {
             up: Some(self.up),
             broken: self.broken.iter().map(|s| s.to_string()).collect(),
+            code: self.code.iter().map(|s| s.to_string()).collect(),
             blind: self.blind.iter().map(|s| s.to_string()).collect(),
             health_down: self.health_down.iter().map(|s| s.to_string()).collect(),
             address_down: self
@@ -129,6 +139,9 @@ fn from_metrics(metrics: &BTreeMap<String, f64>) -> Verdict {
             v.up = Some(*value == 1.0);
         } else if series.starts_with("hopwatch_chain_broken_hop{") && *value == 1.0 {
             v.broken.insert(hop());
+        } else if series.starts_with("hopwatch_chain_broken_reason_info{") && *value == 1.0 {
+            v.code
+                .insert(label(series, "code").unwrap_or("").to_string());
         } else if series.starts_with("hopwatch_hop_blind_spot{") && *value == 1.0 {
             v.blind.insert(hop());
         } else if series.starts_with("hopwatch_health_check_up{") && *value == 0.0 {
@@ -158,6 +171,9 @@ fn from_prometheus(lab: &Lab) -> Verdict {
             .first()
             .map(|(_, v)| *v == 1.0),
         broken: hops("hopwatch_chain_broken_hop == 1", &hop),
+        code: hops("hopwatch_chain_broken_reason_info == 1", &|l| {
+            l.get("code").cloned().unwrap_or_default()
+        }),
         blind: hops("hopwatch_hop_blind_spot == 1", &hop),
         health_down: hops("hopwatch_health_check_up == 0", &hop),
         address_down: hops("hopwatch_hop_address_up == 0", &|l| {
@@ -261,6 +277,12 @@ fn run(topology: &str, scenarios: Vec<Scenario>) {
             "{topology}/{}: {chain:#}",
             s.name
         );
+        assert_eq!(
+            chain["reason_code"].as_str(),
+            s.expect.code,
+            "{topology}/{}: {chain:#}",
+            s.name
+        );
         if let Some(phrase) = s.expect.reason {
             let reason = chain["reason"].as_str().unwrap_or("");
             assert!(
@@ -295,6 +317,16 @@ fn run(topology: &str, scenarios: Vec<Scenario>) {
             assert!(
                 seen.is_some(),
                 "{topology}/{}: Prometheus has no {info}",
+                s.name
+            );
+        }
+        if let Some((h, result, phrase)) = s.expect.hop_result {
+            let probe = hop(h);
+            assert_eq!(probe["result"], result, "{topology}/{}: {probe:#}", s.name);
+            let detail = probe["detail"].as_str().unwrap_or("");
+            assert!(
+                detail.contains(phrase),
+                "{topology}/{}: {h}'s detail {detail:?} lacks {phrase:?}",
                 s.name
             );
         }
@@ -419,7 +451,7 @@ fn all_targets_down(also_down: &[(&'static str, &'static str)]) -> Scenario {
         expect: Expect {
             health_down: vec!["target"],
             address_down,
-            ..down("target", "nothing listening on port 80")
+            ..down("target", "target_down", "nothing listening on port 80")
         },
     }
 }
@@ -435,6 +467,28 @@ fn targets_slow() -> Scenario {
             slow: Some(("target", 250)),
             ..up()
         },
+    }
+}
+
+/// API Gateway answering on its own (HAProxy's `http-request return`, with API Gateway's
+/// status, x-amzn-ErrorType and body): nothing behind the gateway is asked, so it is blamed,
+/// never the link (docs.aws.amazon.com/apigateway/latest/developerguide/
+/// supported-gateway-response-types.html).
+fn gateway_says(
+    name: &'static str,
+    status: u16,
+    error_type: Option<&str>,
+    message: &str,
+    code: &'static str,
+    phrase: &'static str,
+) -> Scenario {
+    Scenario {
+        name,
+        faults: Faults {
+            gateway_answer: Some((status, error_type.map(s), s(message))),
+            ..f()
+        },
+        expect: down("gateway", code, phrase),
     }
 }
 
@@ -484,7 +538,7 @@ fn t2_rest_nlb_alb() {
                 expect: Expect {
                     // Each NLB node, probed on its own, fails the same way.
                     address_down: vec![("nlb", "nlb-a"), ("nlb", "nlb-b")],
-                    ..down("nlb", "alb-sg probably lacks the NLB addresses")
+                    ..down("nlb", "sg_drop", "alb-sg probably lacks the NLB addresses")
                 },
             },
             Scenario {
@@ -507,7 +561,7 @@ fn t2_rest_nlb_alb() {
                     link_down: true,
                     ..f()
                 },
-                expect: down("gateway", "VPC link or endpoint service"),
+                expect: down("gateway", "link_failed", "VPC link or endpoint service"),
             },
             one_nlb_node_down(),
             Scenario {
@@ -533,6 +587,42 @@ fn t2_rest_nlb_alb() {
                     ..up()
                 },
             },
+            Scenario {
+                // routing.http.xff_client_port.enabled: entries are ip:port, still the NLB.
+                name: "ALB appends ip:port to X-Forwarded-For",
+                faults: Faults {
+                    xff_client_port: true,
+                    ..f()
+                },
+                expect: Expect {
+                    peers: vec![("gateway", "alb")],
+                    ..up()
+                },
+            },
+            gateway_says(
+                "gateway throttles (429 TooManyRequestsException)",
+                429,
+                Some("TooManyRequestsException"),
+                "Too Many Requests",
+                "gateway_throttled",
+                "throttled",
+            ),
+            gateway_says(
+                "gateway refuses (403 ForbiddenException: WAF, API key, policy)",
+                403,
+                Some("ForbiddenException"),
+                "Forbidden",
+                "gateway_refused",
+                "an AWS WAF rule, a missing or invalid API key, or the resource policy",
+            ),
+            gateway_says(
+                "authorizer fails (500 AuthorizerConfigurationException)",
+                500,
+                Some("AuthorizerConfigurationException"),
+                "Internal server error",
+                "gateway_authorizer_failed",
+                "the authorizer failed",
+            ),
         ],
     );
 }
@@ -566,7 +656,11 @@ fn t1_rest_nlb() {
                 },
                 expect: Expect {
                     address_down: vec![("nlb", "nlb-a"), ("nlb", "nlb-b")],
-                    ..down("nlb", "target-sg probably lacks the NLB addresses")
+                    ..down(
+                        "nlb",
+                        "sg_drop",
+                        "target-sg probably lacks the NLB addresses",
+                    )
                 },
             },
             Scenario {
@@ -592,7 +686,7 @@ fn t1_rest_nlb() {
                     link_down: true,
                     ..f()
                 },
-                expect: down("gateway", "VPC link or endpoint service"),
+                expect: down("gateway", "link_failed", "VPC link or endpoint service"),
             },
             one_nlb_node_down(),
             Scenario {
@@ -621,6 +715,53 @@ fn t1_rest_nlb() {
                     ..up()
                 },
             },
+            Scenario {
+                // The targets close connections without a PROXY header: the agent's direct
+                // probes (and its health-check probes) fail, the NLB's traffic is served.
+                name: "agent sends no PROXY header to the targets",
+                faults: Faults {
+                    agent_without: vec![(s("target"), s("send_proxy_protocol"))],
+                    ..f()
+                },
+                expect: Expect {
+                    blind: vec!["target"],
+                    health_down: vec!["target"],
+                    address_down: vec![("target", "target-a"), ("target", "target-b")],
+                    hop_result: Some(("target", "reset", "")),
+                    ..up()
+                },
+            },
+        ],
+    );
+}
+
+#[test]
+fn t1c_rest_nlb_preserving_client_ips() {
+    run(
+        "t1c",
+        vec![
+            Scenario {
+                name: "healthy",
+                faults: f(),
+                expect: Expect {
+                    // Over PrivateLink the target sees the NLB; probed through the NLB by the
+                    // agent, it sees the agent (client IP preservation); direct, the agent.
+                    peers: vec![("gateway", "nlb-a"), ("nlb", "agent"), ("target", "agent")],
+                    ..up()
+                },
+            },
+            Scenario {
+                name: "target-sg allows the agent but not the NLB",
+                faults: Faults {
+                    removed_sources: vec![(s("target-sg"), s("traffic"), s("nlb-a"))],
+                    ..f()
+                },
+                expect: down(
+                    "gateway",
+                    "sg_drop",
+                    "target-sg probably allows the agent but lacks the NLB's addresses or VPC CIDR on port 80",
+                ),
+            },
         ],
     );
 }
@@ -644,7 +785,7 @@ fn t4_http_alb() {
                     removed_sources: vec![(s("alb-sg"), s("traffic"), s("gateway-link"))],
                     ..f()
                 },
-                expect: down("gateway", "httpapi-sg"),
+                expect: down("gateway", "link_failed", "httpapi-sg"),
             },
             Scenario {
                 name: "target-sg lacks health port 8080",
@@ -669,7 +810,7 @@ fn t4_http_alb() {
                     link_down: true,
                     ..f()
                 },
-                expect: down("gateway", "VPC link (INACTIVE"),
+                expect: down("gateway", "link_failed", "VPC link (INACTIVE"),
             },
             Scenario {
                 name: "httpapi-sg outbound rule removed",
@@ -677,12 +818,13 @@ fn t4_http_alb() {
                     removed_rules: vec![(s("httpapi-sg"), s("to-alb"))],
                     ..f()
                 },
-                expect: down("gateway", "httpapi-sg"),
+                expect: down("gateway", "link_failed", "httpapi-sg"),
             },
             Scenario {
                 name: "agent blocked from the ALB",
                 faults: Faults {
-                    removed_sources: vec![(s("alb-sg"), s("traffic"), s("agent"))],
+                    // The agent enters the ALB on its TLS listener (443).
+                    removed_sources: vec![(s("alb-sg"), s("tls"), s("agent"))],
                     ..f()
                 },
                 expect: Expect {
@@ -699,6 +841,47 @@ fn t4_http_alb() {
                 expect: Expect {
                     unexpected: vec!["alb", "gateway"],
                     peers: vec![("alb", "alb")],
+                    ..up()
+                },
+            },
+            gateway_says(
+                "no such route (HTTP API 404 Not Found)",
+                404,
+                None,
+                "Not Found",
+                "gateway_no_route",
+                "no route matches",
+            ),
+            Scenario {
+                // An ALB accepts the connection, then waits (10 s on AWS, 2 s here) to connect
+                // to a target target-sg drops: the agent gives up first. The wait is the ALB's,
+                // the missing rule is target-sg's, not a drop in front of the ALB.
+                name: "ALB waits on targets target-sg drops (longer than the agent)",
+                faults: Faults {
+                    alb_connect_wait_ms: 2000,
+                    removed_sources: vec![
+                        (s("target-a-sg"), s("traffic"), s("alb")),
+                        (s("target-b-sg"), s("traffic"), s("alb")),
+                    ],
+                    ..f()
+                },
+                expect: down(
+                    "alb",
+                    "upstream_unreachable",
+                    "target-sg probably lacks alb's addresses (alb-sg) on port 80",
+                ),
+            },
+            Scenario {
+                // The ALB's listener is in mutual-TLS verify mode: without its client
+                // certificate the agent cannot enter it, users (through the gateway) are served.
+                name: "agent without its client certificate (mTLS ALB)",
+                faults: Faults {
+                    agent_without: vec![(s("alb"), s("client_cert")), (s("alb"), s("client_key"))],
+                    ..f()
+                },
+                expect: Expect {
+                    blind: vec!["alb"],
+                    hop_result: Some(("alb", "tls", "CertificateRequired")),
                     ..up()
                 },
             },

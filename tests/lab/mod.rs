@@ -48,9 +48,13 @@ pub struct Node {
     /// NLB: send PROXY protocol v2 to its targets.
     #[serde(default)]
     pub proxy_v2: bool,
-    /// Target: read PROXY protocol headers.
+    /// Target: read PROXY protocol headers, and close connections without one (as nginx's
+    /// `listen … proxy_protocol` does), on the traffic and health-check ports alike.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// ALB: a TLS listener on 443 that requires a client certificate (mutual TLS, verify mode).
+    #[serde(default)]
+    pub mtls: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +86,9 @@ pub struct HopSpec {
     pub health_url: Option<String>,
     #[serde(default)]
     pub per_address: bool,
+    /// More hop keys, one TOML line each; `{dir}` is the lab's folder (certificates).
+    #[serde(default)]
+    pub extra: Vec<String>,
 }
 
 /// What is broken right now. `Faults::default()` is the healthy lab.
@@ -100,6 +107,16 @@ pub struct Faults {
     /// Nodes that now connect onward from a second address (.99 in their subnet), which the
     /// security groups allow (a group wider than intended).
     pub new_source: Vec<String>,
+    /// The gateway answers every request itself, as API Gateway does when it throttles or
+    /// refuses: (status, x-amzn-ErrorType, message). HTTP APIs send no error type.
+    pub gateway_answer: Option<(u16, Option<String>, String)>,
+    /// How long the ALB waits to connect to a target, ms (0: the lab's 200 ms). AWS's is 10 s;
+    /// scaled, it is longer than the agent's hop timeout.
+    pub alb_connect_wait_ms: u64,
+    /// The ALB appends `ip:port` to X-Forwarded-For (`routing.http.xff_client_port.enabled`).
+    pub xff_client_port: bool,
+    /// Keys taken out of the agent's config: (hop, key).
+    pub agent_without: Vec<(String, String)>,
 }
 
 /// A topology brought up.
@@ -179,6 +196,9 @@ impl Lab {
             faults: Faults::default(),
         };
         lab.network();
+        if lab.topo.nodes.values().any(|n| n.mtls) {
+            lab.certificates();
+        }
         lab.apply(&Faults::default());
         lab.start_agent();
         lab
@@ -296,6 +316,42 @@ impl Lab {
                 ],
             );
         }
+        // NAT NLB nodes (client IP preservation): they forward, and the router sends their
+        // targets' answers back through them, so replies are un-NATed as an NLB's are.
+        let index: BTreeMap<String, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.clone(), i))
+            .collect();
+        let mut table = 100;
+        for (name, node) in nodes
+            .iter()
+            .filter(|(_, n)| n.part.as_deref() == Some("nlb-nat"))
+        {
+            self.exec(name, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            for sysctl in [
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+            ] {
+                run(&["ip", "netns", "exec", &router, "sysctl", "-qw", sysctl]);
+            }
+            for target in &node.to {
+                table += 1;
+                let t = table.to_string();
+                let from = format!("r{}", index[target]);
+                let via = format!("r{}", index[name]);
+                run(&[
+                    "ip", "netns", "exec", &router, "ip", "rule", "add", "iif", &from, "lookup", &t,
+                ]);
+                // Via the NLB's own address: the router resolves that one on the link, not
+                // every destination's.
+                let nlb = node.addr.to_string();
+                run(&[
+                    "ip", "netns", "exec", &router, "ip", "route", "add", "default", "via", &nlb,
+                    "dev", &via, "onlink", "table", &t,
+                ]);
+            }
+        }
         let mut hosts = String::from("127.0.0.1 localhost\n");
         for (name, nodes) in &self.topo.names {
             for n in nodes {
@@ -401,11 +457,49 @@ impl Lab {
                 );
             }
         }
-        format!(
+        let mut text = format!(
             "table inet lab\ndelete table inet lab\ntable inet lab {{\n  chain input {{\n    type filter hook input priority 0; policy {};\n{}\n  }}\n  chain output {{\n    type filter hook output priority 0; policy accept;\n{}\n  }}\n}}\n",
             if inbound { "drop" } else { "accept" },
             input.join("\n"),
             output.join("\n")
+        );
+        if node_spec.part.as_deref() == Some("nlb-nat") {
+            text.push_str(&self.nat_nlb(node));
+        }
+        text
+    }
+
+    /// An NLB node as AWS runs one, in nftables: connections to its address go on to the target
+    /// with the caller's address kept (client IP preservation), except those from the VPC link,
+    /// which leave with the NLB's own address: client IP preservation has no effect on
+    /// PrivateLink traffic (docs.aws.amazon.com/elasticloadbalancing/latest/network/
+    /// edit-target-group-attributes.html). The router sends the target's answers back through
+    /// this node (`network`), so they are un-NATed as an NLB's are.
+    fn nat_nlb(&self, node: &str) -> String {
+        let n = &self.topo.nodes[node];
+        let target =
+            n.to.first()
+                .map(|t| self.topo.nodes[t].addr)
+                .expect("an nlb-nat node forwards to one target");
+        let links: Vec<String> = self
+            .topo
+            .nodes
+            .values()
+            .filter_map(|other| other.link)
+            .map(|a| a.to_string())
+            .collect();
+        let snat = if links.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "    ip saddr {{ {} }} snat to {}\n",
+                links.join(", "),
+                n.addr
+            )
+        };
+        format!(
+            "table ip labnat\ndelete table ip labnat\ntable ip labnat {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {addr} tcp dport {{ 80, 8080 }} dnat to {target}\n  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{snat}  }}\n}}\n",
+            addr = n.addr
         )
     }
 
@@ -427,19 +521,27 @@ impl Lab {
                 ];
                 if n.proxy_protocol {
                     traffic.push("--proxy-protocol".into());
+                    traffic.push("--require-proxy-protocol".into());
                 }
                 if faults.target_delay_ms > 0 {
                     traffic.push("--delay".into());
                     traffic.push(format!("{}ms", faults.target_delay_ms));
                 }
-                let health = vec![
+                let mut health = vec![
                     BIN.to_string(),
                     "echo".into(),
                     "--listen".into(),
                     format!("{}:8080", n.addr),
                 ];
+                if n.proxy_protocol {
+                    // An NLB with proxy protocol v2 sends the header on health checks too.
+                    health.push("--proxy-protocol".into());
+                    health.push("--require-proxy-protocol".into());
+                }
                 (vec![traffic, health], String::new())
             }
+            // An NLB node made of nftables rules (see `ruleset`): no process.
+            Some("nlb-nat") => (Vec::new(), String::new()),
             Some(part) => {
                 let cfg = self.dir.join(format!("{node}.cfg"));
                 let text = self.haproxy(node, part, faults);
@@ -469,7 +571,11 @@ impl Lab {
                 .unwrap_or_default()
         };
         let mut servers = String::new();
-        let proxy = if n.proxy_v2 { " send-proxy-v2" } else { "" };
+        let proxy = if n.proxy_v2 {
+            " send-proxy-v2 check-send-proxy"
+        } else {
+            ""
+        };
         for t in &n.to {
             let addr = self.topo.nodes[t].addr;
             let check = if part == "gateway" {
@@ -519,8 +625,20 @@ impl Lab {
                 let headers: Vec<&str> = ["content-type: application/json"].into_iter().chain(kind_header).collect();
                 let e500 = errors("500", "500 Internal Server Error", &headers, "{\"message\": \"Internal Server Error\"}");
                 let e504 = errors("504", "504 Gateway Timeout", &headers, "{\"message\": \"Endpoint request timed out\"}");
+                // API Gateway answering on its own (throttled, refused, no route): nothing
+                // behind it is asked.
+                let own = match &faults.gateway_answer {
+                    Some((status, kind, message)) => {
+                        let kind = match (http_api, kind) {
+                            (false, Some(k)) => format!(" hdr x-amzn-ErrorType {k}"),
+                            _ => String::new(),
+                        };
+                        format!("  http-request return status {status} content-type application/json{kind} string '{{\"message\":\"{message}\"}}'\n")
+                    }
+                    None => String::new(),
+                };
                 format!(
-                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend api\n  bind {}:80\n{ids}  default_backend link\nbackend link\n{source}  balance roundrobin\n  errorfile 502 {e500}\n  errorfile 503 {e500}\n  errorfile 504 {e504}\n{servers}",
+                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend api\n  bind {}:80\n{ids}{own}  default_backend link\nbackend link\n{source}  balance roundrobin\n  errorfile 502 {e500}\n  errorfile 503 {e500}\n  errorfile 504 {e504}\n{servers}",
                     n.addr
                 )
             }
@@ -532,8 +650,31 @@ impl Lab {
                 // ALB-made errors carry `Server: awselb/2.0`.
                 let e502 = errors("502", "502 Bad Gateway", &["Server: awselb/2.0", "content-type: text/html"], "<html>502 Bad Gateway</html>");
                 let e504 = errors("504", "504 Gateway Time-out", &["Server: awselb/2.0", "content-type: text/html"], "<html>504 Gateway Time-out</html>");
+                // What the ALB appends: the client's address, with its port when
+                // routing.http.xff_client_port.enabled is on.
+                let client = if faults.xff_client_port {
+                    "%[src]:%[src_port]"
+                } else {
+                    "%[src]"
+                };
+                let connect = match faults.alb_connect_wait_ms {
+                    0 => 200,
+                    ms => ms,
+                };
+                // Mutual TLS: a listener in verify mode refuses clients without a certificate
+                // signed by the trust store's CA.
+                let tls = if n.mtls {
+                    format!(
+                        "  bind {}:443 ssl crt {} ca-file {} verify required alpn http/1.1\n",
+                        n.addr,
+                        self.dir.join("alb.pem").display(),
+                        self.dir.join("clients-ca.pem").display()
+                    )
+                } else {
+                    String::new()
+                };
                 format!(
-                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend alb\n  bind {addr}:80\n  http-request set-header X-Forwarded-For \"%[req.fhdr(X-Forwarded-For)], %[src]\" if {{ req.hdr(X-Forwarded-For) -m found }}\n  http-request set-header X-Forwarded-For %[src] unless {{ req.hdr(X-Forwarded-For) -m found }}\n  http-request set-header X-Forwarded-Proto http\n  http-request set-header X-Forwarded-Port 80\n  default_backend targets\nfrontend health\n  bind {addr}:8080\n  http-request return status 200 content-type text/plain string ok\nbackend targets\n{source}  balance roundrobin\n  option allbackups\n  errorfile 502 {e502}\n  errorfile 503 {e502}\n  errorfile 504 {e504}\n{servers}",
+                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect {connect}ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend alb\n  bind {addr}:80\n{tls}  http-request set-header X-Forwarded-For \"%[req.fhdr(X-Forwarded-For)], {client}\" if {{ req.hdr(X-Forwarded-For) -m found }}\n  http-request set-header X-Forwarded-For {client} unless {{ req.hdr(X-Forwarded-For) -m found }}\n  http-request set-header X-Forwarded-Proto http\n  http-request set-header X-Forwarded-Port %[dst_port]\n  default_backend targets\nfrontend health\n  bind {addr}:8080\n  http-request return status 200 content-type text/plain string ok\nbackend targets\n{source}  balance roundrobin\n  option allbackups\n  errorfile 502 {e502}\n  errorfile 503 {e502}\n  errorfile 504 {e504}\n{servers}",
                     addr = n.addr
                 )
             }
@@ -576,11 +717,64 @@ impl Lab {
             }
             self.procs.insert(node.clone(), (spec, children));
         }
+        // A fault of the agent's own config: rewritten, and reloaded at once (SIGHUP).
+        let (before, after) = (
+            self.agent_config_for(&self.faults),
+            self.agent_config_for(faults),
+        );
+        if before != after && !self.agent.is_empty() {
+            std::fs::write(self.config_path(), &after).expect("config");
+            run(&["kill", "-HUP", &self.agent[0].id().to_string()]);
+        }
         self.faults = faults.clone();
+    }
+
+    /// Certificates for mutual TLS, in the lab's folder: the ALB's server certificate for
+    /// `alb.lab` (`alb.pem`, key included, as HAProxy reads it) and the CA that signed it
+    /// (`ca.pem`, the agent's `ca_file`); the CA the ALB trusts for clients (`clients-ca.pem`)
+    /// and the agent's client certificate and key (`agent.pem`, `agent-key.pem`).
+    fn certificates(&self) {
+        let ca = |name: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, format!("hopwatch lab {name} CA"));
+            let cert = params.self_signed(&key).expect("ca");
+            (cert.pem(), rcgen::Issuer::new(params, key))
+        };
+        let issue = |name: &str, issuer: &rcgen::Issuer<'static, rcgen::KeyPair>| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name.to_string());
+            let cert = params.signed_by(&key, issuer).expect("cert");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_ca, server_issuer) = ca("server");
+        let (clients_ca, clients_issuer) = ca("clients");
+        let (alb, alb_key) = issue("alb.lab", &server_issuer);
+        let (agent, agent_key) = issue("hopwatch-agent", &clients_issuer);
+        for (file, text) in [
+            ("ca.pem", server_ca),
+            ("clients-ca.pem", clients_ca),
+            ("alb.pem", format!("{alb}{alb_key}")),
+            ("agent.pem", agent),
+            ("agent-key.pem", agent_key),
+        ] {
+            std::fs::write(self.dir.join(file), text).expect("certificate");
+        }
     }
 
     /// The hopwatch config probing this topology's chain.
     pub fn agent_config(&self) -> String {
+        self.agent_config_for(&self.faults)
+    }
+
+    /// The agent's config under `faults` (some take keys out of it).
+    fn agent_config_for(&self, faults: &Faults) -> String {
         let mut text = format!(
             "[agent]\nlisten = \"127.0.0.1:9464\"\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"{HOP_TIMEOUT_MS}ms\"\ndown_after = {DEBOUNCE}\nup_after = {DEBOUNCE}\n\n[[chain]]\nname = \"{}\"\nkind = \"{}\"\n",
             self.name, self.topo.kind
@@ -595,6 +789,18 @@ impl Lab {
             }
             if hop.per_address {
                 text.push_str("  per_address = true\n");
+            }
+            for line in &hop.extra {
+                let key = line.split('=').next().unwrap_or("").trim();
+                if faults
+                    .agent_without
+                    .iter()
+                    .any(|(h, k)| *h == hop.name && k == key)
+                {
+                    continue;
+                }
+                let line = line.replace("{dir}", &self.dir.display().to_string());
+                text.push_str(&format!("  {line}\n"));
             }
         }
         text
