@@ -36,7 +36,7 @@ async fn each_fault_blames_the_right_hop() {
         (&["alb"], "alb", "no_listener", format!("alb: reset while target answers directly; nothing accepts on alb's port {alb_port}: listener removed or load balancer deleted")),
         (&["target-a", "target-b"], "target", "target_reset", "target: reset and no hop answers; the target resets or closes the connection".into()),
         (&["gateway-nlb"], "gateway", "integration_timeout", "gateway: 504 with x-amzn-ErrorType InternalServerErrorException".into()),
-        (&["nlb-alb"], "nlb", "sg_drop", format!("nlb -> alb: no answer in time after connecting while alb answers directly; alb-sg probably lacks the NLB addresses or VPC CIDR")),
+        (&["nlb-alb"], "nlb", "sg_drop", "nlb -> alb: no answer in time after connecting while alb answers directly; alb-sg probably lacks the NLB addresses or VPC CIDR".into()),
         (&["alb-targets"], "alb", "upstream_unreachable", format!("alb -> target: 504 from the ALB (Server: awselb/2.0) while target answers directly; the ALB cannot reach the target in time (it waits 10 s to connect, then its idle timeout, 60 s by default); target-sg probably lacks alb-sg on port {target_port}")),
     ];
     for (faults, blamed, code, reason) in cases {
