@@ -1,6 +1,6 @@
 //! The long-running agent: schedule → probe → record → export, wired together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,11 +11,13 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{Chain, Config};
+use crate::discover::{Clients, Estate, Options};
 use crate::export::cloudwatch::{self, publish::Publisher, stats::Stats};
 use crate::export::log::Log;
 use crate::export::prometheus::Metrics;
 use crate::export::server::{serve, Endpoint, Readiness};
 use crate::export::Sink;
+use crate::facts::{ChainFacts, DiscoveryStats};
 use crate::probe::{tls::TlsConfigs, Prober};
 use crate::record::Recorder;
 use crate::schedule::{run_chain, Counters, Round};
@@ -51,6 +53,58 @@ impl Stage {
     }
 }
 
+/// The discovery loop: walks the region every `refresh`, counts what failed, and hands each
+/// walk's estate on. It never stops probing: a failed walk is counted, logged, and the agent
+/// keeps what it had.
+pub fn spawn_discovery(
+    discovery: crate::config::Discovery,
+    stats: Arc<DiscoveryStats>,
+) -> (mpsc::Receiver<Estate>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        let options = Options {
+            region: discovery.region.clone(),
+            endpoint_url: discovery.endpoint_url.clone(),
+            apis: discovery.apis.clone(),
+            stages: discovery.stages.clone(),
+            path: discovery.path.clone(),
+        };
+        let clients = Clients::new(&options).await;
+        loop {
+            let estate = crate::discover::walk(&clients, &options).await;
+            for e in &estate.errors {
+                stats.failed(e.service);
+            }
+            if estate.errors.is_empty() {
+                stats.succeeded();
+            }
+            tracing::info!(
+                chains = estate.chains.len(),
+                errors = estate.errors.len(),
+                "discovery walked the region"
+            );
+            if tx.send(estate).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(discovery.refresh).await;
+        }
+    });
+    (rx, task)
+}
+
+/// What the agent runs from discovery: the walk's chains merged with the last ones (a walk
+/// with failed calls removes nothing: what it could not see stays as it was).
+pub fn merge(last: Option<&Estate>, mut now: Estate) -> Estate {
+    if let Some(last) = last.filter(|_| !now.errors.is_empty()) {
+        for kept in &last.chains {
+            if !now.chains.iter().any(|c| c.name == kept.name) {
+                now.chains.push(kept.clone());
+            }
+        }
+    }
+    now
+}
+
 /// A started agent.
 pub struct Running {
     /// The address `/metrics` is served on (useful when listening on port 0).
@@ -68,6 +122,8 @@ pub struct Running {
     max_in_flight: usize,
     counters: Arc<Counters>,
     stage: Arc<Stage>,
+    /// How discovery is doing, when `[discovery]` is configured.
+    discovery: Option<Arc<DiscoveryStats>>,
     epoch: Instant,
     out: mpsc::Sender<Round>,
     config: Config,
@@ -197,11 +253,42 @@ impl Running {
     }
 }
 
-/// Builds the prober for a config: loads every `ca_file` and client certificate once.
+/// Builds the prober for a config: loads every `ca_file` and client certificate once; its
+/// `cloudmap://` hops ask Cloud Map where `[discovery]` says (else the SDK's default chain).
 pub fn prober_for(config: &Config) -> anyhow::Result<Prober> {
     let hops = config.chains.iter().flat_map(|c| c.hops.iter());
     let tls = TlsConfigs::for_hops(hops).map_err(anyhow::Error::msg)?;
-    Ok(Prober::new(tls))
+    let endpoint = config
+        .discovery
+        .as_ref()
+        .map(cloudmap_endpoint)
+        .unwrap_or_default();
+    Ok(Prober::with_cloudmap(tls, endpoint))
+}
+
+fn cloudmap_endpoint(discovery: &crate::config::Discovery) -> crate::probe::cloudmap::Endpoint {
+    crate::probe::cloudmap::Endpoint {
+        region: discovery.region.clone(),
+        endpoint_url: discovery.endpoint_url.clone(),
+    }
+}
+
+impl Running {
+    /// `[discovery]` as the agent started with it, and the counters its walks report to.
+    pub fn discovery(&self) -> Option<(crate::config::Discovery, Arc<DiscoveryStats>)> {
+        Some((self.config.discovery.clone()?, self.discovery.clone()?))
+    }
+
+    /// Discovery's facts of its chains (link status, target health), by chain name: the
+    /// reasons and the metrics read them from the next round on.
+    pub fn set_facts(&self, facts: HashMap<String, Arc<ChainFacts>>) {
+        let mut recorder = self
+            .stage
+            .recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        recorder.set_facts(facts);
+    }
 }
 
 /// Starts the agent: binds `listen`, then runs every chain until [`Running::shutdown`].
@@ -233,6 +320,11 @@ pub async fn start(
         }
         None => None,
     };
+    let discovery = config.discovery.as_ref().map(|_| {
+        let stats = Arc::new(DiscoveryStats::default());
+        metrics.watch_discovery(stats.clone());
+        stats
+    });
     let endpoint = Endpoint::new(metrics.clone());
     let (stop, stop_rx) = watch::channel(false);
     let server = tokio::spawn(serve(listener, endpoint.clone(), stop_rx));
@@ -274,6 +366,7 @@ pub async fn start(
         max_in_flight,
         counters,
         stage,
+        discovery,
         epoch: Instant::now(),
         out,
         config,

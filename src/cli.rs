@@ -89,6 +89,29 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9464/-/healthy")]
         url: String,
     },
+    /// Walk a region's API Gateway, ELB, Cloud Map and EC2 (read-only) and print a config with
+    /// one chain per API stage and VPC-link integration (exit 0; 1 when some calls failed).
+    Discover {
+        /// The AWS region (default: the SDK's chain: AWS_REGION, the profile, ECS, IMDS).
+        #[arg(long)]
+        region: Option<String>,
+        /// One endpoint for every service (VPC interface endpoints, or a test server).
+        #[arg(long)]
+        endpoint_url: Option<String>,
+        /// Only this API id (repeatable; default: every REST and HTTP API with a VPC-link
+        /// integration).
+        #[arg(long = "api", value_name = "ID")]
+        apis: Vec<String>,
+        /// Only this stage (repeatable; default: every stage).
+        #[arg(long = "stage", value_name = "NAME")]
+        stages: Vec<String>,
+        /// The path to probe (default: the route's own when it has no parameters, else /).
+        #[arg(long)]
+        path: Option<String>,
+        /// Write the config here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Run a local T2-shaped chain in-process and watch it (no AWS, no root).
     Demo {
         /// Where the demo agent serves /metrics.
@@ -202,6 +225,49 @@ fn load_quietly(path: &std::path::Path) -> Result<Config, ExitCode> {
         }
         ExitCode::from(EXIT_USAGE)
     })
+}
+
+/// The config file with the chains discovery found appended (hand-written chains of the same
+/// name win: they stay as written), and the facts of the discovered chains it runs.
+fn load_merged(
+    path: &std::path::Path,
+    estate: Option<&crate::discover::Estate>,
+) -> Result<
+    (
+        Config,
+        std::collections::HashMap<String, Arc<crate::facts::ChainFacts>>,
+    ),
+    ConfigError,
+> {
+    let text = config::read(path)?;
+    let env = |name: &str| std::env::var(name).ok();
+    let shown = path.display().to_string();
+    let Some(estate) = estate else {
+        return config::load_str(&shown, &text, &env).map(|c| (c, Default::default()));
+    };
+    let written: Vec<String> = toml::from_str::<toml::Table>(&text)
+        .ok()
+        .and_then(|t| t.get("chain").and_then(|c| c.as_array()).cloned())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .collect();
+    let found: Vec<&crate::discover::FoundChain> = estate
+        .chains
+        .iter()
+        .filter(|c| !written.contains(&c.name))
+        .collect();
+    let combined = format!(
+        "{text}\n\n# ---- chains found by [discovery] in {} ----\n{}",
+        estate.region,
+        crate::discover::render::chains(found.iter().copied())
+    );
+    let config = config::load_str(&shown, &combined, &env)?;
+    let facts = found
+        .iter()
+        .map(|c| (c.name.clone(), Arc::new(c.facts.clone())))
+        .collect();
+    Ok((config, facts))
 }
 
 /// Config warnings, one log event each.
@@ -325,6 +391,63 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { listen } => demo(listen).await,
+        Command::Discover {
+            region,
+            endpoint_url,
+            apis,
+            stages,
+            path,
+            output,
+        } => {
+            let options = crate::discover::Options {
+                region,
+                endpoint_url: endpoint_url.clone(),
+                apis: apis.clone(),
+                stages: stages.clone(),
+                path,
+            };
+            let clients = crate::discover::Clients::new(&options).await;
+            let estate = crate::discover::walk(&clients, &options).await;
+            let header = crate::discover::render::Header {
+                endpoint_url,
+                apis,
+                stages,
+            };
+            let text = crate::discover::render::config(&estate, &header);
+            // What discovery writes must load as it is; an env reference would be a bug here.
+            let loads = config::load_str("discovered.toml", &text, &|_| None);
+            if let (false, Err(err)) = (estate.chains.is_empty(), loads) {
+                eprintln!("hopwatch discover: the config it made does not load (a bug):\n{err}");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+            match &output {
+                Some(path) => std::fs::write(path, &text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            for e in &estate.errors {
+                if e.access_denied {
+                    eprintln!(
+                        "hopwatch discover: {} was denied: allow {} (the walk went on without it)",
+                        e.action,
+                        e.iam_action()
+                    );
+                } else {
+                    eprintln!("hopwatch discover: {} failed: {}", e.action, e.message);
+                }
+            }
+            eprintln!(
+                "hopwatch discover: {} chain(s) in {}",
+                estate.chains.len(),
+                estate.region
+            );
+            // Nothing found, or a walk that missed part of the region, is not a clean result.
+            Ok(if estate.errors.is_empty() && !estate.chains.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
     }
 }
 
@@ -345,14 +468,24 @@ fn config_fingerprint(path: &std::path::Path) -> Option<u64> {
 
 /// Reloads the config at `path` into `running`. An invalid config is logged, problem by
 /// problem, and changes nothing; `hopwatch_config_last_reload_successful` says which it was.
-async fn reload(running: &mut crate::agent::Running, path: &std::path::Path, why: &str) {
+async fn reload(
+    running: &mut crate::agent::Running,
+    path: &std::path::Path,
+    discovered: Option<&Arc<crate::discover::Estate>>,
+    why: &str,
+) {
     let owned = path.to_path_buf();
+    let estate = discovered.cloned();
     // Validating thousands of hops takes a while: off the thread that times probes.
-    let loaded = tokio::task::spawn_blocking(move || config::load(&owned)).await;
+    let loaded = tokio::task::spawn_blocking(move || load_merged(&owned, estate.as_deref())).await;
     let outcome = match loaded {
-        Ok(Ok(config)) => {
+        Ok(Ok((config, facts))) => {
             log_warnings(&config);
-            running.reload(config).map_err(|err| format!("{err:#}"))
+            let done = running.reload(config).map_err(|err| format!("{err:#}"));
+            if done.is_ok() {
+                running.set_facts(facts);
+            }
+            done
         }
         Ok(Err(ConfigError::Invalid(problems))) => {
             for p in &problems {
@@ -402,12 +535,21 @@ async fn run_until_stopped(
     let mut last = config_fingerprint(path);
     let mut poll = tokio::time::interval(CONFIG_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // [discovery]: walks arrive on a channel; the last merged estate goes into every reload.
+    let (mut walks, discovery_task) = match running.discovery() {
+        Some((discovery, stats)) => {
+            let (rx, task) = crate::agent::spawn_discovery(discovery, stats);
+            (Some(rx), Some(task))
+        }
+        None => (None, None),
+    };
+    let mut estate: Option<Arc<crate::discover::Estate>> = None;
     loop {
         tokio::select! {
             signal = signals.next() => match signal {
                 Signal::Reload => {
                     last = config_fingerprint(path);
-                    reload(&mut running, path, "SIGHUP").await;
+                    reload(&mut running, path, estate.as_ref(), "SIGHUP").await;
                 }
                 Signal::Stop => break,
             },
@@ -415,10 +557,18 @@ async fn run_until_stopped(
                 let now = config_fingerprint(path);
                 if now.is_some() && now != last {
                     last = now;
-                    reload(&mut running, path, "config file changed").await;
+                    reload(&mut running, path, estate.as_ref(), "config file changed").await;
                 }
             }
+            Some(walk) = async { match walks.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                let merged = crate::agent::merge(estate.as_deref(), walk);
+                estate = Some(Arc::new(merged));
+                reload(&mut running, path, estate.as_ref(), "discovery").await;
+            }
         }
+    }
+    if let Some(task) = discovery_task {
+        task.abort();
     }
     tracing::info!("stopping: letting in-flight probes finish (a second signal exits at once)");
     tokio::select! {

@@ -12,6 +12,7 @@
 //!   agent). It is never an outage.
 
 use crate::config::{Chain, Header, Hop, Role, Thresholds, VpcLink};
+use crate::facts::{ChainFacts, LinkStatus};
 use crate::probe::{Outcome, ProbeResult};
 
 /// Where a round's pattern of passes and failures puts the fault.
@@ -91,13 +92,17 @@ pub enum ReasonCode {
     Dns,
     /// TLS failed: name, expiry, trust, or a client certificate that is missing or refused.
     Tls,
+    /// Cloud Map's `DiscoverInstances` returned no instance: none registered, or none healthy.
+    CloudmapNoInstances,
+    /// Cloud Map's `DiscoverInstances` failed (namespace or service not found, access denied).
+    CloudmapError,
     /// None of the above.
     Unknown,
 }
 
 impl ReasonCode {
     /// Every code, in the order of the README's table.
-    pub const ALL: [ReasonCode; 18] = [
+    pub const ALL: [ReasonCode; 20] = [
         ReasonCode::GatewayUnreachable,
         ReasonCode::GatewayRefused,
         ReasonCode::GatewayNoRoute,
@@ -115,6 +120,8 @@ impl ReasonCode {
         ReasonCode::TargetError,
         ReasonCode::Dns,
         ReasonCode::Tls,
+        ReasonCode::CloudmapNoInstances,
+        ReasonCode::CloudmapError,
         ReasonCode::Unknown,
     ];
 
@@ -138,6 +145,8 @@ impl ReasonCode {
             ReasonCode::TargetError => "target_error",
             ReasonCode::Dns => "dns",
             ReasonCode::Tls => "tls",
+            ReasonCode::CloudmapNoInstances => "cloudmap_no_instances",
+            ReasonCode::CloudmapError => "cloudmap_error",
             ReasonCode::Unknown => "unknown",
         }
     }
@@ -510,6 +519,9 @@ fn hop_reason(round: &Round<'_>, b: usize) -> (ReasonCode, String) {
     let (bn, nn) = (&hop.name, &n.name);
     let between = format!("{bn} -> {nn}: {what} while {nn} answers directly");
     use ReasonCode::*;
+    if hop.role == Role::Cloudmap && hop.url.cloudmap.is_some() {
+        return cloudmap_reason(hop, r, &format!(" while {nn} answers directly"));
+    }
     match (hop.role, r.outcome) {
         (_, Outcome::Dns) if hop.role == Role::Cloudmap => (
             Dns,
@@ -589,9 +601,34 @@ fn hop_reason(round: &Round<'_>, b: usize) -> (ReasonCode, String) {
     }
 }
 
+/// A `cloudmap://` hop failing: what Cloud Map's `DiscoverInstances` said.
+fn cloudmap_reason(hop: &Hop, r: &ProbeResult, context: &str) -> (ReasonCode, String) {
+    let detail = r.detail.as_deref().unwrap_or("");
+    if r.outcome == Outcome::NoInstances {
+        (
+            ReasonCode::CloudmapNoInstances,
+            format!(
+                "{}: {detail}{context}; API Gateway finds no instance either: none is registered, or none is healthy",
+                hop.name
+            ),
+        )
+    } else {
+        (
+            ReasonCode::CloudmapError,
+            format!(
+                "{}: {detail}{context}; API Gateway cannot find the service either (namespace or service name, the agent's IAM permission servicediscovery:DiscoverInstances)",
+                hop.name
+            ),
+        )
+    }
+}
+
 /// Why the last hop fails when no hop answers at all, not even the target directly.
 fn last_reason(round: &Round<'_>, b: usize) -> (ReasonCode, String) {
     let (hop, r) = (round.hop(b), round.result(b));
+    if hop.role == Role::Cloudmap && hop.url.cloudmap.is_some() {
+        return cloudmap_reason(hop, r, " and no hop answers");
+    }
     let what = round.failure(b);
     let port = hop.url.port;
     use ReasonCode::*;
@@ -690,6 +727,104 @@ pub struct Verdict {
 /// When the gateway answers on its own (throttled, refused, no such route, authorizer failure)
 /// the blame stays with it whatever the hops behind it do: users are stopped there.
 pub fn judge(chain: &Chain, pass: &[bool], results: &[ProbeResult]) -> Verdict {
+    judge_with(chain, pass, results, None)
+}
+
+/// [`judge`], with what AWS says of the chain (discovery): a VPC link that is not AVAILABLE is
+/// the reason of a gateway integration failure, and a blamed load balancer's own view of its
+/// targets is quoted.
+pub fn judge_with(
+    chain: &Chain,
+    pass: &[bool],
+    results: &[ProbeResult],
+    facts: Option<&ChainFacts>,
+) -> Verdict {
+    let mut verdict = judge_alone(chain, pass, results);
+    if let (Some(facts), Some(b)) = (facts, verdict.broken) {
+        let (code, text) = with_facts(chain, b, verdict.code, verdict.reason.take(), facts);
+        verdict.code = code;
+        verdict.reason = text;
+    }
+    verdict
+}
+
+/// What the link's status and the load balancers' view of their targets add to a reason.
+fn with_facts(
+    chain: &Chain,
+    broken: usize,
+    code: Option<ReasonCode>,
+    text: Option<String>,
+    facts: &ChainFacts,
+) -> (Option<ReasonCode>, Option<String>) {
+    let mut code = code;
+    let mut text = text.unwrap_or_default();
+    let gateway_integration = broken == 0
+        && chain.hops.first().is_some_and(|h| h.role == Role::Gateway)
+        && !code.is_some_and(ReasonCode::gateway_own);
+    if let Some(link) = facts
+        .link
+        .as_ref()
+        .filter(|l| l.status != LinkStatus::Available)
+    {
+        if gateway_integration {
+            let why = match link.status {
+                LinkStatus::Inactive => "no traffic went through it for 60 days, so API Gateway deleted its network interfaces; the next request re-provisions them, which takes minutes",
+                LinkStatus::Failed => "API Gateway could not create or keep it (its status message says why)",
+                LinkStatus::Pending => "it is still being created",
+                LinkStatus::Deleting => "it is being deleted",
+                LinkStatus::Available => "",
+            };
+            let message = link
+                .message
+                .as_deref()
+                .map(|m| format!(" (\"{m}\")"))
+                .unwrap_or_default();
+            code = Some(ReasonCode::LinkFailed);
+            text = format!(
+                "{}: VPC link {} is {}{message}: {why}; the probe: {text}",
+                chain.hops[0].name,
+                link.id,
+                link.status.as_str()
+            );
+        }
+    }
+    // The load balancer's own view of the hops it sends to, for the blamed hop and the one
+    // behind it.
+    let mut seen = Vec::new();
+    for i in [broken, broken + 1] {
+        let Some(targets) = facts.targets.get(&i) else {
+            continue;
+        };
+        let bad: Vec<String> = targets
+            .iter()
+            .filter(|t| t.state != "healthy")
+            .map(|t| {
+                let mut s = format!("{} {}", t.target, t.state);
+                if let Some(r) = &t.reason {
+                    s.push_str(&format!(" ({r}"));
+                    if let Some(d) = &t.description {
+                        s.push_str(&format!(": {d}"));
+                    }
+                    s.push(')');
+                }
+                s
+            })
+            .collect();
+        if !bad.is_empty() {
+            let hop = chain.hops.get(i).map_or("", |h| h.name.as_str());
+            seen.push(format!(
+                "the load balancer reports {hop} {}",
+                bad.join(", ")
+            ));
+        }
+    }
+    if !seen.is_empty() {
+        text = format!("{text}; {}", seen.join("; "));
+    }
+    (code, Some(text))
+}
+
+fn judge_alone(chain: &Chain, pass: &[bool], results: &[ProbeResult]) -> Verdict {
     let location = locate(pass);
     let round = Round { chain, results };
     let gateway_first = !location.up
@@ -786,6 +921,7 @@ impl ChainTracker {
         &mut self,
         chain: &Chain,
         results: &[ProbeResult],
+        facts: Option<&ChainFacts>,
     ) -> (Vec<bool>, Verdict, Vec<Change>) {
         let mut changes = Vec::new();
         let mut pass = Vec::with_capacity(results.len());
@@ -795,7 +931,7 @@ impl ChainTracker {
             }
             pass.push(state.up.unwrap_or(false));
         }
-        let verdict = judge(chain, &pass, results);
+        let verdict = judge_with(chain, &pass, results, facts);
         (pass, verdict, changes)
     }
 }

@@ -77,17 +77,23 @@ async fn probe_addresses(
     limit: &Arc<Semaphore>,
 ) -> Vec<(IpAddr, ProbeResult)> {
     let hop = &chain.hops[index];
-    let Some(mut addrs) = resolve_all(hop).await else {
+    let Some(mut addrs) = prober.addresses(hop).await else {
         return Vec::new();
     };
     addrs.truncate(MAX_ADDRESSES);
     let mut handles = Vec::with_capacity(addrs.len());
-    for ip in addrs {
+    for addr in addrs {
+        let ip = addr.ip();
         let mut one = hop.clone();
         one.url.host = match ip {
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("[{v6}]"),
         };
+        if one.url.cloudmap.take().is_some() {
+            // A Cloud Map instance: plain HTTP to its address and port, as API Gateway does.
+            one.url.port = addr.port();
+            one.url.authority = format!("{}:{}", one.url.host, addr.port());
+        }
         if one.url.tls && one.tls_server_name.is_none() {
             one.tls_server_name = Some(hop.url.host.clone());
         }
@@ -106,19 +112,6 @@ async fn probe_addresses(
         out.push((ip, handle.await.unwrap_or_else(|err| failed_task(&err))));
     }
     out
-}
-
-/// Resolves every address of a hop's host (all load balancer nodes), bounded by its timeout.
-async fn resolve_all(hop: &crate::config::Hop) -> Option<Vec<IpAddr>> {
-    if let Some(ip) = hop.url.ip() {
-        return Some(vec![ip]);
-    }
-    let lookup = tokio::net::lookup_host((hop.url.host.as_str(), hop.url.port));
-    let addrs = tokio::time::timeout(hop.timeout, lookup).await.ok()?.ok()?;
-    let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-    ips.sort();
-    ips.dedup();
-    (!ips.is_empty()).then_some(ips)
 }
 
 fn failed_task(err: &tokio::task::JoinError) -> ProbeResult {
@@ -179,8 +172,14 @@ pub async fn run_round(
         .enumerate()
         .map(|(i, needed)| {
             needed.then(|| {
-                let chain = chain.clone();
-                tokio::spawn(async move { resolve_all(&chain.hops[i]).await })
+                let (chain, prober) = (chain.clone(), prober.clone());
+                tokio::spawn(async move {
+                    let addrs = prober.addresses(&chain.hops[i]).await?;
+                    let mut ips: Vec<IpAddr> = addrs.into_iter().map(|a| a.ip()).collect();
+                    ips.sort();
+                    ips.dedup();
+                    Some(ips)
+                })
             })
         })
         .collect();

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     ("config", 0), // the checked config, and the names it must keep dimensions off
     ("wire", 0),   // the echo's reply, shared by the responder and the reader
+    ("facts", 0),  // what AWS says of a chain: plain data discovery writes, the record reads
     ("probe", 1),  // one HTTP(S) probe
     ("source", 1), // what a target saw, read from an echo reply
     ("schedule", 2),
@@ -21,10 +22,11 @@ const LAYERS: &[(&str, u8)] = &[
     ("diagnose", 3),
     ("record", 4),
     ("export", 5),
-    ("agent", 6),
-    ("check", 6),
-    ("demo", 6),
-    ("cli", 7),
+    ("discover", 6), // walks AWS into an estate, a config and facts
+    ("agent", 7),
+    ("check", 7),
+    ("demo", 7),
+    ("cli", 8),
 ];
 
 /// Inside `export`, sinks may read each other's plain data in one direction only: the

@@ -90,6 +90,14 @@ fn render_problems(problems: &[Problem]) -> String {
 /// `env:NAME` reads the TOML from environment variable `NAME` instead (an ECS task injects
 /// an SSM parameter or a secret that way; the image has no shell to write a file).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = read(path)?;
+    load_str(&path.display().to_string(), &text, &|name| {
+        std::env::var(name).ok()
+    })
+}
+
+/// The text of a config: the file at `path`, or the environment variable `NAME` of `env:NAME`.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
     let shown = path.display().to_string();
     let text = match shown.strip_prefix("env:") {
         Some(var) => std::env::var(var).map_err(|_| ConfigError::Read {
@@ -104,9 +112,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             source,
         })?,
     };
-    load_str(&path.display().to_string(), &text, &|name| {
-        std::env::var(name).ok()
-    })
+    Ok(text)
 }
 
 /// The checked configuration.
@@ -116,10 +122,26 @@ pub struct Config {
     pub chains: Vec<Arc<Chain>>,
     /// `[cloudwatch]`, when present.
     pub cloudwatch: Option<CloudWatch>,
+    /// `[discovery]`, when present.
+    pub discovery: Option<Discovery>,
     /// What loading found worth saying that does not make the config invalid (a gateway hop
     /// giving up before the gateway does), in file order.
     pub warnings: Vec<Problem>,
 }
+
+/// `[discovery]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub apis: Vec<String>,
+    pub stages: Vec<String>,
+    pub path: Option<String>,
+    pub refresh: Duration,
+}
+
+/// Default `[discovery] refresh`.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
 
 /// How CloudWatch gets the numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,11 +425,33 @@ pub struct HopUrl {
     /// `Host` header value: host, plus the port when it is not the scheme's default.
     pub authority: String,
     pub path_and_query: String,
+    /// `cloudmap://NAMESPACE/SERVICE[/path]`: (namespace, service), found through Cloud Map's
+    /// `DiscoverInstances` rather than DNS (HTTP namespaces have none).
+    pub cloudmap: Option<(String, String)>,
 }
 
 impl HopUrl {
-    /// Parses an absolute `http://` or `https://` URL; the error completes "url (...) ".
+    /// Parses an absolute `http://`, `https://` or `cloudmap://` URL; the error completes
+    /// "url (...) ".
     pub fn parse(text: &str) -> Result<HopUrl, &'static str> {
+        if let Some(rest) = text.strip_prefix("cloudmap://") {
+            let mut parts = rest.splitn(3, '/');
+            let namespace = parts.next().unwrap_or("");
+            let service = parts.next().unwrap_or("");
+            if namespace.is_empty() || service.is_empty() {
+                return Err("must name a namespace and a service: cloudmap://NAMESPACE/SERVICE");
+            }
+            let path = format!("/{}", parts.next().unwrap_or(""));
+            return Ok(HopUrl {
+                text: text.to_string(),
+                tls: false,
+                host: namespace.to_string(),
+                port: 80,
+                authority: namespace.to_string(),
+                path_and_query: path,
+                cloudmap: Some((namespace.to_string(), service.to_string())),
+            });
+        }
         // `http:///x` has an empty authority, which `Uri` refuses as a whole.
         if let Some(rest) = text
             .strip_prefix("http://")
@@ -462,6 +506,7 @@ impl HopUrl {
             path_and_query: uri
                 .path_and_query()
                 .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            cloudmap: None,
         })
     }
 

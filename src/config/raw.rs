@@ -20,6 +20,28 @@ pub struct RawConfig {
     pub chains: Vec<Spanned<RawChain>>,
     /// Publishing to CloudWatch; absent means off.
     pub cloudwatch: Option<Spanned<RawCloudWatch>>,
+    /// Learning chains and their facts from AWS while running; absent means off.
+    pub discovery: Option<Spanned<RawDiscovery>>,
+}
+
+/// `[discovery]`: walk the region on a timer, run the chains it finds (beside the hand-written
+/// ones), and keep their facts (VPC link status, target health) for the reasons and metrics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    /// The AWS region; default: the SDK's chain.
+    pub region: Option<Spanned<String>>,
+    /// One endpoint for every AWS service (VPC interface endpoints, or a test server).
+    pub endpoint_url: Option<Spanned<String>>,
+    /// Only these API ids; default: every REST and HTTP API with a VPC-link integration.
+    pub apis: Option<Vec<Spanned<String>>>,
+    /// Only these stages; default: every stage.
+    pub stages: Option<Vec<Spanned<String>>>,
+    /// The path probed on each discovered chain; default: the route's own when it has no
+    /// parameters, else `/`.
+    pub path: Option<Spanned<String>>,
+    /// Time between walks (default `"5m"`, at least `"10s"`).
+    pub refresh: Option<Spanned<String>>,
 }
 
 /// `[cloudwatch]`: publishing to CloudWatch, besides `/metrics`.

@@ -3,6 +3,7 @@
 //! The client is built from hyper's HTTP/1 connection API on a socket this module opens itself,
 //! because a pooled client (reqwest) hides exactly what we measure: DNS, connect and TLS.
 
+pub mod cloudmap;
 pub mod proxy;
 pub mod tls;
 
@@ -57,11 +58,13 @@ pub enum Outcome {
     Protocol,
     /// The response head or body exceeded its bound.
     TooLarge,
+    /// A `cloudmap://` hop: Cloud Map's `DiscoverInstances` answered with no instance.
+    NoInstances,
 }
 
 impl Outcome {
     /// Every class, in a stable order (for pre-registering series and for docs).
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Ok,
         Outcome::Dns,
         Outcome::ConnectRefused,
@@ -73,16 +76,18 @@ impl Outcome {
         Outcome::BodyMismatch,
         Outcome::Protocol,
         Outcome::TooLarge,
+        Outcome::NoInstances,
     ];
 
     /// Every class in the order of its name: the order CloudWatch datums and EMF's `Results`
     /// list them in.
-    pub const BY_NAME: [Outcome; 11] = [
+    pub const BY_NAME: [Outcome; 12] = [
         Outcome::BodyMismatch,
         Outcome::ConnectRefused,
         Outcome::ConnectTimeout,
         Outcome::Dns,
         Outcome::HttpStatus,
+        Outcome::NoInstances,
         Outcome::Ok,
         Outcome::Protocol,
         Outcome::Reset,
@@ -110,6 +115,7 @@ impl Outcome {
             Outcome::BodyMismatch => "body_mismatch",
             Outcome::Protocol => "protocol",
             Outcome::TooLarge => "too_large",
+            Outcome::NoInstances => "no_instances",
         }
     }
 
@@ -365,11 +371,13 @@ pub struct HopConn {
     kept: Mutex<Option<Kept>>,
 }
 
-/// Probes hops. Cheap to clone; holds the TLS configs built at start.
+/// Probes hops. Cheap to clone; holds the TLS configs built at start, and the Cloud Map client
+/// of `cloudmap://` hops (made on first use).
 #[derive(Clone)]
 pub struct Prober {
     tls: tls::TlsConfigs,
     user_agent: http::HeaderValue,
+    cloudmap: Arc<cloudmap::CloudMap>,
 }
 
 /// Why a probe stopped early: its class, a human detail, and the TLS alert the peer sent, if
@@ -379,12 +387,84 @@ struct Failure(Outcome, String, Option<String>);
 impl Prober {
     /// Builds a prober able to reach every hop of the given config (loads each `ca_file`).
     pub fn new(tls: tls::TlsConfigs) -> Self {
+        Self::with_cloudmap(tls, cloudmap::Endpoint::default())
+    }
+
+    /// A prober whose `cloudmap://` hops ask Cloud Map at `endpoint`.
+    pub fn with_cloudmap(tls: tls::TlsConfigs, endpoint: cloudmap::Endpoint) -> Self {
         Prober {
             tls,
             user_agent: http::HeaderValue::from_static(concat!(
                 "hopwatch/",
                 env!("CARGO_PKG_VERSION")
             )),
+            cloudmap: Arc::new(cloudmap::CloudMap::new(endpoint)),
+        }
+    }
+
+    /// Every address of a hop: its host's DNS answers (each load balancer node), or, for a
+    /// `cloudmap://` hop, the instances `DiscoverInstances` returns. Bounded by the hop's
+    /// timeout; `None` when nothing came back.
+    pub async fn addresses(&self, hop: &Hop) -> Option<Vec<SocketAddr>> {
+        if let Some((namespace, service)) = &hop.url.cloudmap {
+            return match self
+                .cloudmap
+                .discover(namespace, service, hop.url.port, hop.timeout)
+                .await
+            {
+                cloudmap::Discovered::Instances(a) if !a.is_empty() => Some(a),
+                _ => None,
+            };
+        }
+        if let Some(ip) = hop.url.ip() {
+            return Some(vec![SocketAddr::new(ip, hop.url.port)]);
+        }
+        let lookup = tokio::net::lookup_host((hop.url.host.as_str(), hop.url.port));
+        let addrs = tokio::time::timeout(hop.timeout, lookup).await.ok()?.ok()?;
+        let mut found: Vec<SocketAddr> = addrs.collect();
+        found.sort();
+        found.dedup();
+        (!found.is_empty()).then_some(found)
+    }
+
+    /// A `cloudmap://` hop: passes when `DiscoverInstances` returns at least one instance.
+    async fn discover(&self, hop: &Hop, trace: String) -> ProbeResult {
+        let started_at = SystemTime::now();
+        let start = Instant::now();
+        let (namespace, service) = hop.url.cloudmap.clone().unwrap_or_default();
+        let found = self
+            .cloudmap
+            .discover(&namespace, &service, hop.url.port, hop.timeout)
+            .await;
+        let (outcome, status, detail) = match found {
+            cloudmap::Discovered::Instances(a) if a.is_empty() => (
+                Outcome::NoInstances,
+                None,
+                Some(format!(
+                    "DiscoverInstances returned no instance of {service} in {namespace}"
+                )),
+            ),
+            cloudmap::Discovered::Instances(_) => (Outcome::Ok, None, None),
+            cloudmap::Discovered::Failed(status, why, how) => {
+                let outcome = match how {
+                    cloudmap::Failure::Answered => Outcome::HttpStatus,
+                    cloudmap::Failure::Timeout => Outcome::Timeout,
+                    cloudmap::Failure::Unreachable => Outcome::ConnectTimeout,
+                };
+                (outcome, status, Some(why))
+            }
+        };
+        ProbeResult {
+            outcome,
+            status,
+            total: start.elapsed(),
+            phases: Phases::default(),
+            started_at,
+            remote: None,
+            evidence: Evidence::default(),
+            body: Bytes::new(),
+            detail,
+            trace_id: trace,
         }
     }
 
@@ -403,6 +483,9 @@ impl Prober {
                 _ => "<configured>".to_string(),
             })
             .unwrap_or_else(|| trace_id(started_at));
+        if hop.url.cloudmap.is_some() {
+            return self.discover(hop, trace).await;
+        }
         let start = Instant::now();
         let mut marks = Marks {
             start,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::config::Chain;
 use crate::diagnose::{judge, ChainTracker, Change, Verdict};
+use crate::facts::ChainFacts;
 use crate::schedule::Round;
 use crate::source::{self, Seen};
 
@@ -35,6 +36,9 @@ pub struct Observation {
     pub health_up: Vec<Option<bool>>,
     /// Health checks that changed state with this round, their first answer included.
     pub health_changes: Vec<HealthChange>,
+    /// What AWS says of the chain (discovery): link status, target health. `None` for chains
+    /// discovery does not know.
+    pub facts: Option<Arc<ChainFacts>>,
 }
 
 /// A hop's health check started or stopped passing.
@@ -84,6 +88,7 @@ impl Observation {
             source_expected,
             health_up,
             health_changes: Vec::new(),
+            facts: None,
         }
     }
 
@@ -125,6 +130,8 @@ impl Tracked {
 #[derive(Debug, Default)]
 pub struct Recorder {
     chains: HashMap<String, Tracked>,
+    /// Discovery's facts, by chain name.
+    facts: HashMap<String, Arc<ChainFacts>>,
 }
 
 impl Recorder {
@@ -148,6 +155,11 @@ impl Recorder {
         }
     }
 
+    /// Discovery's facts of every chain it knows, replacing the last ones.
+    pub fn set_facts(&mut self, facts: HashMap<String, Arc<ChainFacts>>) {
+        self.facts = facts;
+    }
+
     /// Chains whose state is kept.
     pub fn tracked(&self) -> usize {
         self.chains.len()
@@ -160,8 +172,13 @@ impl Recorder {
             .chains
             .get_mut(&round.chain.name)
             .filter(|t| Arc::ptr_eq(&t.chain, &round.chain))?;
-        let (up, verdict, changes) = tracked.tracker.update(&round.chain, &round.probed.results);
+        let facts = self.facts.get(&round.chain.name).cloned();
+        let (up, verdict, changes) =
+            tracked
+                .tracker
+                .update(&round.chain, &round.probed.results, facts.as_deref());
         let mut observation = Observation::new(round, up, verdict, changes);
+        observation.facts = facts;
         for (hop, (last, now)) in tracked
             .health
             .iter_mut()

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod localstack;
+pub mod moto;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};

@@ -21,6 +21,18 @@ impl Checker<'_> {
     ) -> Option<Hop> {
         let before = self.problems.len();
         let url = self.url("url", &raw.url, scope);
+        if url.as_ref().is_some_and(|u| u.cloudmap.is_some())
+            && role.is_some_and(|r| r != Role::Cloudmap)
+        {
+            self.report(
+                &raw.url.span(),
+                scope,
+                format!(
+                    "url ({:?}) names a Cloud Map service: only a cloudmap hop is probed through DiscoverInstances",
+                    raw.url.get_ref()
+                ),
+            );
+        }
 
         let method = match &raw.method {
             None => Method::GET,
@@ -171,6 +183,16 @@ impl Checker<'_> {
             .health_url
             .as_ref()
             .and_then(|text| self.url("health_url", text, scope))
+            .filter(|u| {
+                if u.cloudmap.is_some() {
+                    self.report(
+                        &raw.health_url.as_ref().map_or(0..0, Spanned::span),
+                        scope,
+                        "health_url is the load balancer's health check, an http:// or https:// URL".to_string(),
+                    );
+                }
+                u.cloudmap.is_none()
+            })
             .map(|url| {
                 // A load balancer's health checks of a proxy-protocol target carry the header
                 // too (NLB target groups with proxy protocol v2 send it on health checks).

@@ -236,7 +236,8 @@ impl<'a> Checker<'a> {
         let before = self.problems.len();
         let agent = self.agent(raw.agent.as_ref().map(Spanned::get_ref));
         let agent_valid = self.problems.len() == before;
-        if raw.chains.is_empty() {
+        // With [discovery], AWS says which chains there are: none need be written.
+        if raw.chains.is_empty() && raw.discovery.is_none() {
             self.report(
                 &(0..0),
                 "",
@@ -276,12 +277,61 @@ impl<'a> Checker<'a> {
             .cloudwatch
             .as_ref()
             .and_then(|cw| self.cloudwatch(cw.get_ref(), env));
+        let discovery = raw
+            .discovery
+            .as_ref()
+            .and_then(|d| self.discovery(d.get_ref()));
         Config {
             agent,
             chains,
             cloudwatch,
+            discovery,
             warnings: Vec::new(),
         }
+    }
+
+    /// `[discovery]`.
+    fn discovery(&mut self, raw: &super::raw::RawDiscovery) -> Option<Discovery> {
+        let scope = "discovery";
+        let before = self.problems.len();
+        let mut refresh = DEFAULT_REFRESH;
+        if let Some((d, span)) = self.duration(&raw.refresh, scope, "refresh") {
+            if d < Duration::from_secs(10) {
+                self.report(
+                    &span,
+                    scope,
+                    format!(
+                        "refresh ({}) must be at least 10s: API Gateway and ELB throttle their control planes",
+                        format_duration(d)
+                    ),
+                );
+            } else {
+                refresh = d;
+            }
+        }
+        if let Some(u) = &raw.endpoint_url {
+            if HopUrl::parse(u.get_ref()).map_or(true, |h| h.cloudmap.is_some()) {
+                self.report(
+                    &u.span(),
+                    scope,
+                    format!(
+                        "endpoint_url ({:?}) must be an http:// or https:// URL",
+                        u.get_ref()
+                    ),
+                );
+            }
+        }
+        let list = |l: &Option<Vec<Spanned<String>>>| -> Vec<String> {
+            l.iter().flatten().map(|s| s.get_ref().clone()).collect()
+        };
+        (self.problems.len() == before).then(|| Discovery {
+            region: raw.region.as_ref().map(|r| r.get_ref().clone()),
+            endpoint_url: raw.endpoint_url.as_ref().map(|u| u.get_ref().clone()),
+            apis: list(&raw.apis),
+            stages: list(&raw.stages),
+            path: raw.path.as_ref().map(|p| p.get_ref().clone()),
+            refresh,
+        })
     }
 
     /// Reads `down_after` / `up_after` over `base`; each must be between 1 and 100 rounds.

@@ -17,6 +17,7 @@ use crate::config::Chain;
 use crate::diagnose::ReasonCode;
 use crate::export::cloudwatch::stats::Stats;
 use crate::export::Sink;
+use crate::facts::{DiscoveryStats, LinkStatus};
 use crate::record::Observation;
 use crate::schedule::Counters;
 
@@ -48,6 +49,12 @@ pub struct Metrics {
     rounds_skipped: IntCounter,
     /// The CloudWatch publisher's health, when it runs.
     cloudwatch: Mutex<Option<CloudWatchFamilies>>,
+    /// Discovery's health, when `[discovery]` runs.
+    discovery: Mutex<Option<DiscoveryFamilies>>,
+    link_status: IntGaugeVec,
+    target_health: IntGaugeVec,
+    /// The fact series exported per chain (label values), to remove those that went away.
+    fact_series: Mutex<BTreeMap<String, FactSeries>>,
     chain_up: IntGaugeVec,
     address_up: IntGaugeVec,
     chain_interval: GaugeVec,
@@ -176,12 +183,38 @@ impl Metrics {
             .expect("valid"),
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let link_status = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_vpc_link_status",
+                    "The VPC link of a discovered chain: 1 on its current status (AVAILABLE, PENDING, FAILED, INACTIVE, DELETING), 0 on the others.",
+                ),
+                &["chain", "link", "status"],
+            )
+            .expect("valid"),
+        );
+        let target_health = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_lb_target_health",
+                    "The load balancer's own view of each target of a discovered chain (DescribeTargetHealth): 1 with its state and reason code.",
+                ),
+                &["chain", "hop", "target", "state", "reason"],
+            )
+            .expect("valid"),
+        );
         Metrics {
             registry,
             hops: Mutex::default(),
             lag,
             schedule,
             cloudwatch: Mutex::default(),
+            discovery: Mutex::default(),
+            link_status,
+            target_health,
+            fact_series: Mutex::default(),
             rounds_dropped,
             rounds_skipped,
             chain_up,
@@ -238,10 +271,118 @@ impl Metrics {
         });
     }
 
+    /// Exports discovery's health (`hopwatch_discovery_*`), read on every scrape. Called once,
+    /// and only when `[discovery]` is configured.
+    pub fn watch_discovery(&self, stats: Arc<DiscoveryStats>) {
+        let last_success = reg(
+            &self.registry,
+            prometheus::Gauge::new(
+                "hopwatch_discovery_last_success_timestamp_seconds",
+                "Unix time of the last discovery walk in which no call failed; 0 before the first.",
+            )
+            .expect("valid"),
+        );
+        let errors = reg(
+            &self.registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "hopwatch_discovery_errors_total",
+                    "Discovery calls that failed (after the SDK's retries), by AWS service; the last good facts stay.",
+                ),
+                &["service"],
+            )
+            .expect("valid"),
+        );
+        let mut watched = self.discovery.lock().unwrap_or_else(|e| e.into_inner());
+        *watched = Some(DiscoveryFamilies {
+            stats,
+            last_success,
+            errors,
+        });
+    }
+
+    /// Exports what discovery says of a chain: its link's status, its targets' health.
+    fn facts(&self, observation: &Observation) {
+        let round = &observation.round;
+        let chain = round.chain.name.as_str();
+        {
+            // Most rounds bring no news: the same facts (the same Arc) as the last round, or none.
+            let known = self.fact_series.lock().unwrap_or_else(|e| e.into_inner());
+            let last = known.get(chain).and_then(|s| s.from.as_ref());
+            let same = match (last, &observation.facts) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => !known.contains_key(chain),
+                _ => false,
+            };
+            if same {
+                return;
+            }
+        }
+        let mut now = FactSeries {
+            from: observation.facts.clone(),
+            ..FactSeries::default()
+        };
+        if let Some(facts) = &observation.facts {
+            if let Some(link) = &facts.link {
+                now.link = Some(link.id.clone());
+                for status in LinkStatus::ALL {
+                    self.link_status
+                        .with_label_values(&[chain, &link.id, status.as_str()])
+                        .set(i64::from(status == link.status));
+                }
+            }
+            for (hop, targets) in &facts.targets {
+                let Some(hop) = round.chain.hops.get(*hop) else {
+                    continue;
+                };
+                for t in targets {
+                    let labels = [
+                        hop.name.clone(),
+                        t.target.clone(),
+                        t.state.clone(),
+                        t.reason.clone().unwrap_or_default(),
+                    ];
+                    self.target_health
+                        .with_label_values(&[chain, &labels[0], &labels[1], &labels[2], &labels[3]])
+                        .set(1);
+                    now.targets.push(labels);
+                }
+            }
+        }
+        let mut known = self.fact_series.lock().unwrap_or_else(|e| e.into_inner());
+        let before = if observation.facts.is_some() {
+            known.insert(chain.to_string(), now.clone())
+        } else {
+            known.remove(chain)
+        };
+        self.remove_facts(chain, &before.unwrap_or_default(), Some(&now));
+    }
+
+    /// Removes the fact series of `chain` in `before` that `now` no longer has.
+    fn remove_facts(&self, chain: &str, before: &FactSeries, now: Option<&FactSeries>) {
+        if let Some(link) = &before.link {
+            if now.and_then(|n| n.link.as_ref()) != Some(link) {
+                for status in LinkStatus::ALL {
+                    let _ = self
+                        .link_status
+                        .remove_label_values(&[chain, link, status.as_str()]);
+                }
+            }
+        }
+        for t in &before.targets {
+            if !now.is_some_and(|n| n.targets.contains(t)) {
+                let _ = self
+                    .target_health
+                    .remove_label_values(&[chain, &t[0], &t[1], &t[2], &t[3]]);
+            }
+        }
+    }
+
     /// Records one observed round.
     pub fn observe(&self, observation: &Observation) {
         let round = &observation.round;
         let chain = round.chain.name.as_str();
+        self.facts(observation);
         self.reason(observation);
         self.lag.observe(round.lag().as_secs_f64());
         self.chain_up
@@ -376,6 +517,14 @@ impl Metrics {
                 .broken_reason
                 .remove_label_values(&[chain, &hop, &role, &reason, &code]);
         }
+        let facts = self
+            .fact_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(chain);
+        if let Some(before) = facts {
+            self.remove_facts(chain, &before, None);
+        }
         let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
         addresses.retain(|(c, hop), known| {
             if c != chain {
@@ -394,6 +543,14 @@ impl Metrics {
         let (dropped, skipped) = self.schedule.read();
         catch_up(&self.rounds_dropped, dropped);
         catch_up(&self.rounds_skipped, skipped);
+        let discovery = self.discovery.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = discovery.as_ref() {
+            d.last_success.set(d.stats.last_success());
+            for (service, n) in d.stats.errors() {
+                catch_up(&d.errors.with_label_values(&[&service]), n);
+            }
+        }
+        drop(discovery);
         let watched = self.cloudwatch.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(cw) = watched.as_ref() {
             let now = cw.stats.snapshot();
@@ -458,6 +615,22 @@ impl Sink for Metrics {
     fn set_chains(&self, chains: &[Arc<Chain>]) {
         Metrics::set_chains(self, chains);
     }
+}
+
+/// Discovery's families and the counters they are read from.
+struct DiscoveryFamilies {
+    stats: Arc<DiscoveryStats>,
+    last_success: prometheus::Gauge,
+    errors: IntCounterVec,
+}
+
+/// The fact series one chain has: its link, and (hop, target, state, reason) per target.
+#[derive(Debug, Clone, Default)]
+struct FactSeries {
+    /// The facts they were made from.
+    from: Option<Arc<crate::facts::ChainFacts>>,
+    link: Option<String>,
+    targets: Vec<[String; 4]>,
 }
 
 /// The CloudWatch publisher's families and the counters they are read from.

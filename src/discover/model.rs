@@ -1,0 +1,122 @@
+//! What a walk of a region found, as plain data: the chains it makes, each hop with the facts
+//! behind its settings and the ARN each fact came from. The walk (`walk.rs`) fills it from the
+//! AWS APIs; `render.rs` turns it into a config; the agent turns it into facts for the
+//! diagnosis. Nothing here knows the SDK.
+
+use crate::config::{Kind, ProxyVersion, Role, XffMode};
+use crate::facts::ChainFacts;
+
+/// Everything one walk found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Estate {
+    pub region: String,
+    pub chains: Vec<FoundChain>,
+    /// Calls that failed; the walk went on without what they would have told.
+    pub errors: Vec<WalkError>,
+}
+
+/// A call the walk could not make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkError {
+    /// `apigateway`, `apigatewayv2`, `elasticloadbalancing`, `servicediscovery`, `ec2`.
+    pub service: &'static str,
+    /// The API action (`GetRestApis`), as IAM names it.
+    pub action: &'static str,
+    /// What went wrong; for AccessDenied, the IAM action to allow.
+    pub message: String,
+    /// The error was AccessDenied: the policy lacks `service:action`.
+    pub access_denied: bool,
+}
+
+impl WalkError {
+    /// `elasticloadbalancing:DescribeTargetHealth`; API Gateway's reads are all `apigateway:GET`
+    /// on the resource's path.
+    pub fn iam_action(&self) -> String {
+        if self.service == "apigateway" {
+            return "apigateway:GET (on arn:aws:apigateway:REGION::/restapis/*, /vpclinks/*, /apis/*)"
+                .to_string();
+        }
+        format!("{}:{}", self.service, self.action)
+    }
+}
+
+/// One chain: an API stage's route or resource whose integration goes through a VPC link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundChain {
+    /// `orders-prod-items`: the API's name, the stage, the route when the API has several.
+    pub name: String,
+    pub kind: Kind,
+    /// Lines said above the chain: API, stage, route, integration, link.
+    pub notes: Vec<String>,
+    pub hops: Vec<FoundHop>,
+    /// What AWS says of the chain now (link status, target health), for the agent.
+    pub facts: ChainFacts,
+    /// The API's id (for `[discovery] apis` and the chain's own comment).
+    pub api_id: String,
+}
+
+/// One hop of a found chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundHop {
+    /// `gateway`, the load balancer's name, `target`.
+    pub name: String,
+    pub role: Role,
+    pub url: String,
+    /// Lines said above the hop (what it is, its ARN).
+    pub notes: Vec<String>,
+    /// The load balancer's health check of this hop's targets, as a URL.
+    pub health_url: Option<Setting<String>>,
+    pub per_address: bool,
+    pub preserve_client_ip: Option<Setting<bool>>,
+    pub xff_mode: Option<Setting<XffMode>>,
+    pub send_proxy_protocol: Option<Setting<ProxyVersion>>,
+    /// Hop names or CIDRs the target must see (written only when the kind's default differs).
+    pub expect_source: Option<Setting<Vec<String>>>,
+    /// The VPC link generation, on the gateway hop of a `rest-nlb` chain.
+    pub vpc_link: Option<Setting<crate::config::VpcLink>>,
+    /// A `Host` header the hop needs (a private API reached through a VPC endpoint by name).
+    pub host_header: Option<Setting<String>>,
+    /// Why no header is set here though one is needed (an API key, an authorizer): secrets
+    /// are never discovered.
+    pub needs: Vec<String>,
+}
+
+impl FoundHop {
+    /// A hop with nothing set beyond its name, role and URL.
+    pub fn new(name: &str, role: Role, url: String) -> Self {
+        FoundHop {
+            name: name.to_string(),
+            role,
+            url,
+            notes: Vec::new(),
+            health_url: None,
+            per_address: false,
+            preserve_client_ip: None,
+            xff_mode: None,
+            send_proxy_protocol: None,
+            expect_source: None,
+            vpc_link: None,
+            host_header: None,
+            needs: Vec::new(),
+        }
+    }
+}
+
+/// A value for the config and the fact it comes from: `preserve_client_ip = true` because
+/// `preserve_client_ip.enabled` is missing from an instance target group's attributes, and
+/// AWS's default for instance targets is on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting<T> {
+    pub value: T,
+    /// The fact, in a few words, with its source (ARN or attribute).
+    pub because: String,
+}
+
+impl<T> Setting<T> {
+    pub fn new(value: T, because: impl Into<String>) -> Self {
+        Setting {
+            value,
+            because: because.into(),
+        }
+    }
+}

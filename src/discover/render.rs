@@ -1,0 +1,172 @@
+//! A found estate as a hopwatch config: TOML, one `[[chain]]` per found chain, each setting
+//! under a one-line comment that says the fact and where it came from. `validate` accepts it as
+//! written; secrets are never written, only said to be needed.
+
+use std::fmt::Write as _;
+
+use super::model::{Estate, FoundChain, FoundHop, Setting};
+
+/// Options of the walk, said at the top of the file so a reader knows what was asked.
+#[derive(Debug, Clone, Default)]
+pub struct Header {
+    pub endpoint_url: Option<String>,
+    pub apis: Vec<String>,
+    pub stages: Vec<String>,
+}
+
+/// A TOML string literal: quotes and backslashes escaped.
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A comment: one line per line of `text`, never breaking out of the comment.
+fn comment(out: &mut String, indent: &str, text: &str) {
+    for line in text.lines() {
+        let _ = writeln!(out, "{indent}# {line}");
+    }
+}
+
+fn setting<T>(out: &mut String, key: &str, s: &Option<Setting<T>>, value: impl Fn(&T) -> String) {
+    if let Some(s) = s {
+        comment(out, "  ", &s.because);
+        let _ = writeln!(out, "  {key} = {}", value(&s.value));
+    }
+}
+
+fn hop(out: &mut String, h: &FoundHop) {
+    out.push_str("\n  [[chain.hop]]\n");
+    for note in &h.notes {
+        comment(out, "  ", note);
+    }
+    let _ = writeln!(out, "  name = {}", quote(&h.name));
+    let _ = writeln!(out, "  role = {}", quote(h.role.as_str()));
+    let _ = writeln!(out, "  url = {}", quote(&h.url));
+    setting(out, "health_url", &h.health_url, |v| quote(v));
+    if h.per_address {
+        out.push_str(
+            "  # the load balancer spans several AZs: one node address each, probed one by one\n",
+        );
+        out.push_str("  per_address = true\n");
+    }
+    setting(out, "preserve_client_ip", &h.preserve_client_ip, |v| {
+        v.to_string()
+    });
+    setting(out, "xff_mode", &h.xff_mode, |v| quote(v.as_str()));
+    setting(out, "send_proxy_protocol", &h.send_proxy_protocol, |v| {
+        quote(v.as_str())
+    });
+    setting(out, "vpc_link", &h.vpc_link, |v| quote(v.as_str()));
+    setting(out, "expect_source", &h.expect_source, |v| {
+        let items: Vec<String> = v.iter().map(|s| quote(s)).collect();
+        format!("[{}]", items.join(", "))
+    });
+    if let Some(host) = &h.host_header {
+        comment(out, "  ", &host.because);
+        let _ = writeln!(out, "  headers = {{ host = {} }}", quote(&host.value));
+    }
+    for need in &h.needs {
+        comment(out, "  ", need);
+    }
+}
+
+fn chain(out: &mut String, c: &FoundChain) {
+    out.push_str("\n[[chain]]\n");
+    for note in &c.notes {
+        comment(out, "", note);
+    }
+    let _ = writeln!(out, "name = {}", quote(&c.name));
+    let _ = writeln!(out, "kind = {}", quote(c.kind.as_str()));
+    for h in &c.hops {
+        hop(out, h);
+    }
+}
+
+/// The config for `estate`.
+pub fn config(estate: &Estate, header: &Header) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Written by `hopwatch discover` from {} ({} chain{}).",
+        estate.region,
+        estate.chains.len(),
+        if estate.chains.len() == 1 { "" } else { "s" }
+    );
+    if let Some(url) = &header.endpoint_url {
+        let _ = writeln!(out, "# Endpoint: {url}");
+    }
+    if !header.apis.is_empty() {
+        let _ = writeln!(out, "# APIs: {}", header.apis.join(", "));
+    }
+    if !header.stages.is_empty() {
+        let _ = writeln!(out, "# Stages: {}", header.stages.join(", "));
+    }
+    out.push_str(
+        "# Every setting says the fact it comes from. Secrets are never discovered: where a\n",
+    );
+    out.push_str(
+        "# method needs an API key or an authorizer's token, a comment says so; add the header\n",
+    );
+    out.push_str("# yourself, from the environment (headers = { x-api-key = \"${API_KEY}\" }).\n");
+    out.push_str(
+        "#\n# To keep these chains and their facts in step with AWS while the agent runs, use\n",
+    );
+    out.push_str("# [discovery] instead of (or beside) the chains below:\n#\n# [discovery]\n");
+    let _ = writeln!(out, "# region = {}", quote(&estate.region));
+    if let Some(url) = &header.endpoint_url {
+        let _ = writeln!(out, "# endpoint_url = {}", quote(url));
+    }
+    out.push_str("# refresh = \"5m\"\n");
+    for e in &estate.errors {
+        let what = if e.access_denied {
+            format!(
+                "{} failed: access denied; allow {} to see what it tells",
+                e.action,
+                e.iam_action()
+            )
+        } else {
+            format!("{} ({}) failed: {}", e.action, e.service, e.message)
+        };
+        comment(&mut out, "", &format!("NOTE: {what}"));
+    }
+    if estate.chains.is_empty() {
+        out.push_str("#\n# No API in this region has an integration through a VPC link.\n");
+    }
+    out.push_str(&chains(estate.chains.iter()));
+    out
+}
+
+/// The `[[chain]]` tables of `found`, as `config` writes them.
+pub fn chains<'a>(found: impl IntoIterator<Item = &'a FoundChain>) -> String {
+    let mut out = String::new();
+    for c in found {
+        chain(&mut out, c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_and_comments_cannot_break_out() {
+        assert_eq!(quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
+        let mut out = String::new();
+        comment(&mut out, "  ", "one\n[[chain]]\nname = \"evil\"");
+        assert_eq!(out, "  # one\n  # [[chain]]\n  # name = \"evil\"\n");
+    }
+}

@@ -1,0 +1,132 @@
+//! What AWS says of a chain, learned by discovery: plain data, each fact with where it came
+//! from. Discovery (a command) writes it; the record stage hands it to the diagnosis and to every
+//! sink with each round, so the reasons and the exports read one copy.
+
+use std::collections::BTreeMap;
+
+/// The facts of one chain at one discovery refresh.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainFacts {
+    /// The VPC link the gateway's integration goes through.
+    pub link: Option<LinkFact>,
+    /// By hop index: what the load balancer of that hop says of its targets
+    /// (`DescribeTargetHealth`).
+    pub targets: BTreeMap<usize, Vec<TargetHealth>>,
+}
+
+/// A VPC link's state as API Gateway reports it (`GetVpcLink`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkFact {
+    /// `abc123` (v1) or `vpcl-…`-style id (v2).
+    pub id: String,
+    /// `AVAILABLE`, `PENDING`, `FAILED`, `INACTIVE` (v2 only, after 60 unused days), `DELETING`.
+    pub status: LinkStatus,
+    /// API Gateway's own words on the status, when it gives some.
+    pub message: Option<String>,
+}
+
+/// A VPC link status. INACTIVE: "If no traffic is sent over the VPC link for 60 days, it becomes
+/// INACTIVE … API Gateway deletes all of the VPC link's network interfaces"
+/// (docs.aws.amazon.com/apigateway/latest/developerguide/http-api-vpc-links.html).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LinkStatus {
+    Available,
+    Pending,
+    Failed,
+    Inactive,
+    Deleting,
+}
+
+impl LinkStatus {
+    /// Every status, in the order `hopwatch_vpc_link_status` lists them.
+    pub const ALL: [LinkStatus; 5] = [
+        LinkStatus::Available,
+        LinkStatus::Pending,
+        LinkStatus::Failed,
+        LinkStatus::Inactive,
+        LinkStatus::Deleting,
+    ];
+
+    /// As API Gateway spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkStatus::Available => "AVAILABLE",
+            LinkStatus::Pending => "PENDING",
+            LinkStatus::Failed => "FAILED",
+            LinkStatus::Inactive => "INACTIVE",
+            LinkStatus::Deleting => "DELETING",
+        }
+    }
+
+    /// Reads API Gateway's spelling.
+    pub fn parse(text: &str) -> Option<LinkStatus> {
+        LinkStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// One target as its load balancer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetHealth {
+    /// `10.0.4.10:80`, an instance id with its port, or an ALB's name for an `alb` target.
+    pub target: String,
+    /// `healthy`, `unhealthy`, `initial`, `unused`, `draining`, `unavailable`.
+    pub state: String,
+    /// The load balancer's reason code: `Target.Timeout`, `Target.FailedHealthChecks`, …
+    pub reason: Option<String>,
+    /// Its description, when it gives one.
+    pub description: Option<String>,
+}
+
+/// How discovery is doing, read by the exporters: when a walk last completed without an error,
+/// and the calls that failed, by service.
+#[derive(Debug, Default)]
+pub struct DiscoveryStats {
+    /// Unix time of the last walk without a failed call, as `f64` bits; 0 before the first.
+    last_success: std::sync::atomic::AtomicU64,
+    errors: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+/// The services discovery calls, each counted from 0.
+pub const DISCOVERY_SERVICES: [&str; 5] = [
+    "apigateway",
+    "elasticloadbalancing",
+    "servicediscovery",
+    "ec2",
+    "sts",
+];
+
+impl DiscoveryStats {
+    /// Counts one failed call of `service`.
+    pub fn failed(&self, service: &str) {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        *errors.entry(service.to_string()).or_default() += 1;
+    }
+
+    /// A walk completed without a failed call, now.
+    pub fn succeeded(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.last_success
+            .store(now.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Unix time of the last clean walk; 0 before the first.
+    pub fn last_success(&self) -> f64 {
+        f64::from_bits(self.last_success.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Failed calls by service, every known service included (at 0).
+    pub fn errors(&self) -> BTreeMap<String, u64> {
+        let mut out: BTreeMap<String, u64> = DISCOVERY_SERVICES
+            .iter()
+            .map(|s| (s.to_string(), 0))
+            .collect();
+        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        for (s, n) in errors.iter() {
+            out.insert(s.clone(), *n);
+        }
+        out
+    }
+}

@@ -1,0 +1,344 @@
+//! `hopwatch discover` and `[discovery]` against moto in server mode (the AWS control plane,
+//! through the real SDK): the six topologies of the brief built by tests/moto/fixture.py, the
+//! config discovery writes for them, the `cloudmap://` hop against `DiscoverInstances`, and an
+//! agent whose chains and facts follow AWS while it runs.
+//!
+//! A discovered config holds the estate's addresses and AWS host names. Nothing here probes
+//! them outside the test's own network: `discover` probes nothing; `check` only probes targets
+//! registered at 127.0.0.x; the running agent lives in a network namespace of its own (moto
+//! with it), where AWS names do not resolve and 10.x addresses have no route.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::moto::{self, Moto};
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hopwatch");
+
+/// The SDK's default chain, pinned so no call ever looks beyond the test: fixed credentials and
+/// region, and no instance metadata service.
+fn aws_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+}
+
+fn discover(moto: &Moto, extra: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    aws_env(&mut cmd)
+        .args([
+            "discover",
+            "--region",
+            "us-east-1",
+            "--endpoint-url",
+            &moto.endpoint,
+        ])
+        .args(extra);
+    let out = cmd.output().expect("run discover");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// What one discovered hop came to, read back through the config loader.
+fn hops(text: &str) -> BTreeMap<String, (String, Vec<(String, String)>)> {
+    let config = match hopwatch::config::load_str("discovered.toml", text, &|_| None) {
+        Ok(c) => c,
+        Err(e) => panic!("the discovered config does not load:\n{e}\n{text}"),
+    };
+    config
+        .chains
+        .iter()
+        .map(|c| {
+            let hops = c
+                .hops
+                .iter()
+                .map(|h| (h.role.to_string(), h.url.text.clone()))
+                .collect();
+            (c.name.clone(), (c.kind.to_string(), hops))
+        })
+        .collect()
+}
+
+#[test]
+fn discover_writes_each_topology_as_aws_holds_it() {
+    let Some(python) = moto::python() else {
+        return moto::skip("discover_writes_each_topology_as_aws_holds_it");
+    };
+    let moto = Moto::start(python, None);
+    let f = moto.fixture(["10.0.1.20", "10.0.2.20"]);
+    let (code, text, stderr) = discover(&moto, &[]);
+    assert_eq!(code, 0, "discover failed:\n{stderr}\n{text}");
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let lb = |name: &str, key: &str| s(&f["load_balancers"][name][key]);
+    let rest = |name: &str| s(&f["rest"][name]);
+    let http = |name: &str| s(&f["http"][name]["endpoint"]);
+    let url = |host: &str, path: &str| format!("http://{host}:80{path}");
+    let gw = |id: &str, path: &str| {
+        format!("https://{id}.execute-api.us-east-1.amazonaws.com/prod{path}")
+    };
+    let expected: BTreeMap<String, (String, Vec<(String, String)>)> = [
+        (
+            "orders-prod",
+            "rest-nlb",
+            vec![
+                ("gateway", gw(&rest("orders"), "/items")),
+                ("nlb", url(&lb("t1-nlb", "dns"), "/items")),
+                ("target", url("10.0.1.20", "/items")),
+            ],
+        ),
+        (
+            "billing-prod",
+            "rest-nlb-alb",
+            vec![
+                ("gateway", gw(&rest("billing"), "/invoices")),
+                ("nlb", url(&lb("t2-nlb", "dns"), "/invoices")),
+                ("alb", url(&lb("t2-alb", "dns"), "/invoices")),
+                ("target", url("10.0.1.30", "/invoices")),
+            ],
+        ),
+        (
+            "search-prod",
+            "rest-alb",
+            vec![
+                ("gateway", gw(&rest("search"), "/find")),
+                ("alb", url(&lb("t3-alb", "dns"), "/find")),
+                ("target", url("10.0.1.20", "/find")),
+            ],
+        ),
+        (
+            "users-default",
+            "http-alb",
+            vec![
+                ("gateway", format!("{}/users", http("users"))),
+                ("alb", url(&lb("t4-alb", "dns"), "/users")),
+                ("target", url("10.0.1.20", "/users")),
+            ],
+        ),
+        (
+            "cart-default",
+            "http-nlb",
+            vec![
+                ("gateway", format!("{}/cart", http("cart"))),
+                ("nlb", url(&lb("t5-nlb", "dns"), "/cart")),
+                ("target", url("10.0.1.30", "/cart")),
+            ],
+        ),
+        (
+            "catalog-default",
+            "http-cloudmap",
+            vec![
+                ("gateway", format!("{}/catalog", http("catalog"))),
+                ("cloudmap", "cloudmap://shop/catalog/catalog".to_string()),
+                ("target", url("10.0.1.20", "/catalog")),
+            ],
+        ),
+    ]
+    .into_iter()
+    .map(|(name, kind, hops)| {
+        (
+            name.to_string(),
+            (
+                kind.to_string(),
+                hops.into_iter().map(|(r, u)| (r.to_string(), u)).collect(),
+            ),
+        )
+    })
+    .collect();
+    assert_eq!(hops(&text), expected, "{text}");
+
+    // The facts behind the settings, each said with where it came from.
+    let config = hopwatch::config::load_str("d.toml", &text, &|_| None).expect("loads");
+    let chain = |name: &str| {
+        config
+            .chains
+            .iter()
+            .find(|c| c.name == name)
+            .expect(name)
+            .clone()
+    };
+    let t1 = chain("orders-prod");
+    assert!(t1.hops[1].per_address, "the NLB spans two AZs");
+    assert_eq!(
+        t1.hops[1].facts.preserve_client_ip,
+        Some(false),
+        "ip targets: AWS's default is off"
+    );
+    assert_eq!(
+        t1.hops[2].send_proxy_protocol,
+        Some(hopwatch::config::ProxyVersion::V2)
+    );
+    assert!(text.contains(&format!("preserve_client_ip.enabled not returned for target group {}: AWS's default for ip targets, off", lb("t1-nlb", "tg"))), "{text}");
+    let t2 = chain("billing-prod");
+    assert_eq!(
+        t2.hops[1].facts.preserve_client_ip,
+        Some(true),
+        "an alb target group: on"
+    );
+    assert_eq!(t2.hops[2].facts.xff_mode, hopwatch::config::XffMode::Append);
+    assert!(
+        text.contains("routing.http.xff_header_processing.mode not returned for"),
+        "{text}"
+    );
+    let health = |c: &hopwatch::config::Chain, i: usize| {
+        c.hops[i].health.as_ref().map(|h| h.url.text.clone())
+    };
+    assert_eq!(
+        health(&t2, 3),
+        Some("http://10.0.1.30:8080/health".to_string()),
+        "the ALB's target group checks 8080"
+    );
+    assert_eq!(
+        health(&t2, 2).map(|u| u.starts_with(&format!("http://{}:80", lb("t2-alb", "dns")))),
+        Some(true),
+        "the NLB checks the ALB on the traffic port"
+    );
+    assert_eq!(
+        chain("search-prod").hops[1].facts.xff_mode,
+        hopwatch::config::XffMode::Preserve
+    );
+    assert_eq!(
+        chain("cart-default").hops[1].facts.preserve_client_ip,
+        Some(false),
+        "set off by hand"
+    );
+    assert!(chain("catalog-default").hops[1].per_address);
+    for (_, v) in f["load_balancers"].as_object().expect("lbs") {
+        assert!(
+            text.contains(&s(&v["arn"])),
+            "every load balancer's ARN is cited:\n{text}"
+        );
+    }
+
+    // validate accepts it as written.
+    let dir = std::env::temp_dir().join(format!("hopwatch-discover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("discovered.toml");
+    let (code, _, stderr) = discover(&moto, &["--output", file.to_str().unwrap_or_default()]);
+    assert_eq!(code, 0, "{stderr}");
+    let status = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .status()
+        .expect("validate");
+    assert!(status.success(), "validate refuses the discovered config");
+    let _ = std::fs::remove_dir_all(dir);
+
+    // --api and --stage narrow the walk.
+    let (code, only, _) = discover(&moto, &["--api", &rest("orders")]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        hops(&only).keys().cloned().collect::<Vec<_>>(),
+        ["orders-prod"]
+    );
+    let (code, none, stderr) = discover(&moto, &["--stage", "nosuchstage"]);
+    assert_eq!(code, 1, "nothing found is no clean result: {stderr}");
+    assert!(
+        none.contains("No API in this region has an integration through a VPC link"),
+        "{none}"
+    );
+    assert!(!none.contains("[[chain]]"), "{none}");
+}
+
+/// A custom chain: the Cloud Map hop, then a target; DiscoverInstances at moto.
+fn cloudmap_config(moto: &Moto, target: &str) -> String {
+    format!(
+        "[agent]\ninterval = \"2s\"\ntimeout = \"1s\"\n\n[discovery]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\n[[chain]]\nname = \"catalog\"\nkind = \"custom\"\n  [[chain.hop]]\n  name = \"cloudmap\"\n  role = \"cloudmap\"\n  url = \"cloudmap://shop/catalog/\"\n  per_address = true\n  [[chain.hop]]\n  name = \"target\"\n  role = \"target\"\n  url = \"http://{target}/\"\n",
+        moto.endpoint
+    )
+}
+
+fn check(config: &PathBuf) -> (i32, serde_json::Value) {
+    let mut cmd = Command::new(BIN);
+    let out = aws_env(&mut cmd)
+        .args(["check", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("check");
+    let doc = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), doc)
+}
+
+#[test]
+fn the_cloudmap_hop_asks_discover_instances_as_api_gateway_does() {
+    let Some(python) = moto::python() else {
+        return moto::skip("the_cloudmap_hop_asks_discover_instances_as_api_gateway_does");
+    };
+    let moto = Moto::start(python, None);
+    // Two instances at loopback addresses where `hopwatch echo` answers.
+    let (a, b) = (refused_port(), refused_port());
+    let _echo_a = echo_process(a);
+    let _echo_b = echo_process(b);
+    moto.boto(&format!(
+        "ns = sd.get_operation(OperationId=sd.create_http_namespace(Name='shop')['OperationId'])['Operation']['Targets']['NAMESPACE']\nsvc = sd.create_service(Name='catalog', NamespaceId=ns, Type='HTTP')['Service']['Id']\nfor i, addr in enumerate(['{a}', '{b}']):\n    ip, port = addr.split(':')\n    sd.register_instance(ServiceId=svc, InstanceId=f'i-{{i}}', Attributes={{'AWS_INSTANCE_IPV4': ip, 'AWS_INSTANCE_PORT': port}})\nprint(svc)"
+    ));
+    wait_until_answers(a);
+    let dir = std::env::temp_dir().join(format!("hopwatch-cloudmap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("catalog.toml");
+    std::fs::write(&file, cloudmap_config(&moto, &a.to_string())).expect("config");
+    let (code, doc) = check(&file);
+    let chain = &doc["chains"][0];
+    assert_eq!(code, 0, "{doc:#}");
+    let cloudmap = &chain["hops"][0];
+    assert_eq!(cloudmap["result"], "ok", "{cloudmap:#}");
+    let addresses: Vec<String> = cloudmap["addresses"]
+        .as_array()
+        .expect("per-address probes of the instances")
+        .iter()
+        .map(|x| {
+            format!(
+                "{}={}",
+                x["address"].as_str().unwrap_or(""),
+                x["result"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        addresses,
+        [format!("{}=ok", a.ip()), format!("{}=ok", b.ip())]
+    );
+
+    // No instance left: what API Gateway would find too.
+    moto.boto("svc = [s for s in sd.list_services()['Services'] if s['Name'] == 'catalog'][0]['Id']\nfor i in sd.list_instances(ServiceId=svc)['Instances']:\n    sd.deregister_instance(ServiceId=svc, InstanceId=i['Id'])");
+    let (code, doc) = check(&file);
+    let chain = &doc["chains"][0];
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(chain["broken_hop"], "cloudmap", "{doc:#}");
+    assert_eq!(chain["reason_code"], "cloudmap_no_instances", "{doc:#}");
+    assert_eq!(chain["hops"][0]["result"], "no_instances");
+
+    // A service Cloud Map does not know: its own error, not "no instance".
+    std::fs::write(
+        &file,
+        cloudmap_config(&moto, &a.to_string())
+            .replace("cloudmap://shop/catalog/", "cloudmap://shop/nosuchservice/"),
+    )
+    .expect("config");
+    let (_, doc) = check(&file);
+    assert_eq!(doc["chains"][0]["reason_code"], "cloudmap_error", "{doc:#}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn wait_until_answers(addr: std::net::SocketAddr) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while http_get(addr, "/").is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "echo at {addr} never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
