@@ -530,3 +530,88 @@ fn kubernetes_config_validates_and_ecs_files_call_real_commands() {
         }
     }
 }
+
+/// The read-only policy discovery ships with allows exactly the calls it makes: every
+/// `failed("service", "Action")` the walk can note is in `discover::CALLS`, and the policy file
+/// and the CloudFormation template allow those and nothing else.
+#[test]
+fn the_discovery_policy_allows_exactly_the_calls_it_makes() {
+    use std::collections::BTreeSet;
+    let calls: BTreeSet<String> = hopwatch::discover::CALLS
+        .iter()
+        .map(|(s, a)| {
+            if *s == "apigateway" {
+                "apigateway:GET".to_string()
+            } else {
+                format!("{s}:{a}")
+            }
+        })
+        .collect();
+    let walk = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/discover/walk.rs"),
+    )
+    .expect("walk.rs");
+    // `failed("service", "Action", …)` for SDK calls; `ec2_failed("Action", …)` for EC2's.
+    for (at, _) in walk.match_indices("failed(\"") {
+        let rest = &walk[at + "failed(\"".len()..];
+        let (service, action) = if walk[..at].ends_with("ec2_") {
+            (
+                "ec2",
+                rest.split('"').next().unwrap_or_default().to_string(),
+            )
+        } else {
+            (
+                &rest[..rest.find('"').unwrap_or(0)],
+                rest.split('"').nth(2).unwrap_or_default().to_string(),
+            )
+        };
+        assert!(
+            hopwatch::discover::CALLS.contains(&(service, action.as_str())),
+            "walk.rs calls {service}:{action}, which discover::CALLS does not list"
+        );
+    }
+    let policy: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy("iam/hopwatch-discovery.json")).expect("policy"),
+    )
+    .expect("policy JSON");
+    let mut allowed = BTreeSet::new();
+    for statement in policy["Statement"].as_array().expect("statements") {
+        assert_eq!(statement["Effect"], "Allow");
+        match &statement["Action"] {
+            serde_json::Value::String(a) => {
+                allowed.insert(a.clone());
+            }
+            serde_json::Value::Array(a) => {
+                allowed.extend(a.iter().filter_map(|x| x.as_str().map(str::to_string)))
+            }
+            other => panic!("unexpected Action {other}"),
+        }
+    }
+    assert_eq!(allowed, calls, "deploy/iam/hopwatch-discovery.json");
+    let template =
+        std::fs::read_to_string(deploy("cloudformation/hopwatch.yaml")).expect("template");
+    let block = &template[template.find("DiscoveryPolicy:").expect("DiscoveryPolicy")..];
+    let block = &block[..block.find("\n  TaskDefinition:").unwrap_or(block.len())];
+    // `service:Action` items: a lower-case service, one colon, an action of letters.
+    let is_action = |s: &str| {
+        s.split_once(':').is_some_and(|(service, action)| {
+            !service.is_empty()
+                && service
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && !action.is_empty()
+                && action.chars().all(|c| c.is_ascii_alphabetic())
+        })
+    };
+    let in_template: BTreeSet<String> = block
+        .lines()
+        .map(|l| {
+            l.trim()
+                .trim_start_matches("- ")
+                .trim_start_matches("Action: ")
+        })
+        .filter(|l| is_action(l))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(in_template, calls, "the template's DiscoveryPolicy");
+}

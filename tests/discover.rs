@@ -342,3 +342,241 @@ fn wait_until_answers(addr: std::net::SocketAddr) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `/metrics` of the agent inside `ns`, as `series -> value`.
+fn metrics_in(ns: &Netns) -> BTreeMap<String, f64> {
+    let out = ns
+        .command("curl")
+        .args(["-sf", "--max-time", "3", "http://127.0.0.1:9464/metrics"])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn has(metrics: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)], value: f64) -> bool {
+    metrics.iter().any(|(series, v)| {
+        *v == value
+            && series.starts_with(&format!("{name}{{"))
+            && labels
+                .iter()
+                .all(|(k, want)| series.contains(&format!("{k}=\"{want}\"")))
+    })
+}
+
+/// Waits up to `secs` for `cond` on the agent's metrics; the metrics when it held.
+fn wait_metrics(
+    ns: &Netns,
+    what: &str,
+    secs: u64,
+    cond: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let m = metrics_in(ns);
+        if cond(&m) {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}; metrics:\n{}",
+            m.iter()
+                .filter(|(k, _)| k.contains("discovery")
+                    || k.contains("vpc_link")
+                    || k.contains("target_health")
+                    || k.contains("hop_info"))
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `[discovery]` in `run`: the agent, moto and the targets in a namespace of their own. The
+/// chains follow what AWS holds within a refresh; an outage of the API keeps them, counted.
+#[test]
+fn a_running_agent_follows_what_aws_holds() {
+    if !can_use_namespaces() {
+        return skip(
+            "a_running_agent_follows_what_aws_holds",
+            "needs root and ip netns",
+        );
+    }
+    let Some(python) = moto::python() else {
+        return moto::skip("a_running_agent_follows_what_aws_holds");
+    };
+    let ns = Netns::new("disc");
+    let mut moto = Moto::start(python, Some(&ns));
+    moto.fixture(["127.0.0.5", "127.0.0.6"]);
+    // The targets the fixture registered, answering inside the namespace.
+    ns.exec(&["ip", "addr", "add", "127.0.0.5/8", "dev", "lo"]);
+    let _echo: Vec<Kill> = ["127.0.0.5:80", "127.0.0.6:80"]
+        .iter()
+        .map(|addr| {
+            Kill(
+                ns.command(BIN)
+                    .args(["echo", "--listen", addr])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("echo"),
+            )
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("hopwatch-discovery-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("hopwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nlisten = \"127.0.0.1:9464\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\n[discovery]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\nrefresh = \"2s\"\n",
+            moto.endpoint
+        ),
+    )
+    .expect("config");
+    let log = std::fs::File::create(dir.join("agent.log")).expect("log");
+    let mut agent = ns.command(BIN);
+    aws_env(&mut agent);
+    let _agent = Kill(
+        agent
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run"),
+    );
+    fn chain(c: &str) -> [(&'static str, &str); 1] {
+        [("chain", c)]
+    }
+    let m = wait_metrics(&ns, "the six discovered chains", 30, |m| {
+        [
+            "orders-prod",
+            "billing-prod",
+            "search-prod",
+            "users-default",
+            "cart-default",
+            "catalog-default",
+        ]
+        .iter()
+        .all(|c| has(m, "hopwatch_hop_info", &chain(c), 1.0))
+    });
+    assert!(has(
+        &m,
+        "hopwatch_vpc_link_status",
+        &[("chain", "orders-prod"), ("status", "AVAILABLE")],
+        1.0
+    ));
+    assert!(has(
+        &m,
+        "hopwatch_vpc_link_status",
+        &[("chain", "users-default"), ("status", "INACTIVE")],
+        0.0
+    ));
+    let users_targets = |m: &BTreeMap<String, f64>, target: &str| {
+        has(
+            m,
+            "hopwatch_lb_target_health",
+            &[
+                ("chain", "users-default"),
+                ("hop", "target"),
+                ("target", target),
+                ("state", "healthy"),
+            ],
+            1.0,
+        )
+    };
+    assert!(
+        users_targets(&m, "127.0.0.5:80") && users_targets(&m, "127.0.0.6:80"),
+        "{m:?}"
+    );
+    assert!(m
+        .get("hopwatch_discovery_last_success_timestamp_seconds")
+        .is_some_and(|v| *v > 0.0));
+    // The users chain's target (127.0.0.5, answering) is probed and passes.
+    wait_metrics(&ns, "the users target probed", 20, |m| {
+        has(
+            m,
+            "hopwatch_probes_total",
+            &[
+                ("chain", "users-default"),
+                ("hop", "target"),
+                ("result", "ok"),
+            ],
+            1.0,
+        ) || m.iter().any(|(k, v)| {
+            k.starts_with("hopwatch_probes_total{")
+                && k.contains("chain=\"users-default\"")
+                && k.contains("hop=\"target\"")
+                && k.contains("result=\"ok\"")
+                && *v >= 1.0
+        })
+    });
+
+    // A target deregistered: the load balancer's view follows within a refresh.
+    let tg = moto.boto("print([g['TargetGroupArn'] for g in elb.describe_target_groups()['TargetGroups'] if g['TargetGroupName'] == 't4-app'][0])");
+    moto.boto(&format!(
+        "elb.deregister_targets(TargetGroupArn='{}', Targets=[{{'Id': '127.0.0.6', 'Port': 80}}])",
+        tg.trim()
+    ));
+    wait_metrics(&ns, "the deregistered target to leave", 15, |m| {
+        users_targets(m, "127.0.0.5:80") && !users_targets(m, "127.0.0.6:80")
+    });
+    // An API removed: its chain goes.
+    let cart = moto
+        .boto("print([a['ApiId'] for a in http.get_apis()['Items'] if a['Name'] == 'cart'][0])");
+    moto.boto(&format!("http.delete_api(ApiId='{}')", cart.trim()));
+    wait_metrics(&ns, "the removed API's chain to go", 15, |m| {
+        !has(m, "hopwatch_hop_info", &chain("cart-default"), 1.0)
+            && has(m, "hopwatch_hop_info", &chain("users-default"), 1.0)
+    });
+    // A VPC link deleted: the chain stays (its integration still names it) without a status.
+    let link = moto.boto(
+        "print([l['id'] for l in rest.get_vpc_links()['items'] if l['name'] == 't1-link'][0])",
+    );
+    moto.boto(&format!(
+        "rest.delete_vpc_link(vpcLinkId='{}')",
+        link.trim()
+    ));
+    wait_metrics(&ns, "the deleted link's status to go", 15, |m| {
+        !m.keys().any(|k| {
+            k.starts_with("hopwatch_vpc_link_status{") && k.contains("chain=\"orders-prod\"")
+        })
+    });
+
+    // moto down: every call fails, counted; the chains stay as they were.
+    let before: f64 = metrics_in(&ns)
+        .iter()
+        .filter(|(k, _)| k.starts_with("hopwatch_discovery_errors_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    moto.stop();
+    let m = wait_metrics(&ns, "failed walks to be counted", 30, |m| {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("hopwatch_discovery_errors_total{"))
+            .map(|(_, v)| v)
+            .sum::<f64>()
+            > before
+    });
+    for c in [
+        "orders-prod",
+        "billing-prod",
+        "users-default",
+        "catalog-default",
+    ] {
+        assert!(
+            has(&m, "hopwatch_hop_info", &chain(c), 1.0),
+            "{c} was dropped in the outage"
+        );
+    }
+    let logs = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    assert!(logs.contains("discovery: a call failed"), "{logs}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -40,7 +40,8 @@ pub struct RawDiscovery {
     /// The path probed on each discovered chain; default: the route's own when it has no
     /// parameters, else `/`.
     pub path: Option<Spanned<String>>,
-    /// Time between walks (default `"5m"`, at least `"10s"`).
+    /// Time between walks (default `"5m"`, at least `"1s"`; a walk makes a few calls per API,
+    /// and API Gateway's and ELB's control planes throttle at a few requests per second).
     pub refresh: Option<Spanned<String>>,
 }
 

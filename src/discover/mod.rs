@@ -2,6 +2,7 @@
 //! read from the AWS APIs (API Gateway, ELBv2, Cloud Map, EC2), written as a commented config,
 //! and their facts (link status, target health) for the agent.
 
+pub mod ec2;
 pub mod model;
 pub mod render;
 pub mod walk;

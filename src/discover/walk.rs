@@ -39,7 +39,7 @@ pub struct Clients {
     pub http: aws_sdk_apigatewayv2::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub cloudmap: aws_sdk_servicediscovery::Client,
-    pub ec2: aws_sdk_ec2::Client,
+    pub ec2: super::ec2::Ec2,
     pub region: String,
 }
 
@@ -91,10 +91,31 @@ impl Clients {
             http: aws_sdk_apigatewayv2::Client::new(&sdk),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
             cloudmap: aws_sdk_servicediscovery::Client::from_conf(cloudmap.build()),
-            ec2: aws_sdk_ec2::Client::new(&sdk),
+            ec2: super::ec2::Ec2::new(&sdk, &region, options.endpoint_url.as_deref()),
             region,
         }
     }
+}
+
+/// A failed EC2 call, as the estate notes it.
+fn ec2_failed(action: &'static str, err: &super::ec2::Ec2Error) -> WalkError {
+    WalkError {
+        service: "ec2",
+        action,
+        message: err.to_string(),
+        access_denied: is_access_denied(err.code.as_deref().unwrap_or("")),
+    }
+}
+
+/// The error codes AWS answers a call the role may not make with.
+fn is_access_denied(code: &str) -> bool {
+    matches!(
+        code,
+        "AccessDenied"
+            | "AccessDeniedException"
+            | "UnauthorizedOperation"
+            | "UnauthorizedException"
+    )
 }
 
 /// A failed call, as the estate notes it.
@@ -104,13 +125,7 @@ fn failed<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     err: &aws_sdk_apigateway::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> WalkError {
     let code = err.code().unwrap_or("");
-    let access_denied = matches!(
-        code,
-        "AccessDenied"
-            | "AccessDeniedException"
-            | "UnauthorizedOperation"
-            | "UnauthorizedException"
-    );
+    let access_denied = is_access_denied(code);
     let message = match (err.code(), err.message()) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.to_string(),
@@ -464,24 +479,22 @@ impl Walk {
         if ids.is_empty() {
             return out;
         }
+        let params = super::ec2::list_params("InstanceId", ids);
         match self
             .c
             .ec2
-            .describe_instances()
-            .set_instance_ids(Some(ids.to_vec()))
-            .send()
+            .items("DescribeInstances", &params, "reservationSet")
             .await
         {
-            Ok(d) => {
-                for r in d.reservations() {
-                    for i in r.instances() {
-                        if let (Some(id), Some(ip)) = (i.instance_id(), i.private_ip_address()) {
-                            out.insert(id.to_string(), ip.to_string());
-                        }
+            Ok(reservations) => {
+                for i in reservations.iter().flat_map(|r| r.items("instancesSet")) {
+                    if let (Some(id), Some(ip)) = (i.text("instanceId"), i.text("privateIpAddress"))
+                    {
+                        out.insert(id.to_string(), ip.to_string());
                     }
                 }
             }
-            Err(e) => self.note(failed("ec2", "DescribeInstances", &e)).await,
+            Err(e) => self.note(ec2_failed("DescribeInstances", &e)).await,
         }
         out
     }

@@ -296,14 +296,11 @@ impl<'a> Checker<'a> {
         let before = self.problems.len();
         let mut refresh = DEFAULT_REFRESH;
         if let Some((d, span)) = self.duration(&raw.refresh, scope, "refresh") {
-            if d < Duration::from_secs(10) {
+            if d < Duration::from_secs(1) {
                 self.report(
                     &span,
                     scope,
-                    format!(
-                        "refresh ({}) must be at least 10s: API Gateway and ELB throttle their control planes",
-                        format_duration(d)
-                    ),
+                    format!("refresh ({}) must be at least 1s", format_duration(d)),
                 );
             } else {
                 refresh = d;

@@ -1,0 +1,494 @@
+//! EC2's Query API, spoken directly.
+//!
+//! Why not `aws-sdk-ec2`: that crate is generated for ~700 operations and takes seven minutes
+//! of a cold two-core build on its own (`cargo build --timings`, 2026-11-30: 420 s with no
+//! other crate compiling; 622 s beside the other SDK crates), more than the rest of hopwatch
+//! together, for the few `Describe*` calls discovery makes. The call still goes through the
+//! SDK's own machinery: the HTTP client, retry (standard mode, backing off on throttling),
+//! timeouts and credentials of the loaded `SdkConfig`, and SigV4 from `aws-sigv4`. What is
+//! ours is the form body and reading the XML answer.
+//!
+//! The protocol: a `POST` of `Action=…&Version=2016-11-15&…` (form-encoded) to
+//! `https://ec2.REGION.amazonaws.com/`; lists come back as `<xSet><item>…</item></xSet>`,
+//! pages continue with `NextToken`, errors as `<Response><Errors><Error><Code>`.
+//! Source: docs.aws.amazon.com/AWSEC2/latest/APIReference/Query-Requests.html,
+//! …/query-api-troubleshooting.html, …/errors-overview.html.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use aws_config::SdkConfig;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
+use aws_smithy_runtime::client::orchestrator::operation::Operation;
+use aws_smithy_runtime::client::retries::classifiers::{
+    HttpStatusCodeClassifier, TransientErrorClassifier,
+};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, OrchestratorError};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+
+/// The Query API version every call names.
+const VERSION: &str = "2016-11-15";
+
+/// Pages are followed up to this many: a region with more instances than this in one call
+/// is beyond what one agent probes.
+const MAX_PAGES: usize = 50;
+
+/// An EC2 client made from the loaded SDK configuration.
+#[derive(Clone)]
+pub struct Ec2 {
+    endpoint: String,
+    region: String,
+    credentials: Option<SharedCredentialsProvider>,
+    sdk: SdkConfig,
+}
+
+impl fmt::Debug for Ec2 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ec2")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A failed EC2 call: the error code EC2 answered with (`UnauthorizedOperation`,
+/// `RequestLimitExceeded`, …) where there was one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Error {
+    /// EC2's error code.
+    pub code: Option<String>,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl fmt::Display for Ec2Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{code}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for Ec2Error {}
+
+impl Ec2 {
+    /// The client for `sdk`'s region, at `endpoint_url` when one is given (a test server, a VPC
+    /// interface endpoint), else the region's public endpoint.
+    pub fn new(sdk: &SdkConfig, region: &str, endpoint_url: Option<&str>) -> Ec2 {
+        let endpoint = match endpoint_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            // The China partition has its own domain (docs.aws.amazon.com/general/latest/gr/ec2-service.html).
+            None if region.starts_with("cn-") => format!("https://ec2.{region}.amazonaws.com.cn"),
+            None => format!("https://ec2.{region}.amazonaws.com"),
+        };
+        Ec2 {
+            endpoint,
+            region: region.to_string(),
+            credentials: sdk.credentials_provider(),
+            sdk: sdk.clone(),
+        }
+    }
+
+    /// One call: `action` with `params`, the answer's root element.
+    pub async fn call(&self, action: &str, params: &[(String, String)]) -> Result<Node, Ec2Error> {
+        let credentials = match &self.credentials {
+            Some(provider) => provider.provide_credentials().await.map_err(|e| Ec2Error {
+                code: None,
+                message: format!(
+                    "no credentials: {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(e)
+                ),
+            })?,
+            None => {
+                return Err(Ec2Error {
+                    code: None,
+                    message: "no credentials provider configured".to_string(),
+                })
+            }
+        };
+        let body = form(action, params);
+
+        let mut builder = Operation::builder()
+            .service_name("ec2")
+            .operation_name(action.to_string())
+            .endpoint_url(&self.endpoint)
+            .no_auth()
+            .interceptor(Sign {
+                credentials,
+                region: self.region.clone(),
+            })
+            .timeout_config(
+                self.sdk
+                    .timeout_config()
+                    .cloned()
+                    .unwrap_or_else(|| TimeoutConfig::builder().build()),
+            );
+        if let Some(http) = self.sdk.http_client() {
+            builder = builder.http_client(http);
+        }
+        match self.sdk.sleep_impl() {
+            Some(sleep) => {
+                builder = builder
+                    .standard_retry(
+                        &self
+                            .sdk
+                            .retry_config()
+                            .cloned()
+                            .unwrap_or_else(RetryConfig::standard),
+                    )
+                    // Connection errors and timeouts; 500/502/503/504, which is how EC2
+                    // answers `RequestLimitExceeded` and its own faults.
+                    .retry_classifier(TransientErrorClassifier::<Ec2Error>::new())
+                    .retry_classifier(HttpStatusCodeClassifier::default())
+                    .sleep_impl(sleep);
+            }
+            None => builder = builder.no_retry(),
+        }
+        if let Some(time) = self.sdk.time_source() {
+            builder = builder.time_source(time);
+        }
+        let operation = builder
+            .serializer(move |body: String| {
+                let request = http::Request::builder()
+                    .method("POST")
+                    .uri("/")
+                    .header(
+                        "content-type",
+                        "application/x-www-form-urlencoded; charset=utf-8",
+                    )
+                    .body(SdkBody::from(body))?;
+                Ok(request.try_into()?)
+            })
+            .deserializer(read_answer)
+            .build();
+        operation.invoke(body).await.map_err(|e| match e {
+            SdkError::ServiceError(service) => service.into_err(),
+            other => Ec2Error {
+                code: None,
+                message: aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
+            },
+        })
+    }
+
+    /// Every page of `action`: the `item`s of each answer's `list` element, `NextToken`
+    /// followed.
+    pub async fn items(
+        &self,
+        action: &str,
+        params: &[(String, String)],
+        list: &str,
+    ) -> Result<Vec<Node>, Ec2Error> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut page = params.to_vec();
+            if let Some(t) = &token {
+                page.push(("NextToken".to_string(), t.clone()));
+            }
+            let mut root = self.call(action, &page).await?;
+            token = root
+                .text("nextToken")
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if let Some(set) = root.children.iter_mut().find(|c| c.name == list) {
+                out.extend(std::mem::take(&mut set.children));
+            }
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The form body of a call (built apart: the serializer is not `Send`, so it must not live
+/// across an await).
+fn form(action: &str, params: &[(String, String)]) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("Action", action);
+    form.append_pair("Version", VERSION);
+    for (k, v) in params {
+        form.append_pair(k, v);
+    }
+    form.finish()
+}
+
+/// The query parameters that name a list: `Name.1=a&Name.2=b`.
+pub fn list_params(name: &str, values: &[String]) -> Vec<(String, String)> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("{name}.{}", i + 1), v.clone()))
+        .collect()
+}
+
+/// A filter: `Filter.N.Name=name&Filter.N.Value.M=…`.
+pub fn filter_params(n: usize, name: &str, values: &[String]) -> Vec<(String, String)> {
+    let mut out = vec![(format!("Filter.{n}.Name"), name.to_string())];
+    out.extend(list_params(&format!("Filter.{n}.Value"), values));
+    out
+}
+
+fn read_answer(response: &HttpResponse) -> Result<Node, OrchestratorError<Ec2Error>> {
+    let bytes = response.body().bytes().unwrap_or_default();
+    let text = String::from_utf8_lossy(bytes);
+    let parsed = parse(&text);
+    if response.status().is_success() {
+        return parsed.map_err(|message| {
+            OrchestratorError::operation(Ec2Error {
+                code: None,
+                message: format!("unreadable answer: {message}"),
+            })
+        });
+    }
+    let error = parsed.ok().and_then(|root| {
+        let error = root.child("Errors")?.child("Error")?;
+        Some(Ec2Error {
+            code: error.text("Code").map(str::to_string),
+            message: error.text("Message").unwrap_or_default().to_string(),
+        })
+    });
+    Err(OrchestratorError::operation(error.unwrap_or_else(|| {
+        Ec2Error {
+            code: None,
+            message: format!("HTTP {}", response.status().as_u16()),
+        }
+    })))
+}
+
+/// Signs each attempt as it leaves, with the time of that attempt (a retry after a backoff
+/// gets a fresh signature).
+#[derive(Debug)]
+struct Sign {
+    credentials: Credentials,
+    region: String,
+}
+
+impl Intercept for Sign {
+    fn name(&self) -> &'static str {
+        "hopwatch: EC2 SigV4"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        let request = context.request_mut();
+        let identity = self.credentials.clone().into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("ec2")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()?
+            .into();
+        let body = request.body().bytes().unwrap_or_default();
+        let uri = request.uri().to_string();
+        let signable = SignableRequest::new(
+            request.method(),
+            uri,
+            request.headers().iter(),
+            SignableBody::Bytes(body),
+        )?;
+        let (headers, _) = sign(signable, &params)?.into_parts().0.into_parts();
+        for header in headers {
+            request
+                .headers_mut()
+                .insert(header.name().to_string(), header.value().to_string());
+        }
+        Ok(())
+    }
+}
+
+/// One element of an answer: its name, its text and the elements inside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Node {
+    /// The element's local name.
+    pub name: String,
+    /// Its text, unescaped (empty for elements that hold elements).
+    pub text: String,
+    /// The elements inside it, in order.
+    pub children: Vec<Node>,
+}
+
+impl Node {
+    /// The first child named `name`.
+    pub fn child(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    /// The text of the first child named `name`.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.child(name).map(|c| c.text.as_str())
+    }
+
+    /// The `item`s of the list child `name` (`<groupSet><item>…`); none when it is absent.
+    pub fn items<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.child(name)
+            .into_iter()
+            .flat_map(|set| set.children.iter().filter(|c| c.name == "item"))
+    }
+}
+
+/// The element tree of an XML document (attributes, comments and declarations skipped: EC2's
+/// answers carry their facts in elements).
+pub fn parse(xml: &str) -> Result<Node, String> {
+    use xmlparser::{ElementEnd, Token, Tokenizer};
+    let mut stack: Vec<Node> = Vec::new();
+    let mut root: Option<Node> = None;
+    for token in Tokenizer::from(xml) {
+        match token.map_err(|e| e.to_string())? {
+            Token::ElementStart { local, .. } => stack.push(Node {
+                name: local.as_str().to_string(),
+                ..Node::default()
+            }),
+            Token::ElementEnd { end, .. } => {
+                let node = match end {
+                    ElementEnd::Open => continue,
+                    ElementEnd::Empty => stack.pop(),
+                    ElementEnd::Close(_, local) => match stack.pop() {
+                        Some(node) if node.name == local.as_str() => Some(node),
+                        Some(node) => {
+                            return Err(format!("</{}> closes <{}>", local.as_str(), node.name))
+                        }
+                        None => None,
+                    },
+                }
+                .ok_or("a closing tag without its opening")?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(node),
+                    None => root = Some(node),
+                }
+            }
+            Token::Text { text } => {
+                if let Some(node) = stack.last_mut() {
+                    node.text.push_str(&unescape(text.as_str()));
+                }
+            }
+            Token::Cdata { text, .. } => {
+                if let Some(node) = stack.last_mut() {
+                    node.text.push_str(text.as_str());
+                }
+            }
+            _ => {}
+        }
+    }
+    if !stack.is_empty() {
+        return Err(format!("<{}> is never closed", stack[stack.len() - 1].name));
+    }
+    let mut root = root.ok_or("no element")?;
+    trim(&mut root);
+    Ok(root)
+}
+
+/// Whitespace between elements is layout, not text.
+fn trim(node: &mut Node) {
+    if !node.children.is_empty() && node.text.trim().is_empty() {
+        node.text.clear();
+    }
+    for c in &mut node.children {
+        trim(c);
+    }
+}
+
+fn unescape(text: &str) -> String {
+    if !text.contains('&') {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(end) = rest.find(';') else { break };
+        let entity = &rest[1..end];
+        let ch = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match ch {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_lists_text_and_entities() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+  <requestId>r-1</requestId>
+  <reservationSet>
+    <item><instancesSet><item><instanceId>i-1</instanceId><privateIpAddress>10.0.1.5</privateIpAddress></item></instancesSet></item>
+    <item><instancesSet><item><instanceId>i-2</instanceId><tagSet><item><value>a &amp; b&#x21;</value></item></tagSet></item></instancesSet></item>
+  </reservationSet>
+  <nextToken/>
+</DescribeInstancesResponse>"#;
+        let root = parse(xml).expect("parses");
+        assert_eq!(root.name, "DescribeInstancesResponse");
+        let instances: Vec<&Node> = root
+            .items("reservationSet")
+            .flat_map(|r| r.items("instancesSet"))
+            .collect();
+        assert_eq!(instances.len(), 2);
+        assert_eq!(instances[0].text("privateIpAddress"), Some("10.0.1.5"));
+        assert_eq!(instances[1].text("privateIpAddress"), None);
+        let tag = instances[1].items("tagSet").next().expect("a tag");
+        assert_eq!(tag.text("value"), Some("a & b!"));
+        assert_eq!(root.text("nextToken"), Some(""));
+    }
+
+    #[test]
+    fn a_broken_document_says_where() {
+        assert!(parse("<a><b></b>").unwrap_err().contains("<a>"));
+        assert!(parse("").is_err());
+        assert!(parse("<a></b>").is_err());
+    }
+
+    #[test]
+    fn lists_and_filters_number_from_one() {
+        let p = filter_params(2, "vpc-id", &["vpc-1".into(), "vpc-2".into()]);
+        assert_eq!(
+            p,
+            vec![
+                ("Filter.2.Name".to_string(), "vpc-id".to_string()),
+                ("Filter.2.Value.1".to_string(), "vpc-1".to_string()),
+                ("Filter.2.Value.2".to_string(), "vpc-2".to_string()),
+            ]
+        );
+    }
+}
