@@ -196,9 +196,6 @@ impl Periods {
                     p.code = Some((result.started_at, code));
                 }
             }
-            if let Some(Some(ok)) = observation.health_up.get(i) {
-                p.health_up.add(*ok);
-            }
             if let Some(Some(expected)) = observation.source_expected.get(i) {
                 p.unexpected_source.add(!expected);
             }
@@ -211,6 +208,18 @@ impl Periods {
                     seen: observation.seen.get(i).cloned().flatten(),
                 });
             }
+        }
+        // A health check is a probe of its own: its period is the one its own start falls in
+        // (a round starting at x.999 s may send its health check in the next second).
+        for (i, hop) in chain.hops.iter().enumerate() {
+            let (Some(Some(ok)), Some(Some(check))) =
+                (observation.health_up.get(i), round.probed.health.get(i))
+            else {
+                continue;
+            };
+            self.hop(check.started_at, &chain.name, &hop.name)
+                .health_up
+                .add(*ok);
         }
     }
 
