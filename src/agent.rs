@@ -128,6 +128,9 @@ pub struct Running {
     out: mpsc::Sender<Round>,
     config: Config,
     cloudwatch: Option<Publisher>,
+    /// Where this agent probes from, and its zone when ECS says (decided at start).
+    vantage: String,
+    az: String,
 }
 
 /// One chain's scheduling task and the switch that stops it.
@@ -206,6 +209,9 @@ impl Running {
         if config.cloudwatch != self.config.cloudwatch {
             done.need_restart.push("[cloudwatch]");
         }
+        if config.agent.vantage != self.config.agent.vantage {
+            done.need_restart.push("[agent] vantage");
+        }
         let wanted = config.agent.max_in_flight;
         if wanted > self.max_in_flight {
             self.limit.add_permits(wanted - self.max_in_flight);
@@ -248,6 +254,7 @@ impl Running {
         self.stage.set_chains(&effective);
         let mut config = config;
         config.chains = effective;
+        self.metrics.set_agent(&self.vantage, &self.az, &config);
         self.config = config;
         Ok(done)
     }
@@ -307,12 +314,22 @@ pub async fn start(
     let counters = Arc::new(Counters::default());
     let metrics = Arc::new(Metrics::new(counters.clone()));
     metrics.config_loaded(true);
+    // Off ECS this reads nothing: the host name only.
+    let identity = crate::ecs::identity(&prober).await;
+    let vantage = crate::ecs::vantage(config.agent.vantage.as_deref(), &identity);
+    let az = identity.availability_zone.clone().unwrap_or_default();
+    metrics.set_agent(&vantage, &az, &config);
     let cloudwatch = match &config.cloudwatch {
         Some(cw) => {
             let mut cw = cw.clone();
             if cloudwatch::needs_identity(&cw.dimensions) {
-                let identity = crate::ecs::identity(&prober).await;
                 cw.dimensions = cloudwatch::resolve_dimensions(&cw.dimensions, &identity);
+            }
+            if cw.vantage_dimension {
+                cw.dimensions.push((
+                    crate::config::published::dims::VANTAGE.to_string(),
+                    vantage.clone(),
+                ));
             }
             let stats = Arc::new(Stats::default());
             metrics.watch_cloudwatch(stats.clone());
@@ -371,6 +388,8 @@ pub async fn start(
         out,
         config,
         cloudwatch,
+        vantage: vantage.clone(),
+        az,
     };
     for chain in running.config.chains.clone() {
         let task = running.spawn_chain(chain.clone(), &prober);
@@ -378,6 +397,8 @@ pub async fn start(
     }
     tracing::info!(
         listen = %metrics_addr,
+        vantage,
+        shard = %running.config.agent.shard,
         chains = running.chains.len(),
         hops,
         "hopwatch agent started"

@@ -17,10 +17,23 @@ use crate::schedule::{run_round, Round};
 /// The `--json` document.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The shard checked (`"1/3"`) and how many chains the whole config has; absent when
+    /// the agent is not sharded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardReport>,
     pub chains: Vec<ChainReport>,
     /// Chains that could not be judged (their round failed to complete); absent when none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Unjudged>,
+}
+
+/// Which part of a sharded config `check` judged.
+#[derive(Debug, Serialize)]
+pub struct ShardReport {
+    /// `"N/M"`.
+    pub shard: String,
+    /// Chains in the whole config, every shard's.
+    pub chains_total: usize,
 }
 
 /// A chain `check` could not judge.
@@ -226,6 +239,10 @@ where
         handles.push((chain.name.clone(), task));
     }
     let mut report = Report {
+        shard: (config.agent.shard != crate::config::Shard::WHOLE).then(|| ShardReport {
+            shard: config.agent.shard.to_string(),
+            chains_total: config.chains_total,
+        }),
         chains: Vec::new(),
         errors: Vec::new(),
     };
@@ -291,6 +308,15 @@ fn seen_cell(hop: &HopReport) -> String {
 /// The human table.
 pub fn render_table(report: &Report) -> String {
     let mut out = String::new();
+    if let Some(shard) = &report.shard {
+        let _ = writeln!(
+            out,
+            "shard {}: {} of {} chains",
+            shard.shard,
+            report.chains.len() + report.errors.len(),
+            shard.chains_total
+        );
+    }
     for chain in &report.chains {
         let state = match (&chain.broken_hop, chain.up) {
             (_, true) => "UP".to_string(),

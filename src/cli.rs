@@ -45,6 +45,12 @@ enum Command {
         /// Overrides [agent] listen.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        #[command(flatten)]
+        shard: ShardArg,
+        /// Where this agent probes from (the vantage label); overrides [agent] vantage.
+        /// Default: the ECS task's availability zone, else the host name.
+        #[arg(long, env = "HOPWATCH_VANTAGE", value_parser = parse_vantage)]
+        vantage: Option<String>,
     },
     /// Probe every chain once and print a per-hop table (exit 0: all up, 1: some down, 2: error).
     Check {
@@ -56,11 +62,16 @@ enum Command {
         /// Print one JSON document instead of the table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        shard: ShardArg,
     },
-    /// Check a config file and print every problem in it (exit 0 or 2).
+    /// Check a config file and print every problem in it (exit 0 or 2); with a shard, the
+    /// chains it runs.
     Validate {
         #[arg(long, short)]
         config: PathBuf,
+        #[command(flatten)]
+        shard: ShardArg,
     },
     /// The responder to place at targets: answers with the source address it saw.
     Echo {
@@ -118,6 +129,49 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: SocketAddr,
     },
+}
+
+/// What the command line says of this agent's place in a group, over the config's `[agent]`.
+#[derive(Clone, Default)]
+struct Placement {
+    shard: Option<config::Shard>,
+    vantage: Option<String>,
+}
+
+impl Placement {
+    /// The config as this agent runs it: its shard's chains only, its vantage.
+    fn apply(&self, mut config: Config) -> Config {
+        if let Some(vantage) = &self.vantage {
+            config.agent.vantage = Some(vantage.clone());
+        }
+        config.take_shard(self.shard.unwrap_or(config.agent.shard));
+        config
+    }
+}
+
+impl From<ShardArg> for Placement {
+    fn from(arg: ShardArg) -> Self {
+        Placement {
+            shard: arg.shard,
+            vantage: None,
+        }
+    }
+}
+
+/// `--shard N/M` (or `HOPWATCH_SHARD`): overrides `[agent] shard`.
+#[derive(clap::Args, Clone, Copy)]
+struct ShardArg {
+    /// Run only the chains that hash to shard N of M ("0/3"; from 0; a StatefulSet pod name
+    /// ending in its ordinal works as N). Overrides [agent] shard.
+    #[arg(long, env = "HOPWATCH_SHARD", value_name = "N/M", value_parser = config::Shard::parse)]
+    shard: Option<config::Shard>,
+}
+
+fn parse_vantage(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 255 || text.chars().any(char::is_control) {
+        return Err("a vantage is 1 to 255 characters, none of them control characters".into());
+    }
+    Ok(text.to_string())
 }
 
 fn parse_delay(text: &str) -> Result<Duration, String> {
@@ -199,8 +253,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    load_quietly(path).inspect(|config| {
+fn load(path: &std::path::Path, place: &Placement) -> Result<Config, ExitCode> {
+    load_quietly(path, place).inspect(|config| {
         for w in &config.warnings {
             eprintln!("warning: {w}");
         }
@@ -208,8 +262,8 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 /// [`load`] without printing warnings: `run` logs them instead.
-fn load_quietly(path: &std::path::Path) -> Result<Config, ExitCode> {
-    config::load(path).map_err(|err| {
+fn load_quietly(path: &std::path::Path, place: &Placement) -> Result<Config, ExitCode> {
+    config::load(path).map(|c| place.apply(c)).map_err(|err| {
         match &err {
             ConfigError::Invalid(problems) => {
                 for p in problems {
@@ -232,6 +286,7 @@ fn load_quietly(path: &std::path::Path) -> Result<Config, ExitCode> {
 fn load_merged(
     path: &std::path::Path,
     estate: Option<&crate::discover::Estate>,
+    place: &Placement,
 ) -> Result<
     (
         Config,
@@ -243,7 +298,7 @@ fn load_merged(
     let env = |name: &str| std::env::var(name).ok();
     let shown = path.display().to_string();
     let Some(estate) = estate else {
-        return config::load_str(&shown, &text, &env).map(|c| (c, Default::default()));
+        return config::load_str(&shown, &text, &env).map(|c| (place.apply(c), Default::default()));
     };
     let written: Vec<String> = toml::from_str::<toml::Table>(&text)
         .ok()
@@ -262,9 +317,10 @@ fn load_merged(
         estate.region,
         crate::discover::render::chains(found.iter().copied())
     );
-    let config = config::load_str(&shown, &combined, &env)?;
+    let config = place.apply(config::load_str(&shown, &combined, &env)?);
     let facts = found
         .iter()
+        .filter(|c| config.agent.shard.owns(&c.name))
         .map(|c| (c.name.clone(), Arc::new(c.facts.clone())))
         .collect();
     Ok((config, facts))
@@ -300,14 +356,27 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
-        Command::Validate { config } => Ok(match load(&config) {
+        Command::Validate { config, shard } => Ok(match load(&config, &shard.into()) {
             Ok(c) => {
                 let hops: usize = c.chains.iter().map(|c| c.hops.len()).sum();
-                println!(
-                    "{}: ok ({} chains, {hops} hops)",
-                    config.display(),
-                    c.chains.len()
-                );
+                if c.agent.shard == config::Shard::WHOLE {
+                    println!(
+                        "{}: ok ({} chains, {hops} hops)",
+                        config.display(),
+                        c.chains.len()
+                    );
+                } else {
+                    println!(
+                        "{}: ok; shard {} runs {} of {} chains ({hops} hops):",
+                        config.display(),
+                        c.agent.shard,
+                        c.chains.len(),
+                        c.chains_total
+                    );
+                    for chain in &c.chains {
+                        println!("  {}", chain.name);
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -316,14 +385,25 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             config,
             chain,
             json,
+            shard,
         } => {
-            let config = match load(&config) {
+            let path = config;
+            let config = match load(&path, &shard.into()) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
             if let Some(name) = &chain {
                 if !config.chains.iter().any(|c| &c.name == name) {
-                    eprintln!("hopwatch: no chain named {name:?} in the config");
+                    let whole = config::load(&path).ok();
+                    match whole.filter(|w| w.chains.iter().any(|c| &c.name == name)) {
+                        Some(_) => eprintln!(
+                            "hopwatch: chain {name:?} belongs to shard {}/{}, not {}",
+                            config::shard::owner(name, config.agent.shard.count),
+                            config.agent.shard.count,
+                            config.agent.shard
+                        ),
+                        None => eprintln!("hopwatch: no chain named {name:?} in the config"),
+                    }
                     return Ok(ExitCode::from(EXIT_USAGE));
                 }
             }
@@ -351,15 +431,21 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run {
             config: path,
             listen,
+            shard,
+            vantage,
         } => {
-            let config = match load_quietly(&path) {
+            let place = Placement {
+                shard: shard.shard,
+                vantage,
+            };
+            let config = match load_quietly(&path, &place) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
             log_warnings(&config);
             let listen = listen.unwrap_or(config.agent.listen);
             let running = crate::agent::start(config, listen, Vec::new()).await?;
-            run_until_stopped(running, &path).await
+            run_until_stopped(running, &path, place).await
         }
         Command::Echo {
             listen,
@@ -472,12 +558,15 @@ async fn reload(
     running: &mut crate::agent::Running,
     path: &std::path::Path,
     discovered: Option<&Arc<crate::discover::Estate>>,
+    place: &Placement,
     why: &str,
 ) {
     let owned = path.to_path_buf();
     let estate = discovered.cloned();
+    let place = place.clone();
     // Validating thousands of hops takes a while: off the thread that times probes.
-    let loaded = tokio::task::spawn_blocking(move || load_merged(&owned, estate.as_deref())).await;
+    let loaded =
+        tokio::task::spawn_blocking(move || load_merged(&owned, estate.as_deref(), &place)).await;
     let outcome = match loaded {
         Ok(Ok((config, facts))) => {
             log_warnings(&config);
@@ -530,6 +619,7 @@ async fn reload(
 async fn run_until_stopped(
     mut running: crate::agent::Running,
     path: &std::path::Path,
+    place: Placement,
 ) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new()?;
     let mut last = config_fingerprint(path);
@@ -549,7 +639,7 @@ async fn run_until_stopped(
             signal = signals.next() => match signal {
                 Signal::Reload => {
                     last = config_fingerprint(path);
-                    reload(&mut running, path, estate.as_ref(), "SIGHUP").await;
+                    reload(&mut running, path, estate.as_ref(), &place, "SIGHUP").await;
                 }
                 Signal::Stop => break,
             },
@@ -557,13 +647,13 @@ async fn run_until_stopped(
                 let now = config_fingerprint(path);
                 if now.is_some() && now != last {
                     last = now;
-                    reload(&mut running, path, estate.as_ref(), "config file changed").await;
+                    reload(&mut running, path, estate.as_ref(), &place, "config file changed").await;
                 }
             }
             Some(walk) = async { match walks.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
                 let merged = crate::agent::merge(estate.as_deref(), walk);
                 estate = Some(Arc::new(merged));
-                reload(&mut running, path, estate.as_ref(), "discovery").await;
+                reload(&mut running, path, estate.as_ref(), &place, "discovery").await;
             }
         }
     }
@@ -669,6 +759,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
     let table = crate::export::FnSink(move |observed: &crate::record::Observation| {
         let raw = crate::record::Observation::raw(observed.round.clone());
         let report = crate::check::Report {
+            shard: None,
             chains: vec![crate::check::ChainReport::new(&raw)],
             errors: Vec::new(),
         };

@@ -18,6 +18,15 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// Where an agent probes from: `configured` (`[agent] vantage`), else the task's availability
+/// zone from ECS task metadata, else the host name.
+pub fn vantage(configured: Option<&str>, identity: &Identity) -> String {
+    configured
+        .map(str::to_string)
+        .or_else(|| identity.availability_zone.clone())
+        .unwrap_or_else(|| identity.hostname.clone())
+}
+
 /// Reads who we are from ECS task metadata v4 when `ECS_CONTAINER_METADATA_URI_V4` is set
 /// (only inside ECS: nothing is sent anywhere otherwise).
 pub async fn identity(prober: &Prober) -> Identity {

@@ -37,7 +37,7 @@ fn promtool(args: &[&str]) -> String {
 fn alert_rules_check_and_their_unit_tests_pass() {
     let rules = deploy("prometheus/alerts.yml");
     let text = promtool(&["check", "rules", rules.to_str().unwrap_or_default()]);
-    assert!(text.contains("SUCCESS: 11 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 19 rules found"), "{text}");
     let tests = deploy("prometheus/alerts.test.yml");
     let text = promtool(&["test", "rules", tests.to_str().unwrap_or_default()]);
     assert!(text.contains("SUCCESS"), "{text}");
@@ -50,6 +50,16 @@ fn alert_rules_check_and_their_unit_tests_pass() {
     {
         assert!(
             tests_text.contains(&format!("alertname: {name}")),
+            "{name} has no unit test"
+        );
+    }
+    // And every recording rule.
+    for name in rules_text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- record: "))
+    {
+        assert!(
+            tests_text.contains(&format!("expr: {name}")),
             "{name} has no unit test"
         );
     }
@@ -194,11 +204,12 @@ fn used(expr: &str) -> (Vec<(String, BTreeSet<String>)>, BTreeSet<String>) {
         }
     }
     while i < bytes.len() {
-        if expr[i..].starts_with("hopwatch_")
+        // Exported names, and the recording rules' `hopwatch:…` ones.
+        if (expr[i..].starts_with("hopwatch_") || expr[i..].starts_with("hopwatch:"))
             && (i == 0 || !bytes[i - 1].is_alphanumeric() && bytes[i - 1] != '_')
         {
             let end = expr[i..]
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
                 .map_or(expr.len(), |e| i + e);
             let name = expr[i..end].to_string();
             let mut labels = BTreeSet::new();
@@ -230,8 +241,13 @@ async fn every_metric_the_alerts_use_is_exported_with_its_labels() {
     let text = std::fs::read_to_string(deploy("prometheus/alerts.yml")).expect("rules");
     // The `expr:` values, including folded multi-line ones.
     let mut exprs = Vec::new();
+    let mut exported = exported;
+    let mut record: Option<String> = None;
     let lines: Vec<&str> = text.lines().collect();
     for (n, line) in lines.iter().enumerate() {
+        if let Some(name) = line.trim().strip_prefix("- record:") {
+            record = Some(name.trim().to_string());
+        }
         if let Some(rest) = line.trim().strip_prefix("expr:") {
             let mut expr = rest.trim().trim_start_matches(">-").to_string();
             let indent = line.len() - line.trim_start().len();
@@ -242,12 +258,23 @@ async fn every_metric_the_alerts_use_is_exported_with_its_labels() {
                 expr.push(' ');
                 expr.push_str(next.trim());
             }
+            // A recording rule's series carry the labels its outermost `by` keeps; it is
+            // checked like an exported metric by the rules that use it (after this one).
+            if let Some(name) = record.take() {
+                check_metrics(std::slice::from_ref(&expr), &exported);
+                let (_, grouping) = used(&expr);
+                exported.insert(name, grouping);
+            }
             exprs.push(expr);
         }
     }
-    assert_eq!(exprs.len(), 11, "one expression per alert");
+    assert_eq!(
+        exprs.len(),
+        19,
+        "one expression per alert and recording rule"
+    );
     let checked = check_metrics(&exprs, &exported);
-    assert!(checked >= 10, "{checked} metric uses checked");
+    assert!(checked >= 20, "{checked} metric uses checked");
 }
 
 /// Asserts every metric and label the expressions use is exported; returns how many uses.
@@ -255,8 +282,12 @@ fn check_metrics(exprs: &[String], exported: &BTreeMap<String, BTreeSet<String>>
     let mut checked = 0;
     for expr in exprs {
         let (metrics, grouping) = used(expr);
-        // A `by`/`on` label must be on some metric of the expression.
-        for label in &grouping {
+        // A `by`/`on` label must be on some metric of the expression; Prometheus adds `job`
+        // and `instance` to every scraped series.
+        for label in grouping
+            .iter()
+            .filter(|l| !["job", "instance"].contains(&l.as_str()))
+        {
             assert!(
                 metrics
                     .iter()

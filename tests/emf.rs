@@ -59,6 +59,7 @@ namespace = "Hopwatch"
 flush_interval = "1s"
 emf_output = "{}"
 dimensions = {{ Service = "orders-api", AvailabilityZone = "ecs:availability_zone" }}
+vantage_dimension = true
 "#,
             emf.display()
         ),
@@ -128,6 +129,18 @@ dimensions = {{ Service = "orders-api", AvailabilityZone = "ecs:availability_zon
             d["AvailabilityZone"], "eu-west-1b",
             "from ECS task metadata"
         );
+        // No [agent] vantage: the task's zone is the vantage, a dimension of every metric.
+        assert_eq!(d["Vantage"], "eu-west-1b", "the default vantage on ECS");
+        for set in d["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+            .as_array()
+            .expect("dimension sets")
+        {
+            assert!(
+                set.as_array()
+                    .is_some_and(|s| s.iter().any(|n| n == "Vantage")),
+                "{set}"
+            );
+        }
         assert_eq!(d["SourceIp"], "127.0.0.1", "the peer the echo saw: {d}");
         assert!(d["TraceId"]
             .as_str()

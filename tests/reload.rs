@@ -400,3 +400,63 @@ async fn serves_on_the_configured_address_only() {
     let (status, _) = agent.exit_within(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
 }
+
+/// A changed `[agent] shard` applies on reload: the agent runs the other shard's chains, and
+/// `hopwatch_agent_info` and `hopwatch_chains_assigned` say so; the config hash stays (one
+/// config, whatever the shard).
+#[tokio::test]
+async fn a_reload_moves_the_agent_to_another_shard() {
+    let echo_addr = free_addr();
+    let _echo = echo_process(echo_addr);
+    let addr = free_addr();
+    let chains: String = (0..6)
+        .map(|i| chain(&format!("chain-{i}"), &format!("http://{echo_addr}/{i}")))
+        .collect();
+    let config = |shard: &str| {
+        format!(
+            "[agent]\nlisten = \"{addr}\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nshard = \"{shard}\"\n\n{chains}"
+        )
+    };
+    let agent = start_with_env("shard", &config("0/3"), addr, &[]);
+    // The pinned owners (src/config/shard.rs): chain-0 and chain-1 in 0/3; 2, 4, 5 in 1/3.
+    let runs = |m: &str, i: usize| m.contains(&format!("hopwatch_chain_up{{chain=\"chain-{i}\"}}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let m = agent.metrics();
+        if runs(&m, 0) && runs(&m, 1) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shard 0/3 never ran: {}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!runs(&before, 2) && !runs(&before, 3), "{before}");
+    assert_eq!(value(&before, "hopwatch_chains_assigned"), Some(2.0));
+    assert!(before.contains("shard=\"0/3\""), "{before}");
+    let hash = value(&before, "hopwatch_config_hash");
+    assert!(hash.is_some_and(|h| h > 0.0));
+
+    write_config(&agent.config, &config("1/3"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        let m = agent.metrics();
+        if runs(&m, 2) && runs(&m, 4) && runs(&m, 5) && !runs(&m, 0) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never moved to 1/3: {}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(value(&after, "hopwatch_chains_assigned"), Some(3.0));
+    assert!(
+        after.contains("shard=\"1/3\"") && !after.contains("shard=\"0/3\""),
+        "{after}"
+    );
+    assert_eq!(value(&after, "hopwatch_config_hash"), hash);
+}

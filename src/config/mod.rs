@@ -9,6 +9,7 @@ mod expect;
 pub mod pem;
 pub mod published;
 pub mod raw;
+pub mod shard;
 mod validate;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 pub use expect::{Cidr, Rule};
+pub use shard::Shard;
 pub use validate::{load_str, Problem};
 
 /// A small closed set of names, parsed from and printed as the config spells them.
@@ -127,6 +129,36 @@ pub struct Config {
     /// What loading found worth saying that does not make the config invalid (a gateway hop
     /// giving up before the gateway does), in file order.
     pub warnings: Vec<Problem>,
+    /// A hash of every chain as loaded, before sharding (see [`Config::config_hash`]).
+    pub chains_hash: u64,
+    /// Chains in the config before sharding.
+    pub chains_total: usize,
+}
+
+impl Config {
+    /// Keeps only the chains `shard` owns, and records it as this agent's shard. Every command
+    /// that runs chains (`run`, its reloads, `check`) goes through here, after `--shard`,
+    /// `HOPWATCH_SHARD` or `[agent] shard` decided which one.
+    pub fn take_shard(&mut self, shard: Shard) {
+        self.agent.shard = shard;
+        self.chains.retain(|c| shard.owns(&c.name));
+    }
+
+    /// What `hopwatch_config_hash` exports: the chains of the whole config, before sharding,
+    /// so every agent of a group shows the same value whatever its shard and vantage, and
+    /// agents that disagree (a config not rolled out everywhere) are told apart: their shards
+    /// leave chains judged by nobody. 52 bits: exact as a Prometheus float.
+    pub fn config_hash(&self) -> u64 {
+        self.chains_hash & ((1 << 52) - 1)
+    }
+}
+
+/// The hash of a set of chains, in name order (secret header values only by their
+/// placeholder: the hash is exported).
+pub fn chains_hash(chains: &[Arc<Chain>]) -> u64 {
+    let mut sorted: Vec<&Arc<Chain>> = chains.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    shard::fnv1a(format!("{sorted:?}").as_bytes())
 }
 
 /// `[discovery]`, checked.
@@ -176,6 +208,8 @@ pub struct CloudWatch {
     pub emf_output: EmfOutput,
     /// Datums kept while CloudWatch can't be reached; beyond it the oldest are dropped (counted).
     pub max_buffered_datums: usize,
+    /// Add a `Vantage` dimension (the agent's vantage) to every datum.
+    pub vantage_dimension: bool,
 }
 
 /// Dimension values read from ECS task metadata v4 at start: `"ecs:availability_zone"`.
@@ -209,6 +243,11 @@ pub struct Agent {
     pub max_in_flight: usize,
     /// Default debouncing of hop state for every chain.
     pub thresholds: Thresholds,
+    /// Where this agent probes from; `None`: the ECS task's availability zone, else the host
+    /// name (decided at start).
+    pub vantage: Option<String>,
+    /// The chains this agent runs of its group's ([`Shard::WHOLE`]: all).
+    pub shard: Shard,
 }
 
 /// One private integration: an ordered list of hops, outermost first, target last.

@@ -31,6 +31,8 @@ pub mod dims {
     pub const HOP: &str = "Hop";
     pub const RESULT: &str = "Result";
     pub const REASON_CODE: &str = "ReasonCode";
+    /// The agent's vantage, on every datum with `[cloudwatch] vantage_dimension = true`.
+    pub const VANTAGE: &str = "Vantage";
 }
 
 /// Searchable properties of a line (not metrics).

@@ -71,6 +71,9 @@ pub struct RawCloudWatch {
     /// API mode: datums kept while CloudWatch can't be reached (default 100,000; 1,000 to
     /// 10,000,000); when full the oldest go, counted.
     pub max_buffered_datums: Option<Spanned<i64>>,
+    /// Add a `Vantage` dimension, the agent's vantage, to every datum and EMF line (default
+    /// false: series from agents in several zones stay apart only with it).
+    pub vantage_dimension: Option<Spanned<bool>>,
 }
 
 /// `[agent]`: settings of the whole agent, and the defaults of every chain.
@@ -89,6 +92,12 @@ pub struct RawAgent {
     pub down_after: Option<Spanned<i64>>,
     /// Passing rounds in a row before a down hop is considered up again.
     pub up_after: Option<Spanned<i64>>,
+    /// Where this agent probes from (the `vantage` label); default: the ECS task's
+    /// availability zone, else the host name.
+    pub vantage: Option<Spanned<String>>,
+    /// `"N/M"`: run only the chains that hash to shard `N` of `M` (from 0; a StatefulSet pod
+    /// name ending in its ordinal works as `N`). `--shard` and `HOPWATCH_SHARD` override it.
+    pub shard: Option<Spanned<String>>,
 }
 
 /// `[[chain]]`: one private integration, probed hop by hop.

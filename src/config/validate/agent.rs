@@ -14,6 +14,8 @@ impl Checker<'_> {
             timeout: DEFAULT_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             thresholds: Thresholds::default(),
+            vantage: None,
+            shard: Shard::WHOLE,
         };
         let Some(raw) = raw else { return agent };
         let scope = "agent";
@@ -41,6 +43,24 @@ impl Checker<'_> {
             if self.timeout_ok(timeout, &span, scope) {
                 agent.timeout = timeout;
                 self.below(timeout, Bound::Interval(agent.interval), &span, scope);
+            }
+        }
+        if let Some(vantage) = &raw.vantage {
+            let v = vantage.get_ref();
+            if v.is_empty() || v.len() > 255 || v.chars().any(char::is_control) {
+                self.report(
+                    &vantage.span(),
+                    scope,
+                    format!("vantage ({v:?}) must be 1 to 255 characters, none of them control characters"),
+                );
+            } else {
+                agent.vantage = Some(v.clone());
+            }
+        }
+        if let Some(shard) = &raw.shard {
+            match Shard::parse(shard.get_ref()) {
+                Ok(s) => agent.shard = s,
+                Err(why) => self.report(&shard.span(), scope, format!("shard: {why}")),
             }
         }
         agent.thresholds = self.thresholds(&raw.down_after, &raw.up_after, agent.thresholds, scope);

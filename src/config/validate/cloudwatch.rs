@@ -78,10 +78,14 @@ impl Checker<'_> {
                 flush_interval = d;
             }
         }
+        let vantage_dimension = raw.vantage_dimension.as_ref().is_some_and(|v| *v.get_ref());
         let mut dimensions = Vec::new();
         let written = raw.dimensions.as_ref();
         for (name, value) in written.into_iter().flat_map(Spanned::get_ref) {
-            if matches!(name.as_str(), "Chain" | "Hop" | "Result") {
+            use super::published::dims;
+            if [dims::CHAIN, dims::HOP, dims::RESULT, dims::REASON_CODE].contains(&name.as_str())
+                || (vantage_dimension && name == dims::VANTAGE)
+            {
                 self.report(
                     &value.span(),
                     scope,
@@ -137,9 +141,15 @@ impl Checker<'_> {
                 Err(why) => self.report(&value.span(), scope, format!("dimensions.{name}: {why}")),
             }
         }
-        if dimensions.len() > MAX_EXTRA_DIMENSIONS {
+        let extra = dimensions.len() + usize::from(vantage_dimension);
+        if extra > MAX_EXTRA_DIMENSIONS {
             let span = written.map_or(0..0, Spanned::span);
-            self.report(&span, scope, format!("dimensions: {} extra dimensions, at most {MAX_EXTRA_DIMENSIONS} fit beside Chain, Hop and Result", dimensions.len()));
+            let vantage = if vantage_dimension {
+                " (Vantage included)"
+            } else {
+                ""
+            };
+            self.report(&span, scope, format!("dimensions: {extra} extra dimensions{vantage}, at most {MAX_EXTRA_DIMENSIONS} fit beside Chain, Hop and Result"));
         }
         let emf_output = match raw.emf_output.as_ref().map(|o| o.get_ref().as_str()) {
             None | Some("stdout") => EmfOutput::Stdout,
@@ -183,6 +193,7 @@ impl Checker<'_> {
             dimensions,
             emf_output,
             max_buffered_datums,
+            vantage_dimension,
         })
     }
 }

@@ -283,6 +283,8 @@ impl<'a> Checker<'a> {
             .and_then(|d| self.discovery(d.get_ref()));
         Config {
             agent,
+            chains_hash: chains_hash(&chains),
+            chains_total: chains.len(),
             chains,
             cloudwatch,
             discovery,

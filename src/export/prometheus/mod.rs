@@ -60,6 +60,9 @@ pub struct Metrics {
     chain_interval: GaugeVec,
     reload_ok: IntGauge,
     reload_time: prometheus::Gauge,
+    agent_info: IntGaugeVec,
+    chains_assigned: IntGauge,
+    config_hash: prometheus::Gauge,
     broken_reason: IntGaugeVec,
     /// The reason series exported per chain (labels), to remove it when it changes.
     reasons: Mutex<BTreeMap<String, [String; 4]>>,
@@ -183,6 +186,33 @@ impl Metrics {
             .expect("valid"),
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let agent_info = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_agent_info",
+                    "Where this agent probes from and which shard of its group it is; always 1. Join on instance.",
+                ),
+                &["vantage", "az", "shard"],
+            )
+            .expect("valid"),
+        );
+        let chains_assigned = reg(
+            &registry,
+            IntGauge::new(
+                "hopwatch_chains_assigned",
+                "Chains this agent runs (its shard's share of the config).",
+            )
+            .expect("valid"),
+        );
+        let config_hash = reg(
+            &registry,
+            prometheus::Gauge::new(
+                "hopwatch_config_hash",
+                "A hash of every chain of the config before sharding and of the shard count: equal on every agent of a group that runs one config.",
+            )
+            .expect("valid"),
+        );
         let link_status = reg(
             &registry,
             IntGaugeVec::new(
@@ -222,6 +252,9 @@ impl Metrics {
             chain_interval,
             reload_ok,
             reload_time,
+            agent_info,
+            chains_assigned,
+            config_hash,
             broken_reason,
             reasons: Mutex::default(),
             addresses: Mutex::default(),
@@ -495,6 +528,19 @@ impl Metrics {
     }
 
     /// Records the outcome of loading the config (at start, or a reload).
+    /// Who this agent is among many: its vantage, zone and shard (`hopwatch_agent_info`), how
+    /// many chains it runs and the hash of the group's config. Set at start and on each reload.
+    pub fn set_agent(&self, vantage: &str, az: &str, config: &crate::config::Config) {
+        let shard = config.agent.shard.to_string();
+        self.agent_info.reset();
+        self.agent_info
+            .with_label_values(&[vantage, az, shard.as_str()])
+            .set(1);
+        self.chains_assigned.set(config.chains.len() as i64);
+        // 52 bits (Config::config_hash): exact in an f64.
+        self.config_hash.set(config.config_hash() as f64);
+    }
+
     pub fn config_loaded(&self, ok: bool) {
         self.reload_ok.set(i64::from(ok));
         if ok {
