@@ -62,13 +62,7 @@ pub fn spawn_discovery(
 ) -> (mpsc::Receiver<Estate>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1);
     let task = tokio::spawn(async move {
-        let options = Options {
-            region: discovery.region.clone(),
-            endpoint_url: discovery.endpoint_url.clone(),
-            apis: discovery.apis.clone(),
-            stages: discovery.stages.clone(),
-            path: discovery.path.clone(),
-        };
+        let options = Options::from(&discovery);
         let clients = Clients::new(&options).await;
         loop {
             let estate = crate::discover::walk(&clients, &options).await;
@@ -97,8 +91,11 @@ pub fn spawn_discovery(
 pub fn merge(last: Option<&Estate>, mut now: Estate) -> Estate {
     if let Some(last) = last.filter(|_| !now.errors.is_empty()) {
         for kept in &last.chains {
-            if !now.chains.iter().any(|c| c.name == kept.name) {
-                now.chains.push(kept.clone());
+            match now.chains.iter_mut().find(|c| c.name == kept.name) {
+                // Seen again, but its edges could not be judged this time: keep the last ones.
+                Some(c) if c.facts.path.is_empty() => c.facts.path = kept.facts.path.clone(),
+                Some(_) => {}
+                None => now.chains.push(kept.clone()),
             }
         }
     }

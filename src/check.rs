@@ -1,6 +1,7 @@
 //! `hopwatch check`: one round of every chain, printed as a per-hop table or as JSON.
 //! Like traceroute for a private integration.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -10,6 +11,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Chain, Config, Kind, Role};
 use crate::diagnose::ReasonCode;
+use crate::facts::{ChainFacts, EdgeVerdict};
 use crate::probe::{HopConn, Outcome, Prober};
 use crate::record::Observation;
 use crate::schedule::{run_round, Round};
@@ -57,6 +59,13 @@ pub struct ChainReport {
     /// The reason as a stable code (`gateway_throttled`, `sg_drop`, ...); null when up.
     pub reason_code: Option<ReasonCode>,
     pub hops: Vec<HopReport>,
+    /// With `[discovery]`: every edge and port of the gateway's path, judged from the
+    /// security groups and NACLs (as `explain` prints them); absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<EdgeVerdict>,
+    /// Where those rules and the probes disagree; absent when they agree.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contradictions: Vec<String>,
 }
 
 /// One hop's probe.
@@ -195,15 +204,26 @@ impl ChainReport {
             reason: verdict.reason.clone(),
             reason_code: verdict.code,
             hops,
+            path: observation
+                .facts
+                .as_ref()
+                .map(|f| f.path.clone())
+                .unwrap_or_default(),
+            contradictions: verdict.contradictions.clone(),
         }
     }
 }
 
 /// Runs one round of each selected chain, all chains at once.
-pub async fn check(config: &Config, prober: &Prober, only: Option<&str>) -> Report {
+pub async fn check(
+    config: &Config,
+    prober: &Prober,
+    only: Option<&str>,
+    facts: &HashMap<String, Arc<ChainFacts>>,
+) -> Report {
     let limit = Arc::new(Semaphore::new(config.agent.max_in_flight));
     let prober = prober.clone();
-    check_with(config, only, move |chain| {
+    check_with(config, only, facts, move |chain| {
         let (prober, limit) = (prober.clone(), limit.clone());
         async move {
             let conns = Arc::new(chain.hops.iter().map(|_| HopConn::default()).collect());
@@ -223,7 +243,12 @@ pub async fn check(config: &Config, prober: &Prober, only: Option<&str>) -> Repo
 }
 
 /// Judges one round of each selected chain, each made by `round` in a task of its own.
-async fn check_with<F, Fut>(config: &Config, only: Option<&str>, round: F) -> Report
+async fn check_with<F, Fut>(
+    config: &Config,
+    only: Option<&str>,
+    facts: &HashMap<String, Arc<ChainFacts>>,
+    round: F,
+) -> Report
 where
     F: Fn(Arc<Chain>) -> Fut,
     Fut: std::future::Future<Output = Round> + Send + 'static,
@@ -235,7 +260,11 @@ where
         .filter(|c| only.is_none_or(|name| c.name == name))
     {
         let made = round(chain.clone());
-        let task = tokio::spawn(async move { ChainReport::new(&Observation::raw(made.await)) });
+        let facts = facts.get(&chain.name).cloned();
+        let task =
+            tokio::spawn(
+                async move { ChainReport::new(&Observation::raw_with(made.await, facts)) },
+            );
         handles.push((chain.name.clone(), task));
     }
     let mut report = Report {
@@ -334,6 +363,26 @@ pub fn render_table(report: &Report) -> String {
                 }
             }
         }
+        for c in &chain.contradictions {
+            let _ = writeln!(out, "  contradiction: {c}");
+        }
+        for e in chain.path.iter().filter(|e| !e.allowed) {
+            let _ = writeln!(
+                out,
+                "  rule {}: {} -> {} port {} ({}, {}) for {}{}",
+                e.verdict(),
+                e.from,
+                e.to,
+                e.port,
+                e.purpose.as_str(),
+                e.direction.as_str(),
+                e.source,
+                e.fix
+                    .as_deref()
+                    .map(|f| format!(": {f}"))
+                    .unwrap_or_default()
+            );
+        }
         let name_w = chain
             .hops
             .iter()
@@ -414,11 +463,16 @@ mod tests {
             chains: vec![orders.clone(), Arc::new(billing)],
             ..crate::config::load_str("c.toml", "[[chain]]\nname = \"x\"\nkind = \"custom\"\n[[chain.hop]]\nname = \"t\"\nrole = \"target\"\nurl = \"http://127.0.0.1:1/\"\n", &|_| None).expect("config")
         };
-        let report = check_with(&config, None, |chain: Arc<Chain>| async move {
-            assert_ne!(chain.name, "billing", "a bug in a chain's round");
-            let ok = vec![result(crate::probe::Outcome::Ok, 1, at(1.0), ""); 3];
-            crate::record::testing::round(&chain, at(1.0), ok, true)
-        })
+        let report = check_with(
+            &config,
+            None,
+            &HashMap::new(),
+            |chain: Arc<Chain>| async move {
+                assert_ne!(chain.name, "billing", "a bug in a chain's round");
+                let ok = vec![result(crate::probe::Outcome::Ok, 1, at(1.0), ""); 3];
+                crate::record::testing::round(&chain, at(1.0), ok, true)
+            },
+        )
         .await;
         assert_eq!(report.chains.len(), 1);
         assert_eq!(report.chains[0].name, "orders");

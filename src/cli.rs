@@ -123,6 +123,33 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Judge every security-group and NACL rule on each discovered chain's path, traffic and
+    /// health-check ports, and say which rule to add (exit 0: every edge allowed, 1: one is
+    /// not, 2: errors).
+    Explain {
+        /// The AWS region (default: the SDK's chain).
+        #[arg(long)]
+        region: Option<String>,
+        /// One endpoint for every service (VPC interface endpoints, or a test server).
+        #[arg(long)]
+        endpoint_url: Option<String>,
+        /// Only this API id (repeatable).
+        #[arg(long = "api", value_name = "ID")]
+        apis: Vec<String>,
+        /// Only this stage (repeatable).
+        #[arg(long = "stage", value_name = "NAME")]
+        stages: Vec<String>,
+        /// The path a chain is probed on (default: the route's own).
+        #[arg(long)]
+        path: Option<String>,
+        /// Explain the chains of this config's [discovery] (its region, endpoint, APIs and
+        /// stages; the options above override them).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print one JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a local T2-shaped chain in-process and watch it (no AWS, no root).
     Demo {
         /// Where the demo agent serves /metrics.
@@ -388,9 +415,38 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             shard,
         } => {
             let path = config;
-            let config = match load(&path, &shard.into()) {
+            let place: Placement = shard.into();
+            let config = match load(&path, &place) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
+            };
+            // With [discovery]: the chains AWS holds join the written ones, with their facts
+            // (link status, target health, the rules along their paths).
+            let (config, facts) = match &config.discovery {
+                Some(d) => {
+                    let options = crate::discover::Options::from(d);
+                    let clients = crate::discover::Clients::new(&options).await;
+                    let estate = crate::discover::walk(&clients, &options).await;
+                    for e in &estate.errors {
+                        eprintln!(
+                            "hopwatch check: discovery: {} failed: {}",
+                            e.action, e.message
+                        );
+                    }
+                    let owned = path.clone();
+                    match tokio::task::spawn_blocking(move || {
+                        load_merged(&owned, Some(&estate), &place)
+                    })
+                    .await?
+                    {
+                        Ok(merged) => merged,
+                        Err(err) => {
+                            eprintln!("hopwatch check: the discovered chains do not load: {err}");
+                            return Ok(ExitCode::from(EXIT_USAGE));
+                        }
+                    }
+                }
+                None => (config, std::collections::HashMap::new()),
             };
             if let Some(name) = &chain {
                 if !config.chains.iter().any(|c| &c.name == name) {
@@ -408,7 +464,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
             let prober = crate::agent::prober_for(&config)?;
-            let report = crate::check::check(&config, &prober, chain.as_deref()).await;
+            let report = crate::check::check(&config, &prober, chain.as_deref(), &facts).await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -477,6 +533,77 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { listen } => demo(listen).await,
+        Command::Explain {
+            region,
+            endpoint_url,
+            apis,
+            stages,
+            path,
+            config,
+            json,
+        } => {
+            let mut options = crate::discover::Options {
+                region,
+                endpoint_url,
+                apis,
+                stages,
+                path,
+            };
+            if let Some(file) = &config {
+                let loaded = match load(file, &Placement::default()) {
+                    Ok(c) => c,
+                    Err(code) => return Ok(code),
+                };
+                let Some(d) = loaded.discovery else {
+                    eprintln!(
+                        "hopwatch explain: {} has no [discovery]: explain reads the chains AWS holds",
+                        file.display()
+                    );
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                };
+                options.region = options.region.or(d.region);
+                options.endpoint_url = options.endpoint_url.or(d.endpoint_url);
+                if options.apis.is_empty() {
+                    options.apis = d.apis;
+                }
+                if options.stages.is_empty() {
+                    options.stages = d.stages;
+                }
+                options.path = options.path.or(d.path);
+            }
+            let clients = crate::discover::Clients::new(&options).await;
+            let estate = crate::discover::walk(&clients, &options).await;
+            let explained = crate::discover::explain::Explained {
+                chains: estate
+                    .chains
+                    .iter()
+                    .map(|c| crate::discover::explain::judge(c, &estate.network))
+                    .collect(),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&explained)?);
+            } else {
+                print!("{}", crate::discover::explain::render::table(&explained));
+            }
+            for e in &estate.errors {
+                if e.access_denied {
+                    eprintln!(
+                        "hopwatch explain: {} was denied: allow {}",
+                        e.action,
+                        e.iam_action()
+                    );
+                } else {
+                    eprintln!("hopwatch explain: {} failed: {}", e.action, e.message);
+                }
+            }
+            Ok(if !estate.errors.is_empty() {
+                ExitCode::from(EXIT_USAGE)
+            } else if explained.all_allowed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Discover {
             region,
             endpoint_url,

@@ -12,7 +12,7 @@
 //!   agent). It is never an outage.
 
 use crate::config::{Chain, Header, Hop, Role, Thresholds, VpcLink};
-use crate::facts::{ChainFacts, LinkStatus};
+use crate::facts::{ChainFacts, Direction, EdgeVerdict, LinkStatus, Purpose};
 use crate::probe::{Outcome, ProbeResult};
 
 /// Where a round's pattern of passes and failures puts the fault.
@@ -719,6 +719,9 @@ pub struct Verdict {
     pub reason: Option<String>,
     /// The reason as a code; `None` when up.
     pub code: Option<ReasonCode>,
+    /// Where the rules (`explain`, from discovery) and the probes disagree: a hop the agent
+    /// passes through whose edge the gateway's traffic is not allowed on. Empty without facts.
+    pub contradictions: Vec<String>,
 }
 
 /// Judges a round from each hop's pass or fail (raw, or debounced by [`ChainTracker`]) with the
@@ -745,7 +748,64 @@ pub fn judge_with(
         verdict.code = code;
         verdict.reason = text;
     }
+    if let Some(facts) = facts {
+        verdict.contradictions = contradictions(chain, pass, facts);
+    }
     verdict
+}
+
+/// The traffic checks of the edges `hop` sends on (`explain`'s rows), those not allowed.
+fn blocked_edges<'a>(facts: &'a ChainFacts, hop: &str) -> Vec<&'a EdgeVerdict> {
+    facts
+        .path
+        .iter()
+        .filter(|e| e.from == hop && e.purpose == Purpose::Traffic && !e.allowed)
+        .collect()
+}
+
+/// One blocked check, as a reason quotes it.
+fn quote(e: &EdgeVerdict) -> String {
+    let what = match e.direction {
+        Direction::Ingress => format!(
+            "{} has no inbound rule for {} on {}",
+            e.to, e.source, e.port
+        ),
+        Direction::Egress => format!(
+            "{}'s security group has no outbound rule to {} on {}",
+            e.from, e.to, e.port
+        ),
+        Direction::Nacl => format!(
+            "a network ACL between {} and {} blocks port {}: {}",
+            e.from,
+            e.to,
+            e.port,
+            e.rule.as_deref().unwrap_or("denied")
+        ),
+    };
+    match &e.fix {
+        Some(fix) => format!("{what}: add it with `{fix}`"),
+        None => what,
+    }
+}
+
+/// Hops whose own probe passes while the rules block the gateway's traffic on an edge they
+/// send on: the agent's path is allowed where the gateway's is not.
+fn contradictions(chain: &Chain, pass: &[bool], facts: &ChainFacts) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, hop) in chain.hops.iter().enumerate() {
+        // The agent got through `hop` to what is behind it only if the hop behind passed too.
+        if !pass.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        for e in blocked_edges(facts, &hop.name) {
+            out.push(format!(
+                "{} passes the agent's probe, but the rules block the gateway's traffic: {}; the agent's path is allowed where the gateway's is not, the failure users will see next",
+                hop.name,
+                quote(e)
+            ));
+        }
+    }
+    out
 }
 
 /// What the link's status and the load balancers' view of their targets add to a reason.
@@ -821,6 +881,27 @@ fn with_facts(
     if !seen.is_empty() {
         text = format!("{text}; {}", seen.join("; "));
     }
+    // What the security groups and NACLs say of the edges the blamed hop sends on.
+    if let Some(hop) = chain
+        .hops
+        .get(broken)
+        .filter(|_| !code.is_some_and(ReasonCode::gateway_own))
+    {
+        let blocked = blocked_edges(facts, &hop.name);
+        let judged = facts
+            .path
+            .iter()
+            .any(|e| e.from == hop.name && e.purpose == Purpose::Traffic);
+        if !blocked.is_empty() {
+            let quoted: Vec<String> = blocked.iter().map(|e| quote(e)).collect();
+            text = format!("{text}; the rules say: {}", quoted.join("; "));
+        } else if judged && code == Some(ReasonCode::SgDrop) {
+            text = format!(
+                "{text}; yet every security group and NACL rule on {}'s edges allows this traffic: look at what they do not cover (a route table, a host firewall, an NLB's own security group for the agent)",
+                hop.name
+            );
+        }
+    }
     (code, Some(text))
 }
 
@@ -859,6 +940,7 @@ fn judge_alone(chain: &Chain, pass: &[bool], results: &[ProbeResult]) -> Verdict
         blind_spots: location.blind_spots,
         code: judged.as_ref().map(|j| j.0),
         reason: judged.map(|j| j.1),
+        contradictions: Vec::new(),
     }
 }
 

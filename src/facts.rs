@@ -12,6 +12,82 @@ pub struct ChainFacts {
     /// By hop index: what the load balancer of that hop says of its targets
     /// (`DescribeTargetHealth`).
     pub targets: BTreeMap<usize, Vec<TargetHealth>>,
+    /// Every edge and port of the path the gateway's traffic takes, judged from the security
+    /// groups and network ACLs (`hopwatch explain`); empty when they were not read.
+    pub path: Vec<EdgeVerdict>,
+}
+
+/// One check of one edge of a chain's path: a security group's inbound or outbound rules, or
+/// the network ACLs of the subnets on both sides, for one port and purpose.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EdgeVerdict {
+    /// The hop the flow leaves (`gateway` for the VPC link's side).
+    pub from: String,
+    /// The hop it enters.
+    pub to: String,
+    pub port: u16,
+    pub purpose: Purpose,
+    pub direction: Direction,
+    /// What the destination sees the flow come from, in words with the addresses or groups.
+    pub source: String,
+    pub allowed: bool,
+    /// The rule that allows it, or the NACL entry that denies it.
+    pub rule: Option<String>,
+    /// The command that adds the missing rule.
+    pub fix: Option<String>,
+}
+
+impl EdgeVerdict {
+    /// `allowed`, `missing` (no security group rule) or `denied` (a NACL entry).
+    pub fn verdict(&self) -> &'static str {
+        match (self.allowed, self.direction) {
+            (true, _) => "allowed",
+            (false, Direction::Nacl) => "denied",
+            (false, _) => "missing",
+        }
+    }
+}
+
+/// Why a flow crosses an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Requests, on the listener's or target group's port.
+    Traffic,
+    /// The load balancer's health checks, on the health-check port.
+    HealthCheck,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Traffic => "traffic",
+            Purpose::HealthCheck => "health_check",
+        }
+    }
+}
+
+/// Which rules a check read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The destination's security groups, inbound.
+    Ingress,
+    /// The source's security groups, outbound.
+    Egress,
+    /// The network ACLs of both subnets, both ways (stateless: the answer's ephemeral ports
+    /// too).
+    Nacl,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+            Direction::Nacl => "nacl",
+        }
+    }
 }
 
 /// A VPC link's state as API Gateway reports it (`GetVpcLink`).

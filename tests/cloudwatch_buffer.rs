@@ -117,6 +117,7 @@ max_buffered_datums = {CAPACITY}
             blind_spots: Vec::new(),
             code: None,
             reason: None,
+            contradictions: Vec::new(),
         };
         feed.observe(&Observation::new(
             round,

@@ -199,9 +199,9 @@ fn discover_writes_each_topology_as_aws_holds_it() {
         "the ALB's target group checks 8080"
     );
     assert_eq!(
-        health(&t2, 2).map(|u| u.starts_with(&format!("http://{}:80", lb("t2-alb", "dns")))),
+        health(&t2, 2).map(|u| u.starts_with(&format!("http://{}:8080", lb("t2-alb", "dns")))),
         Some(true),
-        "the NLB checks the ALB on the traffic port"
+        "the NLB checks the ALB on 8080"
     );
     assert_eq!(
         chain("search-prod").hops[1].facts.xff_mode,
@@ -456,7 +456,8 @@ fn a_running_agent_follows_what_aws_holds() {
     fn chain(c: &str) -> [(&'static str, &str); 1] {
         [("chain", c)]
     }
-    let m = wait_metrics(&ns, "the six discovered chains", 30, |m| {
+    // The chains start with the reload; their facts reach /metrics with their first round.
+    let m = wait_metrics(&ns, "the six discovered chains and their facts", 30, |m| {
         [
             "orders-prod",
             "billing-prod",
@@ -467,6 +468,15 @@ fn a_running_agent_follows_what_aws_holds() {
         ]
         .iter()
         .all(|c| has(m, "hopwatch_hop_info", &chain(c), 1.0))
+            && ["orders-prod", "users-default"]
+                .iter()
+                .all(|c| has(m, "hopwatch_vpc_link_status", &chain(c), 1.0))
+            && has(
+                m,
+                "hopwatch_lb_target_health",
+                &[("chain", "users-default"), ("target", "127.0.0.6:80")],
+                1.0,
+            )
     });
     assert!(has(
         &m,

@@ -3,7 +3,9 @@
 //! and their facts (link status, target health) for the agent.
 
 pub mod ec2;
+pub mod explain;
 pub mod model;
+pub mod network;
 pub mod render;
 pub mod walk;
 
@@ -32,4 +34,8 @@ pub const CALLS: &[(&str, &str)] = &[
     ("servicediscovery", "ListInstances"),
     ("servicediscovery", "DiscoverInstances"),
     ("ec2", "DescribeInstances"),
+    ("ec2", "DescribeNetworkInterfaces"),
+    ("ec2", "DescribeSecurityGroups"),
+    ("ec2", "DescribeSubnets"),
+    ("ec2", "DescribeNetworkAcls"),
 ];

@@ -13,6 +13,8 @@ pub struct Estate {
     pub chains: Vec<FoundChain>,
     /// Calls that failed; the walk went on without what they would have told.
     pub errors: Vec<WalkError>,
+    /// The security groups, subnets and NACLs along the chains' paths.
+    pub network: super::network::Network,
 }
 
 /// A call the walk could not make.
@@ -53,6 +55,85 @@ pub struct FoundChain {
     pub facts: ChainFacts,
     /// The API's id (for `[discovery] apis` and the chain's own comment).
     pub api_id: String,
+    /// The network path the gateway's traffic takes, for `explain`.
+    pub net: NetPath,
+}
+
+/// The network path of a chain as the walk read it: what `explain` judges against the
+/// security groups and network ACLs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NetPath {
+    /// How the gateway enters the VPC.
+    pub entry: Entry,
+    /// The load balancers, outermost first.
+    pub lbs: Vec<NetLb>,
+    /// What the last load balancer (or the link, for Cloud Map) sends to.
+    pub targets: Option<NetTargets>,
+}
+
+/// How API Gateway's traffic enters the VPC.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Entry {
+    /// Not known (the integration could not be read).
+    #[default]
+    Unknown,
+    /// A VPC link v1: PrivateLink into the NLB's endpoint service.
+    V1,
+    /// A VPC link v2: network interfaces in the link's subnets, with its security groups.
+    V2 {
+        id: String,
+        subnets: Vec<String>,
+        security_groups: Vec<String>,
+    },
+}
+
+/// One load balancer on the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetLb {
+    /// Its hop's name.
+    pub hop: String,
+    pub arn: String,
+    pub name: String,
+    pub network: bool,
+    pub security_groups: Vec<String>,
+    pub subnets: Vec<String>,
+    /// An NLB with security groups applies their inbound rules to PrivateLink traffic unless
+    /// `EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic` is `off`.
+    pub enforce_privatelink: bool,
+    /// The listener the chain enters by.
+    pub listener_port: u16,
+    /// The target group that listener forwards to.
+    pub tg: Option<NetTg>,
+}
+
+/// A target group: its ports and whether the targets see the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetTg {
+    pub arn: String,
+    /// `instance`, `ip` or `alb`.
+    pub target_type: String,
+    pub port: u16,
+    /// The health check's port (`traffic-port` resolved).
+    pub health_port: u16,
+    pub preserve_client_ip: bool,
+}
+
+/// The targets at the end of the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetTargets {
+    /// The target hop's name.
+    pub hop: String,
+    pub members: Vec<NetMember>,
+}
+
+/// One target: an instance or an address, and the port it serves on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetMember {
+    /// The instance id, or the address for IP targets and Cloud Map instances.
+    pub id: String,
+    /// Its private address, where known.
+    pub ip: Option<String>,
+    pub port: u16,
 }
 
 /// One hop of a found chain.

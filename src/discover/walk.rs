@@ -13,7 +13,10 @@ use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerTypeEnum, ProtocolEnum, 
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::sync::{Mutex, Semaphore};
 
-use super::model::{Estate, FoundChain, FoundHop, Setting, WalkError};
+use super::model::{
+    Entry, Estate, FoundChain, FoundHop, NetLb, NetMember, NetPath, NetTargets, NetTg, Setting,
+    WalkError,
+};
 use crate::config::{Kind, ProxyVersion, Role, VpcLink, XffMode};
 use crate::facts::{ChainFacts, LinkFact, LinkStatus, TargetHealth};
 
@@ -30,6 +33,19 @@ pub struct Options {
     pub stages: Vec<String>,
     /// The path to probe; `None`: the route's own where it has no parameters, else `/`.
     pub path: Option<String>,
+}
+
+impl From<&crate::config::Discovery> for Options {
+    /// What `[discovery]` asks the walk for.
+    fn from(d: &crate::config::Discovery) -> Self {
+        Options {
+            region: d.region.clone(),
+            endpoint_url: d.endpoint_url.clone(),
+            apis: d.apis.clone(),
+            stages: d.stages.clone(),
+            path: d.path.clone(),
+        }
+    }
 }
 
 /// The SDK clients, made once.
@@ -148,6 +164,10 @@ struct Lb {
     network: bool,
     security_groups: Vec<String>,
     zones: usize,
+    subnets: Vec<String>,
+    /// `EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic`: `on` unless it says `off`
+    /// (AWS's default for an NLB created with security groups).
+    enforce_privatelink: bool,
     attributes: HashMap<String, String>,
 }
 
@@ -231,6 +251,14 @@ impl Walk {
                         network: lb.r#type() == Some(&LoadBalancerTypeEnum::Network),
                         security_groups: lb.security_groups().to_vec(),
                         zones: lb.availability_zones().len(),
+                        subnets: lb
+                            .availability_zones()
+                            .iter()
+                            .filter_map(|z| z.subnet_id().map(str::to_string))
+                            .collect(),
+                        enforce_privatelink: lb
+                            .enforce_security_group_inbound_rules_on_private_link_traffic()
+                            != Some("off"),
                         attributes: HashMap::new(),
                     },
                 );
@@ -538,6 +566,9 @@ struct Tail {
     kind_has_alb_behind_nlb: bool,
     facts: BTreeMap<usize, Vec<TargetHealth>>,
     notes: Vec<String>,
+    /// The load balancers and targets, for `explain`.
+    net_lbs: Vec<NetLb>,
+    net_targets: Option<NetTargets>,
 }
 
 impl Walk {
@@ -550,6 +581,8 @@ impl Walk {
             kind_has_alb_behind_nlb: false,
             facts: BTreeMap::new(),
             notes: Vec::new(),
+            net_lbs: Vec::new(),
+            net_targets: None,
         };
         let role = if lb.network { Role::Nlb } else { Role::Alb };
         let mut hop = FoundHop::new(&slug(&lb.name), role, lb_url(&lb, listener, path));
@@ -601,6 +634,37 @@ impl Walk {
             ));
         }
         let behind_index = first + 1;
+        let resolve_port = |port: &str| -> u16 {
+            if port == "traffic-port" {
+                tg.port
+            } else {
+                port.parse().unwrap_or(tg.port)
+            }
+        };
+        let preserve = tg
+            .attributes
+            .get("preserve_client_ip.enabled")
+            .map_or(tg.target_type != "ip", |v| v == "true");
+        tail.net_lbs.push(NetLb {
+            hop: hop.name.clone(),
+            arn: lb.arn.clone(),
+            name: lb.name.clone(),
+            network: lb.network,
+            security_groups: lb.security_groups.clone(),
+            subnets: lb.subnets.clone(),
+            enforce_privatelink: lb.enforce_privatelink,
+            listener_port: listener.port,
+            tg: Some(NetTg {
+                arn: tg.arn.clone(),
+                target_type: tg.target_type.clone(),
+                port: tg.port,
+                health_port: tg
+                    .health
+                    .as_ref()
+                    .map_or(tg.port, |(_, port, _)| resolve_port(port)),
+                preserve_client_ip: lb.network && preserve,
+            }),
+        });
         if lb.network {
             // Client IP preservation: AWS's default is on for instance (and alb) targets, off
             // for IP targets over TCP/TLS (edit-target-group-attributes.html).
@@ -655,6 +719,8 @@ impl Walk {
             tail.hops.append(&mut inner.hops);
             tail.facts.append(&mut inner.facts);
             tail.notes.append(&mut inner.notes);
+            tail.net_lbs.append(&mut inner.net_lbs);
+            tail.net_targets = inner.net_targets;
             return Some(tail);
         }
         // Targets: the first one's address is the target hop; the others are listed.
@@ -679,6 +745,21 @@ impl Walk {
             behind_index,
             tg.targets.iter().map(|t| t.2.clone()).collect(),
         );
+        tail.net_targets = Some(NetTargets {
+            hop: "target".to_string(),
+            members: tg
+                .targets
+                .iter()
+                .map(|(id, port, _)| NetMember {
+                    id: id.clone(),
+                    ip: ips
+                        .get(id)
+                        .cloned()
+                        .or_else(|| (tg.target_type == "ip").then(|| id.clone())),
+                    port: *port,
+                })
+                .collect(),
+        });
         let Some((addr, port, _)) = addresses.first() else {
             tail.notes
                 .push(format!("target group {} has no registered target", tg.arn));
@@ -1015,8 +1096,10 @@ impl Walk {
                 }
                 let mut facts = ChainFacts::default();
                 let mut notes = Vec::new();
+                let mut entry = Entry::Unknown;
                 match (&link, v2) {
                     (Some(l), _) => {
+                        entry = Entry::V1;
                         let status = l
                             .status()
                             .map(|s| s.as_str().to_string())
@@ -1033,8 +1116,12 @@ impl Walk {
                         });
                     }
                     (None, true) => {
-                        if let Some(id) = &f.link_id {
-                            facts.link = self.http_link(id).await.map(|(_, fact)| fact);
+                        if let Some((_, fact, e)) = match &f.link_id {
+                            Some(id) => self.http_link(id).await,
+                            None => None,
+                        } {
+                            facts.link = Some(fact);
+                            entry = e;
                         }
                         if kind == Kind::RestNlb {
                             gateway.vpc_link = Some(Setting::new(
@@ -1047,6 +1134,11 @@ impl Walk {
                         notes.push("VPC link: not found (connectionId not returned)".to_string())
                     }
                 }
+                let net = NetPath {
+                    entry,
+                    lbs: tail.net_lbs,
+                    targets: tail.net_targets,
+                };
                 let mut hops = vec![gateway];
                 hops.extend(tail.hops);
                 for (i, t) in tail.facts {
@@ -1066,6 +1158,7 @@ impl Walk {
                     hops,
                     facts,
                     api_id: id.to_string(),
+                    net,
                 });
             }
         }
@@ -1073,7 +1166,7 @@ impl Walk {
     }
 
     /// A VPC link v2: its note and its fact.
-    async fn http_link(&self, id: &str) -> Option<(String, LinkFact)> {
+    async fn http_link(&self, id: &str) -> Option<(String, LinkFact, Entry)> {
         match self.c.http.get_vpc_link().vpc_link_id(id).send().await {
             Ok(l) => {
                 let status = l
@@ -1091,6 +1184,11 @@ impl Walk {
                         id: id.to_string(),
                         status: link_status(&status),
                         message: l.vpc_link_status_message().map(str::to_string),
+                    },
+                    Entry::V2 {
+                        id: id.to_string(),
+                        subnets: l.subnet_ids().to_vec(),
+                        security_groups: l.security_group_ids().to_vec(),
                     },
                 ))
             }
@@ -1230,17 +1328,20 @@ impl Walk {
                 }
                 let mut facts = ChainFacts::default();
                 let mut notes = Vec::new();
+                let mut net = NetPath::default();
                 if let Some(link_id) = integration.connection_id() {
-                    if let Some((note, fact)) = self.http_link(link_id).await {
+                    if let Some((note, fact, entry)) = self.http_link(link_id).await {
                         notes.push(note);
                         facts.link = Some(fact);
+                        net.entry = entry;
                     }
                 }
                 let uri = integration.integration_uri().unwrap_or("");
                 let (kind, tail) = if uri.contains(":servicediscovery:") {
-                    let Some(hops) = self.cloudmap_hops(uri, &path).await else {
+                    let Some((hops, targets)) = self.cloudmap_hops(uri, &path).await else {
                         continue;
                     };
+                    net.targets = Some(targets);
                     (Kind::HttpCloudmap, hops)
                 } else {
                     let Some(listener) = self.listener(uri).await else {
@@ -1264,6 +1365,8 @@ impl Walk {
                         facts.targets.insert(i, t);
                     }
                     notes.extend(tail.notes);
+                    net.lbs = tail.net_lbs;
+                    net.targets = tail.net_targets;
                     (
                         if network {
                             Kind::HttpNlb
@@ -1296,6 +1399,7 @@ impl Walk {
                     hops,
                     facts,
                     api_id: id.to_string(),
+                    net,
                 });
             }
         }
@@ -1303,7 +1407,11 @@ impl Walk {
     }
 
     /// T6: the Cloud Map hop (what API Gateway itself calls) and the first instance as target.
-    async fn cloudmap_hops(&self, service_arn: &str, path: &str) -> Option<Vec<FoundHop>> {
+    async fn cloudmap_hops(
+        &self,
+        service_arn: &str,
+        path: &str,
+    ) -> Option<(Vec<FoundHop>, NetTargets)> {
         let service_id = service_arn.rsplit('/').next()?;
         let service = match self.c.cloudmap.get_service().id(service_id).send().await {
             Ok(s) => s.service?.clone(),
@@ -1373,6 +1481,20 @@ impl Walk {
             if addresses.is_empty() { "none".to_string() } else { addresses.join(", ") }
         ));
         cloudmap.per_address = true;
+        let targets = NetTargets {
+            hop: "target".to_string(),
+            members: addresses
+                .iter()
+                .filter_map(|a| {
+                    let (ip, port) = a.rsplit_once(':')?;
+                    Some(NetMember {
+                        id: ip.to_string(),
+                        ip: Some(ip.to_string()),
+                        port: port.parse().ok()?,
+                    })
+                })
+                .collect(),
+        };
         let mut hops = vec![cloudmap];
         if let Some(first) = addresses.first() {
             let mut target = FoundHop::new("target", Role::Target, format!("http://{first}{path}"));
@@ -1381,7 +1503,7 @@ impl Walk {
             );
             hops.push(target);
         }
-        Some(hops)
+        Some((hops, targets))
     }
 }
 
@@ -1434,11 +1556,22 @@ pub async fn walk(clients: &Clients, options: &Options) -> Estate {
             c.name = format!("{}-{n}", c.name);
         }
     }
+    // The security groups and NACLs along every path: each chain's edges, judged once here
+    // and carried as facts (explain prints them; the agent quotes and exports them).
+    let paths: Vec<&super::model::NetPath> = chains.iter().map(|c| &c.net).collect();
+    let (network, failures) = super::network::read(&clients.ec2, &paths).await;
+    for e in failures {
+        w.note(e).await;
+    }
+    for c in &mut chains {
+        c.facts.path = super::explain::judge(c, &network).edges;
+    }
     let errors = std::mem::take(&mut *w.errors.lock().await);
     Estate {
         region: clients.region.clone(),
         chains,
         errors,
+        network,
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Chain;
-use crate::diagnose::{judge, ChainTracker, Change, Verdict};
+use crate::diagnose::{ChainTracker, Change, Verdict};
 use crate::facts::ChainFacts;
 use crate::schedule::Round;
 use crate::source::{self, Seen};
@@ -94,14 +94,26 @@ impl Observation {
 
     /// A one-off round judged on its raw results, with no history (`check`, the demo's table).
     pub fn raw(round: Round) -> Self {
+        Observation::raw_with(round, None)
+    }
+
+    /// [`Observation::raw`] with what discovery says of the chain (`check` with `[discovery]`).
+    pub fn raw_with(round: Round, facts: Option<Arc<ChainFacts>>) -> Self {
         let pass: Vec<bool> = round
             .probed
             .results
             .iter()
             .map(|r| r.outcome.is_ok())
             .collect();
-        let verdict = judge(&round.chain, &pass, &round.probed.results);
-        Observation::new(round, pass, verdict, Vec::new())
+        let verdict = crate::diagnose::judge_with(
+            &round.chain,
+            &pass,
+            &round.probed.results,
+            facts.as_deref(),
+        );
+        let mut observation = Observation::new(round, pass, verdict, Vec::new());
+        observation.facts = facts;
+        observation
     }
 }
 

@@ -100,6 +100,7 @@ pub fn verdict(up: bool, broken: Option<usize>) -> Verdict {
         blind_spots: Vec::new(),
         code: None,
         reason: None,
+        contradictions: Vec::new(),
     }
 }
 

@@ -232,3 +232,19 @@ pub fn skip(test: &str, why: &str) {
     }
     eprintln!("SKIPPED {test}: {why}");
 }
+
+/// Families the agent exports only with `[discovery]` (facts from AWS), and their labels:
+/// `tests/discover.rs` asserts a running agent with discovery exports exactly these, and the
+/// alert and dashboard checks of `tests/deploy.rs` (whose agent runs without discovery) take
+/// them as exported.
+pub const DISCOVERY_FAMILIES: &[(&str, &[&str])] = &[
+    ("hopwatch_vpc_link_status", &["chain", "link", "status"]),
+    (
+        "hopwatch_lb_target_health",
+        &["chain", "hop", "target", "state", "reason"],
+    ),
+    (
+        "hopwatch_path_rule_missing",
+        &["chain", "from", "to", "port", "purpose"],
+    ),
+];

@@ -12,6 +12,7 @@ ever sent to an address outside the test's own network.
 Security groups are the brief's tables (T2 and T4); issue 16's `explain` reads them.
 """
 import argparse
+import ipaddress
 import json
 import sys
 import urllib.request
@@ -80,6 +81,15 @@ def main():
                                     PrivateIpAddress="10.0.2.30", SecurityGroupIds=[sgs["target-a-sg"]])
     instance_b = reservation["Instances"][0]["InstanceId"]
     out["instances"] = {instance_a: "10.0.1.30", instance_b: "10.0.2.30"}
+    # The IP targets' interfaces (T1's targets carry target-sg, T4's target-alb-sg: the same two
+    # addresses serve both), in the subnet that holds them. Loopback targets (tests that probe
+    # what they discover) go in the first subnet: moto does not check, and AWS never sees them.
+    out["enis"] = {}
+    for addr in (t1, t2):
+        subnet = sub_b if ipaddress.ip_address(addr) in ipaddress.ip_network("10.0.2.0/24") else sub_a
+        eni = ec2.create_network_interface(SubnetId=subnet, PrivateIpAddress=addr,
+                                           Groups=[sgs["target-sg"], sgs["target-alb-sg"]])
+        out["enis"][addr] = eni["NetworkInterface"]["NetworkInterfaceId"]
 
     def lb(name, kind, groups=None):
         kw = dict(Name=name, Subnets=[sub_a, sub_b], Scheme="internal", Type=kind)
@@ -115,7 +125,9 @@ def main():
     t2_app = tg("t2-app", "HTTP", "instance", "8080", "/health")
     elb.register_targets(TargetGroupArn=t2_app, Targets=[{"Id": instance_a, "Port": 80}, {"Id": instance_b, "Port": 80}])
     listener(t2_alb, "HTTP", t2_app)
-    t2_alb_tg = tg("t2-alb-tg", "TCP", "alb")
+    # The NLB checks the ALB's health on 8080 (the brief's alb-sg table), a listener of its own.
+    listener(t2_alb, "HTTP", t2_app, port=8080)
+    t2_alb_tg = tg("t2-alb-tg", "TCP", "alb", "8080")
     elb.register_targets(TargetGroupArn=t2_alb_tg, Targets=[{"Id": t2_alb, "Port": 80}])
     listener(t2_nlb, "TCP", t2_alb_tg)
     # T3: an ALB reached by a REST API through a VPC link v2.

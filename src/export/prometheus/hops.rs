@@ -623,6 +623,7 @@ mod tests {
             blind_spots: Vec::new(),
             code: None,
             reason: None,
+            contradictions: Vec::new(),
         };
         table.observe(&observed(r, &[true; 3], verdict));
         let whole = rendered(&mut table, usize::MAX);
@@ -653,6 +654,7 @@ mod tests {
             blind_spots: Vec::new(),
             code: None,
             reason: None,
+            contradictions: Vec::new(),
         };
         for c in [&orders, &other] {
             let r = round(

@@ -53,6 +53,7 @@ pub struct Metrics {
     discovery: Mutex<Option<DiscoveryFamilies>>,
     link_status: IntGaugeVec,
     target_health: IntGaugeVec,
+    rule_missing: IntGaugeVec,
     /// The fact series exported per chain (label values), to remove those that went away.
     fact_series: Mutex<BTreeMap<String, FactSeries>>,
     chain_up: IntGaugeVec,
@@ -235,9 +236,21 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let rule_missing = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_path_rule_missing",
+                    "1 for each check of a discovered chain's path that its security groups or network ACLs fail (hopwatch explain): the edge, port and purpose.",
+                ),
+                &["chain", "from", "to", "port", "purpose"],
+            )
+            .expect("valid"),
+        );
         Metrics {
             registry,
             hops: Mutex::default(),
+            rule_missing,
             lag,
             schedule,
             cloudwatch: Mutex::default(),
@@ -381,6 +394,20 @@ impl Metrics {
                     now.targets.push(labels);
                 }
             }
+            for e in facts.path.iter().filter(|e| !e.allowed) {
+                let labels = [
+                    e.from.clone(),
+                    e.to.clone(),
+                    e.port.to_string(),
+                    e.purpose.as_str().to_string(),
+                ];
+                if !now.missing.contains(&labels) {
+                    self.rule_missing
+                        .with_label_values(&[chain, &labels[0], &labels[1], &labels[2], &labels[3]])
+                        .set(1);
+                    now.missing.push(labels);
+                }
+            }
         }
         let mut known = self.fact_series.lock().unwrap_or_else(|e| e.into_inner());
         let before = if observation.facts.is_some() {
@@ -407,6 +434,13 @@ impl Metrics {
                 let _ = self
                     .target_health
                     .remove_label_values(&[chain, &t[0], &t[1], &t[2], &t[3]]);
+            }
+        }
+        for m in &before.missing {
+            if !now.is_some_and(|n| n.missing.contains(m)) {
+                let _ = self
+                    .rule_missing
+                    .remove_label_values(&[chain, &m[0], &m[1], &m[2], &m[3]]);
             }
         }
     }
@@ -677,6 +711,8 @@ struct FactSeries {
     from: Option<Arc<crate::facts::ChainFacts>>,
     link: Option<String>,
     targets: Vec<[String; 4]>,
+    /// (from, to, port, purpose) of each missing rule.
+    missing: Vec<[String; 4]>,
 }
 
 /// The CloudWatch publisher's families and the counters they are read from.
@@ -765,6 +801,7 @@ mod tests {
             blind_spots: Vec::new(),
             code: Some(crate::diagnose::ReasonCode::SgDrop),
             reason: Some(why.to_string()),
+            contradictions: Vec::new(),
         };
         let reasons = |m: &Metrics| -> Vec<String> {
             m.render()
@@ -796,6 +833,7 @@ mod tests {
             blind_spots: Vec::new(),
             code: None,
             reason: None,
+            contradictions: Vec::new(),
         };
         m.observe(&observed(r, &[true; 3], up));
         assert!(reasons(&m).is_empty());
