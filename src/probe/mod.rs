@@ -348,12 +348,35 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
     }
 }
 
-/// Aborts the connection task when the probe is done with it (or was cancelled by its timeout).
-struct ConnTask(JoinHandle<()>);
+/// The task driving one HTTP/1 connection. Aborted when the probe is done with it (or was
+/// cancelled by its timeout). It keeps the connection's own error: when a peer ends the
+/// connection before the request is written (a TLS 1.3 server refusing the client
+/// certificate sends its alert only after the client's handshake completed), the request
+/// side sees no more than "connection was not ready", and the alert is only in here.
+struct ConnTask(Option<JoinHandle<Option<Failure>>>);
+
+impl ConnTask {
+    /// What ended the connection, if it has ended or ends within a short grace. The request
+    /// side has already seen the connection gone, so its task is finishing; the bound only
+    /// guards against a connection that is, against that evidence, still alive.
+    async fn failure(&mut self) -> Option<Failure> {
+        let handle = self.0.as_mut()?;
+        let ended = tokio::time::timeout(Duration::from_millis(250), handle).await;
+        match ended {
+            Ok(result) => {
+                self.0 = None;
+                result.ok().flatten()
+            }
+            Err(_) => None,
+        }
+    }
+}
 
 impl Drop for ConnTask {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
     }
 }
 
@@ -362,7 +385,7 @@ struct Kept {
     sender: http1::SendRequest<Empty<Bytes>>,
     first_byte: Arc<FirstByte>,
     remote: SocketAddr,
-    _task: ConnTask,
+    task: ConnTask,
 }
 
 /// Per-hop state kept between probes: the open connection when reuse is on.
@@ -577,28 +600,28 @@ impl Prober {
                     marks.first_byte = kept.first_byte.clone();
                     marks.ready = Some(Instant::now());
                     let request = self.request(hop, false, trace)?;
-                    return exchange(&mut kept.sender, request, hop).await;
+                    return exchange(&mut kept.sender, &mut kept.task, request, hop).await;
                 }
                 *guard = None;
             }
-            let (mut sender, task, remote) = self.connect(hop, marks).await?;
+            let (mut sender, mut task, remote) = self.connect(hop, marks).await?;
             marks.ready = Some(Instant::now());
             let request = self.request(hop, false, trace)?;
-            let result = exchange(&mut sender, request, hop).await;
+            let result = exchange(&mut sender, &mut task, request, hop).await;
             if result.is_ok() {
                 *guard = Some(Kept {
                     sender,
                     first_byte: marks.first_byte.clone(),
                     remote,
-                    _task: task,
+                    task,
                 });
             }
             return result;
         }
-        let (mut sender, _task, _) = self.connect(hop, marks).await?;
+        let (mut sender, mut task, _) = self.connect(hop, marks).await?;
         marks.ready = Some(Instant::now());
         let request = self.request(hop, true, trace)?;
-        exchange(&mut sender, request, hop).await
+        exchange(&mut sender, &mut task, request, hop).await
     }
 
     fn request(
@@ -777,11 +800,11 @@ where
         .await
         .map_err(|e| Failure(classify_hyper(&e), e.to_string(), alert_of(&e)))?;
     let task = tokio::spawn(async move {
-        // Its errors surface through the response and body futures as well; they are
-        // classified there, with context.
-        let _ = conn.await;
+        conn.await
+            .err()
+            .map(|e| Failure(classify_hyper(&e), describe_hyper(&e), alert_of(&e)))
     });
-    Ok((sender, ConnTask(task)))
+    Ok((sender, ConnTask(Some(task))))
 }
 
 /// What a completed HTTP exchange gave.
@@ -795,13 +818,23 @@ struct Exchange {
 
 async fn exchange(
     sender: &mut http1::SendRequest<Empty<Bytes>>,
+    task: &mut ConnTask,
     request: Request<Empty<Bytes>>,
     hop: &Hop,
 ) -> Result<Exchange, Failure> {
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| Failure(classify_hyper(&e), describe_hyper(&e), alert_of(&e)))?;
+    let response = match sender.send_request(request).await {
+        Ok(response) => response,
+        Err(e) => {
+            let own = Failure(classify_hyper(&e), describe_hyper(&e), alert_of(&e));
+            // A request that never left says nothing of why; the connection's end does.
+            if own.2.is_none() && (e.is_canceled() || e.is_closed()) {
+                if let Some(ended) = task.failure().await {
+                    return Err(ended);
+                }
+            }
+            return Err(own);
+        }
+    };
     let status = response.status().as_u16();
     let mut evidence = evidence(response.headers());
     let mut body = response.into_body();
