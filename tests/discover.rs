@@ -539,6 +539,62 @@ fn a_running_agent_follows_what_aws_holds() {
     wait_metrics(&ns, "the deregistered target to leave", 15, |m| {
         users_targets(m, "127.0.0.5:80") && !users_targets(m, "127.0.0.6:80")
     });
+    // The rules along the paths (explain), re-judged on each walk: T1's target-sg allows only
+    // the agent, not the NLB; T4's tables allow everything until a rule is revoked.
+    let missing =
+        |m: &BTreeMap<String, f64>, chain: &str, from: &str, port: &str, purpose: &str| {
+            has(
+                m,
+                "hopwatch_path_rule_missing",
+                &[
+                    ("chain", chain),
+                    ("from", from),
+                    ("to", "target"),
+                    ("port", port),
+                    ("purpose", purpose),
+                ],
+                1.0,
+            )
+        };
+    let m = wait_metrics(&ns, "T1's missing NLB rule", 15, |m| {
+        missing(m, "orders-prod", "t1-nlb", "80", "traffic")
+    });
+    assert!(
+        !m.keys()
+            .any(|k| k.starts_with("hopwatch_path_rule_missing{")
+                && k.contains("chain=\"users-default\"")),
+        "the seed's T4 table allows every edge: {m:?}"
+    );
+    let f = moto.boto("print(json.dumps({g['GroupName']: g['GroupId'] for g in ec2.describe_security_groups()['SecurityGroups']}))");
+    let groups: serde_json::Value = serde_json::from_str(f.trim()).expect("groups");
+    moto.boto(&format!(
+        "ec2.revoke_security_group_ingress(GroupId='{}', IpPermissions=[{{'IpProtocol': 'tcp', 'FromPort': 80, 'ToPort': 80, 'UserIdGroupPairs': [{{'GroupId': '{}'}}]}}])",
+        groups["target-alb-sg"].as_str().unwrap_or_default(),
+        groups["t4-alb-sg"].as_str().unwrap_or_default()
+    ));
+    let m = wait_metrics(&ns, "the revoked T4 rule, within a refresh", 15, |m| {
+        missing(m, "users-default", "t4-alb", "80", "traffic")
+    });
+    // Every family only discovery exports carries exactly the labels the alert and dashboard
+    // checks (tests/deploy.rs) take it to have.
+    for (family, labels) in DISCOVERY_FAMILIES {
+        let series = m
+            .keys()
+            .find(|k| k.starts_with(&format!("{family}{{")))
+            .unwrap_or_else(|| panic!("{family} is not exported: {m:?}"));
+        let names: std::collections::BTreeSet<&str> = series
+            .trim_start_matches(family)
+            .trim_matches(|c| c == '{' || c == '}')
+            .split("\",")
+            .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+            .collect();
+        assert_eq!(
+            names,
+            labels.iter().copied().collect(),
+            "{family}: {series}"
+        );
+    }
+
     // An API removed: its chain goes.
     let cart = moto
         .boto("print([a['ApiId'] for a in http.get_apis()['Items'] if a['Name'] == 'cart'][0])");
@@ -588,5 +644,115 @@ fn a_running_agent_follows_what_aws_holds() {
     }
     let logs = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
     assert!(logs.contains("discovery: a call failed"), "{logs}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `check` with `[discovery]`, in a namespace of its own: T1's NLB answers the agent (its name
+/// mapped to a responder in the namespace, as the lab maps names), while the rules EC2 holds
+/// keep the NLB's traffic from the targets (target-sg allows only the agent's group). The
+/// contradiction is named, and the failing gateway's reason quotes the rule it lacks.
+#[test]
+fn check_names_where_the_rules_and_the_probes_disagree() {
+    if !can_use_namespaces() {
+        return skip(
+            "check_names_where_the_rules_and_the_probes_disagree",
+            "needs root and ip netns",
+        );
+    }
+    let Some(python) = moto::python() else {
+        return moto::skip("check_names_where_the_rules_and_the_probes_disagree");
+    };
+    let ns = Netns::new("expl");
+    let moto = Moto::start(python, Some(&ns));
+    let f = moto.fixture(["127.0.0.5", "127.0.0.6"]);
+    let nlb = f["load_balancers"]["t1-nlb"]["dns"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    std::fs::write(
+        format!("/etc/netns/{}/hosts", ns.name),
+        format!("127.0.0.1 localhost\n127.0.0.7 {nlb}\n"),
+    )
+    .expect("hosts");
+    // T1's target group has proxy protocol v2, so the target's hop sends the header.
+    let _echo: Vec<Kill> = [
+        &["--listen", "127.0.0.5:80", "--proxy-protocol"][..],
+        &["--listen", "127.0.0.7:80"][..],
+    ]
+    .iter()
+    .map(|args| {
+        Kill(
+            ns.command(BIN)
+                .arg("echo")
+                .args(*args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("echo"),
+        )
+    })
+    .collect();
+    let dir = std::env::temp_dir().join(format!("hopwatch-explain-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("hopwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterval = \"2s\"\ntimeout = \"1s\"\n\n[discovery]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\napis = [\"{}\"]\n",
+            moto.endpoint,
+            f["rest"]["orders"].as_str().unwrap_or_default()
+        ),
+    )
+    .expect("config");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let doc = loop {
+        let mut cmd = ns.command(BIN);
+        let out = aws_env(&mut cmd)
+            .args(["check", "--json", "--config"])
+            .arg(&config)
+            .output()
+            .expect("check");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        // The echo processes may still be starting.
+        let hops = &doc["chains"][0]["hops"];
+        if hops[1]["result"] == "ok" && hops[2]["result"] == "ok" {
+            break doc;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the NLB and target never answered: {doc:#}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let chain = &doc["chains"][0];
+    assert_eq!(chain["name"], "orders-prod", "{doc:#}");
+    // The agent reaches the targets through the NLB; the rules do not let the NLB's own
+    // traffic (what PrivateLink delivers) in.
+    let contradictions = chain["contradictions"].to_string();
+    assert!(
+        contradictions.contains("t1-nlb passes the agent's probe")
+            && contradictions.contains("target has no inbound rule for the NLB t1-nlb"),
+        "{chain:#}"
+    );
+    assert!(
+        chain["path"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|e| e["from"] == "t1-nlb"
+                && e["to"] == "target"
+                && e["purpose"] == "traffic"
+                && e["allowed"] == false)),
+        "{chain:#}"
+    );
+    // The gateway is down (its name does not resolve here) and its reason quotes what the
+    // rules say of its own edge: the NLB's groups refuse PrivateLink traffic.
+    assert_eq!(chain["broken_hop"], "gateway", "{chain:#}");
+    assert!(
+        chain["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("the rules say")
+                && r.contains("enforce-security-group-inbound-rules-on-private-link-traffic off")),
+        "{chain:#}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
