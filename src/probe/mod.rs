@@ -134,9 +134,13 @@ mod outcome_tests {
     /// In a test build: 12,424 bytes with that call inline, 3,400 with it boxed.
     #[test]
     fn a_probe_future_stays_small() {
-        let chain = crate::record::testing::chain();
+        let text = "[[chain]]\nname = \"x\"\nkind = \"custom\"\n[[chain.hop]]\nname = \"h\"\nrole = \"target\"\nurl = \"http://127.0.0.1:1/\"\n";
+        let config = match crate::config::load_str("t.toml", text, &|_| None) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
         let prober = super::Prober::new(super::tls::TlsConfigs::new([]).expect("no CA files"));
-        let size = std::mem::size_of_val(&prober.probe(&chain.hops[0], None));
+        let size = std::mem::size_of_val(&prober.probe(&config.chains[0].hops[0], None));
         println!("probe future: {size} bytes");
         assert!(size < 6144, "probe future is {size} bytes");
     }
