@@ -6,6 +6,7 @@
 //! before it; `tests/layers.rs` checks that.
 
 pub mod agent;
+pub mod aws;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 /// prober); everything downstream reads what the stages before it produced.
 const LAYERS: &[(&str, u8)] = &[
     ("config", 0), // the checked config, and the names it must keep dimensions off
+    ("aws", 0),    // the AWS SDK config every client loads
     ("wire", 0),   // the echo's reply, shared by the responder and the reader
     ("facts", 0),  // what AWS says of a chain: plain data discovery writes, the record reads
     ("probe", 1),  // one HTTP(S) probe

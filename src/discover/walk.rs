@@ -72,28 +72,16 @@ impl Clients {
     pub async fn new(options: &Options) -> Clients {
         use aws_config::retry::RetryConfig;
         use aws_config::timeout::TimeoutConfig;
-        use aws_smithy_http_client::tls;
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
+        let sdk = crate::aws::loader(options.region.as_deref(), options.endpoint_url.as_deref())
             .retry_config(RetryConfig::standard().with_max_attempts(4))
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(3))
                     .operation_timeout(CALL_TIMEOUT)
                     .build(),
-            );
-        if let Some(region) = &options.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(url) = &options.endpoint_url {
-            loader = loader.endpoint_url(url.clone());
-        }
-        let sdk = loader.load().await;
+            )
+            .load()
+            .await;
         let region = sdk
             .region()
             .map(|r| r.to_string())
@@ -155,6 +143,12 @@ fn failed<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     }
 }
 
+/// The next page of an API Gateway v1 listing: its `position`, unless the page came back
+/// empty (a position with nothing in it would page forever).
+fn rest_position<T>(items: &[T], position: Option<&str>) -> Option<String> {
+    position.filter(|_| !items.is_empty()).map(str::to_string)
+}
+
 /// One load balancer, as much as the chains need.
 #[derive(Debug, Clone)]
 struct Lb {
@@ -206,10 +200,51 @@ struct Walk {
     tgs: Mutex<HashMap<String, Option<Tg>>>,
 }
 
+/// One page of a paged call: its items and the token of the next page (`None`: the last).
+type Page<T> = (Vec<T>, Option<String>);
+
 impl Walk {
     async fn note(&self, e: WalkError) {
         tracing::warn!(service = e.service, action = e.action, error = %e.message, "discovery: a call failed; going on without it");
         self.errors.lock().await.push(e);
+    }
+
+    /// Every item of a paged call: `call` sends the request for one page (`None`: the first)
+    /// and gives its items and the next page's token. A failed page is noted and ends the
+    /// paging; the items before it are returned with `false` (not the whole list).
+    async fn paged<T, E, F, Fut>(
+        &self,
+        service: &'static str,
+        action: &'static str,
+        mut call: F,
+    ) -> (Vec<T>, bool)
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        F: FnMut(Option<String>) -> Fut,
+        Fut: std::future::Future<
+            Output = Result<
+                Page<T>,
+                aws_sdk_apigateway::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+            >,
+        >,
+    {
+        let mut items = Vec::new();
+        let mut token = None;
+        loop {
+            match call(token.take()).await {
+                Ok((page, next)) => {
+                    items.extend(page);
+                    token = next;
+                    if token.is_none() {
+                        return (items, true);
+                    }
+                }
+                Err(e) => {
+                    self.note(failed(service, action, &e)).await;
+                    return (items, false);
+                }
+            }
+        }
     }
 
     /// Every load balancer of the region, by ARN (once per walk).
@@ -218,55 +253,55 @@ impl Walk {
         if let Some(lbs) = cached.as_ref() {
             return lbs.clone();
         }
+        let (found, complete) = self
+            .paged(
+                "elasticloadbalancing",
+                "DescribeLoadBalancers",
+                |marker| async move {
+                    let page = self
+                        .c
+                        .elb
+                        .describe_load_balancers()
+                        .set_marker(marker)
+                        .send()
+                        .await?;
+                    Ok((
+                        page.load_balancers().to_vec(),
+                        page.next_marker().map(str::to_string),
+                    ))
+                },
+            )
+            .await;
         let mut out = BTreeMap::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let page = self
-                .c
-                .elb
-                .describe_load_balancers()
-                .set_marker(marker.clone())
-                .send()
-                .await;
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    drop(cached);
-                    self.note(failed("elasticloadbalancing", "DescribeLoadBalancers", &e))
-                        .await;
-                    return out;
-                }
+        for lb in found {
+            let Some(arn) = lb.load_balancer_arn() else {
+                continue;
             };
-            for lb in page.load_balancers() {
-                let Some(arn) = lb.load_balancer_arn() else {
-                    continue;
-                };
-                out.insert(
-                    arn.to_string(),
-                    Lb {
-                        arn: arn.to_string(),
-                        name: lb.load_balancer_name().unwrap_or("").to_string(),
-                        dns: lb.dns_name().unwrap_or("").to_string(),
-                        // The type, never the ARN: some tools mislabel network ARNs.
-                        network: lb.r#type() == Some(&LoadBalancerTypeEnum::Network),
-                        security_groups: lb.security_groups().to_vec(),
-                        zones: lb.availability_zones().len(),
-                        subnets: lb
-                            .availability_zones()
-                            .iter()
-                            .filter_map(|z| z.subnet_id().map(str::to_string))
-                            .collect(),
-                        enforce_privatelink: lb
-                            .enforce_security_group_inbound_rules_on_private_link_traffic()
-                            != Some("off"),
-                        attributes: HashMap::new(),
-                    },
-                );
-            }
-            marker = page.next_marker().map(str::to_string);
-            if marker.is_none() {
-                break;
-            }
+            out.insert(
+                arn.to_string(),
+                Lb {
+                    arn: arn.to_string(),
+                    name: lb.load_balancer_name().unwrap_or("").to_string(),
+                    dns: lb.dns_name().unwrap_or("").to_string(),
+                    // The type, never the ARN: some tools mislabel network ARNs.
+                    network: lb.r#type() == Some(&LoadBalancerTypeEnum::Network),
+                    security_groups: lb.security_groups().to_vec(),
+                    zones: lb.availability_zones().len(),
+                    subnets: lb
+                        .availability_zones()
+                        .iter()
+                        .filter_map(|z| z.subnet_id().map(str::to_string))
+                        .collect(),
+                    enforce_privatelink: lb
+                        .enforce_security_group_inbound_rules_on_private_link_traffic()
+                        != Some("off"),
+                    attributes: HashMap::new(),
+                },
+            );
+        }
+        if !complete {
+            // Not cached: the next chain's lookup asks again.
+            return out;
         }
         for lb in out.values_mut() {
             match self
@@ -301,62 +336,59 @@ impl Walk {
         if let Some(known) = self.listeners.lock().await.get(lb_arn) {
             return known.clone();
         }
+        let (found, _) = self
+            .paged(
+                "elasticloadbalancing",
+                "DescribeListeners",
+                |marker| async move {
+                    let page = self
+                        .c
+                        .elb
+                        .describe_listeners()
+                        .load_balancer_arn(lb_arn)
+                        .set_marker(marker)
+                        .send()
+                        .await?;
+                    Ok((
+                        page.listeners().to_vec(),
+                        page.next_marker().map(str::to_string),
+                    ))
+                },
+            )
+            .await;
         let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let page = self
-                .c
-                .elb
-                .describe_listeners()
-                .load_balancer_arn(lb_arn)
-                .set_marker(marker.clone())
-                .send()
-                .await;
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    self.note(failed("elasticloadbalancing", "DescribeListeners", &e))
-                        .await;
-                    break;
+        for l in &found {
+            let forward = l
+                .default_actions()
+                .iter()
+                .flat_map(|a| {
+                    let direct = a.target_group_arn().map(str::to_string);
+                    let weighted = a.forward_config().into_iter().flat_map(|f| {
+                        f.target_groups()
+                            .iter()
+                            .filter_map(|t| t.target_group_arn().map(str::to_string))
+                    });
+                    direct.into_iter().chain(weighted).collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>();
+            let mut forward_unique = Vec::new();
+            for arn in forward {
+                if !forward_unique.contains(&arn) {
+                    forward_unique.push(arn);
                 }
-            };
-            for l in page.listeners() {
-                let forward = l
-                    .default_actions()
-                    .iter()
-                    .flat_map(|a| {
-                        let direct = a.target_group_arn().map(str::to_string);
-                        let weighted = a.forward_config().into_iter().flat_map(|f| {
-                            f.target_groups()
-                                .iter()
-                                .filter_map(|t| t.target_group_arn().map(str::to_string))
-                        });
-                        direct.into_iter().chain(weighted).collect::<Vec<_>>()
-                    })
-                    .collect::<Vec<_>>();
-                let mut forward_unique = Vec::new();
-                for arn in forward {
-                    if !forward_unique.contains(&arn) {
-                        forward_unique.push(arn);
-                    }
-                }
-                out.push(Listener {
-                    arn: l.listener_arn().unwrap_or("").to_string(),
-                    lb_arn: lb_arn.to_string(),
-                    port: l.port().unwrap_or(80).clamp(1, 65535) as u16,
-                    tls: matches!(l.protocol(), Some(ProtocolEnum::Https | ProtocolEnum::Tls)),
-                    forward: forward_unique,
-                    mtls: l
-                        .mutual_authentication()
-                        .and_then(|m| m.mode())
-                        .filter(|m| *m != "off")
-                        .map(str::to_string),
-                });
             }
-            marker = page.next_marker().map(str::to_string);
-            if marker.is_none() {
-                break;
-            }
+            out.push(Listener {
+                arn: l.listener_arn().unwrap_or("").to_string(),
+                lb_arn: lb_arn.to_string(),
+                port: l.port().unwrap_or(80).clamp(1, 65535) as u16,
+                tls: matches!(l.protocol(), Some(ProtocolEnum::Https | ProtocolEnum::Tls)),
+                forward: forward_unique,
+                mtls: l
+                    .mutual_authentication()
+                    .and_then(|m| m.mode())
+                    .filter(|m| *m != "off")
+                    .map(str::to_string),
+            });
         }
         out.sort_by_key(|l| l.port);
         self.listeners
@@ -834,31 +866,22 @@ fn link_status(text: &str) -> LinkStatus {
 
 impl Walk {
     async fn rest_apis(&self) -> Vec<FoundChain> {
-        let mut apis = Vec::new();
-        let mut position: Option<String> = None;
-        loop {
-            match self
-                .c
-                .rest
-                .get_rest_apis()
-                .set_position(position.clone())
-                .limit(500)
-                .send()
-                .await
-            {
-                Ok(page) => {
-                    apis.extend(page.items().iter().cloned());
-                    position = page.position().map(str::to_string);
-                    if position.is_none() || page.items().is_empty() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    self.note(failed("apigateway", "GetRestApis", &e)).await;
-                    break;
-                }
-            }
-        }
+        let (apis, _) = self
+            .paged("apigateway", "GetRestApis", |position| async move {
+                let page = self
+                    .c
+                    .rest
+                    .get_rest_apis()
+                    .set_position(position)
+                    .limit(500)
+                    .send()
+                    .await?;
+                Ok((
+                    page.items().to_vec(),
+                    rest_position(page.items(), page.position()),
+                ))
+            })
+            .await;
         let v1_links = self.rest_links().await;
         let mut out = Vec::new();
         for api in apis {
@@ -873,36 +896,26 @@ impl Walk {
 
     /// Every VPC link v1, by id.
     async fn rest_links(&self) -> BTreeMap<String, aws_sdk_apigateway::types::VpcLink> {
-        let mut out = BTreeMap::new();
-        let mut position: Option<String> = None;
-        loop {
-            match self
-                .c
-                .rest
-                .get_vpc_links()
-                .set_position(position.clone())
-                .limit(500)
-                .send()
-                .await
-            {
-                Ok(page) => {
-                    for l in page.items() {
-                        if let Some(id) = l.id() {
-                            out.insert(id.to_string(), l.clone());
-                        }
-                    }
-                    position = page.position().map(str::to_string);
-                    if position.is_none() || page.items().is_empty() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    self.note(failed("apigateway", "GetVpcLinks", &e)).await;
-                    break;
-                }
-            }
-        }
-        out
+        let (links, _) = self
+            .paged("apigateway", "GetVpcLinks", |position| async move {
+                let page = self
+                    .c
+                    .rest
+                    .get_vpc_links()
+                    .set_position(position)
+                    .limit(500)
+                    .send()
+                    .await?;
+                Ok((
+                    page.items().to_vec(),
+                    rest_position(page.items(), page.position()),
+                ))
+            })
+            .await;
+        links
+            .into_iter()
+            .filter_map(|l| Some((l.id()?.to_string(), l)))
+            .collect()
     }
 
     async fn rest_api(
@@ -928,33 +941,24 @@ impl Walk {
             }
         };
         // Every resource with its methods in one paged call.
-        let mut resources = Vec::new();
-        let mut position: Option<String> = None;
-        loop {
-            match self
-                .c
-                .rest
-                .get_resources()
-                .rest_api_id(id)
-                .embed("methods")
-                .set_position(position.clone())
-                .limit(500)
-                .send()
-                .await
-            {
-                Ok(page) => {
-                    resources.extend(page.items().iter().cloned());
-                    position = page.position().map(str::to_string);
-                    if position.is_none() || page.items().is_empty() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    self.note(failed("apigateway", "GetResources", &e)).await;
-                    break;
-                }
-            }
-        }
+        let (resources, _) = self
+            .paged("apigateway", "GetResources", |position| async move {
+                let page = self
+                    .c
+                    .rest
+                    .get_resources()
+                    .rest_api_id(id)
+                    .embed("methods")
+                    .set_position(position)
+                    .limit(500)
+                    .send()
+                    .await?;
+                Ok((
+                    page.items().to_vec(),
+                    rest_position(page.items(), page.position()),
+                ))
+            })
+            .await;
         struct Found {
             path: String,
             method: String,
@@ -1200,30 +1204,12 @@ impl Walk {
     }
 
     async fn http_apis(&self) -> Vec<FoundChain> {
-        let mut apis = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            match self
-                .c
-                .http
-                .get_apis()
-                .set_next_token(token.clone())
-                .send()
-                .await
-            {
-                Ok(page) => {
-                    apis.extend(page.items().iter().cloned());
-                    token = page.next_token().map(str::to_string);
-                    if token.is_none() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    self.note(failed("apigateway", "GetApis", &e)).await;
-                    break;
-                }
-            }
-        }
+        let (apis, _) = self
+            .paged("apigateway", "GetApis", |token| async move {
+                let page = self.c.http.get_apis().set_next_token(token).send().await?;
+                Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
+            })
+            .await;
         let mut out = Vec::new();
         for api in apis {
             let Some(id) = api.api_id() else { continue };

@@ -94,23 +94,14 @@ impl CloudMap {
     async fn client(&self) -> &aws_sdk_servicediscovery::Client {
         self.client
             .get_or_init(|| async {
-                use aws_smithy_http_client::tls;
-                let http = aws_smithy_http_client::Builder::new()
-                    .tls_provider(tls::Provider::Rustls(
-                        tls::rustls_provider::CryptoMode::Ring,
-                    ))
-                    .build_https();
                 // The probe is the retry: a failed call is a failed round, as for any hop.
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .http_client(http)
-                    .retry_config(aws_config::retry::RetryConfig::disabled());
-                if let Some(region) = &self.endpoint.region {
-                    loader = loader.region(aws_config::Region::new(region.clone()));
-                }
-                if let Some(url) = &self.endpoint.endpoint_url {
-                    loader = loader.endpoint_url(url.clone());
-                }
-                let sdk = loader.load().await;
+                let sdk = crate::aws::loader(
+                    self.endpoint.region.as_deref(),
+                    self.endpoint.endpoint_url.as_deref(),
+                )
+                .retry_config(aws_config::retry::RetryConfig::disabled())
+                .load()
+                .await;
                 let mut config = aws_sdk_servicediscovery::config::Builder::from(&sdk);
                 if self.endpoint.endpoint_url.is_some() {
                     config = config.interceptor(AsGiven);

@@ -170,29 +170,16 @@ impl Publisher {
 async fn client(config: &CloudWatch) -> aws_sdk_cloudwatch::Client {
     use aws_config::retry::RetryConfig;
     use aws_config::timeout::TimeoutConfig;
-    use aws_smithy_http_client::tls;
-    // ring, like the rest of hopwatch's TLS: aws-lc would double the build for nothing.
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
+    let sdk = crate::aws::loader(config.region.as_deref(), config.endpoint_url.as_deref())
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
                 .operation_attempt_timeout(CALL_TIMEOUT)
                 .build(),
-        );
-    if let Some(region) = &config.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    if let Some(url) = &config.endpoint_url {
-        loader = loader.endpoint_url(url.clone());
-    }
-    let sdk = loader.load().await;
+        )
+        .load()
+        .await;
     if sdk.region().is_none() {
         // Every call would fail; say why once, loudly, instead of retrying in silence.
         tracing::error!("no AWS region for CloudWatch: set [cloudwatch] region or AWS_REGION; datums are buffered until then");
