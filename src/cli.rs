@@ -103,22 +103,8 @@ enum Command {
     /// Walk a region's API Gateway, ELB, Cloud Map and EC2 (read-only) and print a config with
     /// one chain per API stage and VPC-link integration (exit 0; 1 when some calls failed).
     Discover {
-        /// The AWS region (default: the SDK's chain: AWS_REGION, the profile, ECS, IMDS).
-        #[arg(long)]
-        region: Option<String>,
-        /// One endpoint for every service (VPC interface endpoints, or a test server).
-        #[arg(long)]
-        endpoint_url: Option<String>,
-        /// Only this API id (repeatable; default: every REST and HTTP API with a VPC-link
-        /// integration).
-        #[arg(long = "api", value_name = "ID")]
-        apis: Vec<String>,
-        /// Only this stage (repeatable; default: every stage).
-        #[arg(long = "stage", value_name = "NAME")]
-        stages: Vec<String>,
-        /// The path to probe (default: the route's own when it has no parameters, else /).
-        #[arg(long)]
-        path: Option<String>,
+        #[command(flatten)]
+        walk: WalkArgs,
         /// Write the config here instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -127,21 +113,8 @@ enum Command {
     /// health-check ports, and say which rule to add (exit 0: every edge allowed, 1: one is
     /// not, 2: errors).
     Explain {
-        /// The AWS region (default: the SDK's chain).
-        #[arg(long)]
-        region: Option<String>,
-        /// One endpoint for every service (VPC interface endpoints, or a test server).
-        #[arg(long)]
-        endpoint_url: Option<String>,
-        /// Only this API id (repeatable).
-        #[arg(long = "api", value_name = "ID")]
-        apis: Vec<String>,
-        /// Only this stage (repeatable).
-        #[arg(long = "stage", value_name = "NAME")]
-        stages: Vec<String>,
-        /// The path a chain is probed on (default: the route's own).
-        #[arg(long)]
-        path: Option<String>,
+        #[command(flatten)]
+        walk: WalkArgs,
         /// Explain the chains of this config's [discovery] (its region, endpoint, APIs and
         /// stages; the options above override them).
         #[arg(long, short)]
@@ -181,6 +154,54 @@ impl From<ShardArg> for Placement {
         Placement {
             shard: arg.shard,
             vantage: None,
+        }
+    }
+}
+
+/// What `discover` and `explain` walk.
+#[derive(clap::Args)]
+struct WalkArgs {
+    /// The AWS region (default: the SDK's chain: AWS_REGION, the profile, ECS, IMDS).
+    #[arg(long)]
+    region: Option<String>,
+    /// One endpoint for every service (VPC interface endpoints, or a test server).
+    #[arg(long)]
+    endpoint_url: Option<String>,
+    /// Only this API id (repeatable; default: every REST and HTTP API with a VPC-link
+    /// integration).
+    #[arg(long = "api", value_name = "ID")]
+    apis: Vec<String>,
+    /// Only this stage (repeatable; default: every stage).
+    #[arg(long = "stage", value_name = "NAME")]
+    stages: Vec<String>,
+    /// The path to probe (default: the route's own when it has no parameters, else /).
+    #[arg(long)]
+    path: Option<String>,
+}
+
+impl From<WalkArgs> for crate::discover::Options {
+    fn from(a: WalkArgs) -> Self {
+        crate::discover::Options {
+            region: a.region,
+            endpoint_url: a.endpoint_url,
+            apis: a.apis,
+            stages: a.stages,
+            path: a.path,
+        }
+    }
+}
+
+/// Says which calls of a walk failed, and the IAM action a denied one needs.
+fn say_walk_errors(command: &str, errors: &[crate::discover::WalkError], denied_then: &str) {
+    for e in errors {
+        if e.access_denied {
+            eprintln!(
+                "hopwatch {command}: {} was denied: allow {}{denied_then}",
+                e.action,
+                e.iam_action()
+            );
+        } else {
+            eprintln!("hopwatch {command}: {} failed: {}", e.action, e.message);
         }
     }
 }
@@ -533,22 +554,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { listen } => demo(listen).await,
-        Command::Explain {
-            region,
-            endpoint_url,
-            apis,
-            stages,
-            path,
-            config,
-            json,
-        } => {
-            let mut options = crate::discover::Options {
-                region,
-                endpoint_url,
-                apis,
-                stages,
-                path,
-            };
+        Command::Explain { walk, config, json } => {
+            let mut options = crate::discover::Options::from(walk);
             if let Some(file) = &config {
                 let loaded = match load(file, &Placement::default()) {
                     Ok(c) => c,
@@ -585,17 +592,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", crate::discover::explain::render::table(&explained));
             }
-            for e in &estate.errors {
-                if e.access_denied {
-                    eprintln!(
-                        "hopwatch explain: {} was denied: allow {}",
-                        e.action,
-                        e.iam_action()
-                    );
-                } else {
-                    eprintln!("hopwatch explain: {} failed: {}", e.action, e.message);
-                }
-            }
+            say_walk_errors("explain", &estate.errors, "");
             Ok(if !estate.errors.is_empty() {
                 ExitCode::from(EXIT_USAGE)
             } else if explained.all_allowed() {
@@ -604,27 +601,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Discover {
-            region,
-            endpoint_url,
-            apis,
-            stages,
-            path,
-            output,
-        } => {
-            let options = crate::discover::Options {
-                region,
-                endpoint_url: endpoint_url.clone(),
-                apis: apis.clone(),
-                stages: stages.clone(),
-                path,
-            };
+        Command::Discover { walk, output } => {
+            let options = crate::discover::Options::from(walk);
             let clients = crate::discover::Clients::new(&options).await;
             let estate = crate::discover::walk(&clients, &options).await;
             let header = crate::discover::render::Header {
-                endpoint_url,
-                apis,
-                stages,
+                endpoint_url: options.endpoint_url.clone(),
+                apis: options.apis.clone(),
+                stages: options.stages.clone(),
             };
             let text = crate::discover::render::config(&estate, &header);
             // What discovery writes must load as it is; an env reference would be a bug here.
@@ -638,17 +622,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot write {}", path.display()))?,
                 None => print!("{text}"),
             }
-            for e in &estate.errors {
-                if e.access_denied {
-                    eprintln!(
-                        "hopwatch discover: {} was denied: allow {} (the walk went on without it)",
-                        e.action,
-                        e.iam_action()
-                    );
-                } else {
-                    eprintln!("hopwatch discover: {} failed: {}", e.action, e.message);
-                }
-            }
+            say_walk_errors("discover", &estate.errors, " (the walk went on without it)");
             eprintln!(
                 "hopwatch discover: {} chain(s) in {}",
                 estate.chains.len(),
