@@ -206,3 +206,37 @@ impl DiscoveryStats {
         out
     }
 }
+
+/// Which of a stage's logs AWS's words came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSource {
+    /// The stage's access log (`accessLogSettings.destinationArn`), in the owner's format.
+    AccessLog,
+    /// A REST stage's execution log (`API-Gateway-Execution-Logs_{api}/{stage}`).
+    ExecutionLog,
+}
+
+/// What API Gateway wrote in its own logs of one request the agent sent: the gateway's own
+/// words on why it failed. `check --json` prints it as a chain's `gateway_log`; the reason
+/// quotes it, and its `response_type` outranks what the probe alone suggested.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GatewayWords {
+    /// The id the log line carries: `$context.requestId` (`x-amzn-RequestId`,
+    /// `apigw-requestid`) or `$context.extendedRequestId` (`x-amz-apigw-id`).
+    pub request_id: String,
+    /// Where it was found; `None` only for an empty value.
+    pub source: Option<LogSource>,
+    /// `$context.error.responseType`: `INTEGRATION_TIMEOUT`, `AUTHORIZER_FAILURE`, ...
+    pub response_type: Option<String>,
+    /// `$context.integrationErrorMessage` or `$context.integration.error`, or the text of an
+    /// execution log's `Execution failed due to …` line.
+    pub integration_error: Option<String>,
+    /// `$context.integration.status` (or `$context.integrationStatus`): the status the
+    /// integration answered the gateway with, as logged.
+    pub integration_status: Option<String>,
+    /// `$context.error.message`.
+    pub message: Option<String>,
+    /// `$context.status`: the status the gateway answered the caller with.
+    pub status: Option<u16>,
+}
