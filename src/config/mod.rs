@@ -126,6 +126,8 @@ pub struct Config {
     pub cloudwatch: Option<CloudWatch>,
     /// `[discovery]`, when present.
     pub discovery: Option<Discovery>,
+    /// `[gateway_logs]`, or its defaults.
+    pub gateway_logs: GatewayLogLookup,
     /// What loading found worth saying that does not make the config invalid (a gateway hop
     /// giving up before the gateway does), in file order.
     pub warnings: Vec<Problem>,
@@ -170,6 +172,31 @@ pub struct Discovery {
     pub stages: Vec<String>,
     pub path: Option<String>,
     pub refresh: Duration,
+}
+
+/// `[gateway_logs]`, checked: how the agent looks up API Gateway's own logs of a failed probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayLogLookup {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    /// At most one lookup per chain in this time.
+    pub min_interval: Duration,
+    /// How long a lookup retries while the record has not arrived.
+    pub retry_for: Duration,
+    /// Bound on each `FilterLogEvents` call.
+    pub timeout: Duration,
+}
+
+impl Default for GatewayLogLookup {
+    fn default() -> Self {
+        GatewayLogLookup {
+            region: None,
+            endpoint_url: None,
+            min_interval: Duration::from_secs(60),
+            retry_for: Duration::from_secs(120),
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Default `[discovery] refresh`.
@@ -296,6 +323,22 @@ pub struct Hop {
     pub send_proxy_protocol: Option<ProxyVersion>,
     /// What this hop is known to do to the source address the next one sees.
     pub facts: HopFacts,
+    /// Gateway hops: how long API Gateway waits for the integration before answering on its
+    /// own (504 on REST, 503 on HTTP APIs); `None` when unknown (`custom` without the key).
+    pub integration_timeout: Option<Duration>,
+    /// Gateway hops: where API Gateway logs its requests; `None` when no group is configured.
+    pub logs: Option<GatewayLogs>,
+}
+
+/// Where a stage's API Gateway logs go, so a failed probe's request can be looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayLogs {
+    /// The access log group's name (an ARN as configured is reduced to its name).
+    pub access_log_group: Option<String>,
+    /// The access log format (`accessLogSettings.format`), when known.
+    pub access_log_format: Option<String>,
+    /// The execution log group's name (REST only).
+    pub execution_log_group: Option<String>,
 }
 
 /// A client certificate (chain) and its key, as PEM files.
@@ -384,6 +427,8 @@ impl Hop {
             client_auth: None,
             send_proxy_protocol: None,
             facts: HopFacts::default(),
+            integration_timeout: None,
+            logs: None,
         }
     }
 }

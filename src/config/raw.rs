@@ -22,6 +22,29 @@ pub struct RawConfig {
     pub cloudwatch: Option<Spanned<RawCloudWatch>>,
     /// Learning chains and their facts from AWS while running; absent means off.
     pub discovery: Option<Spanned<RawDiscovery>>,
+    /// How the agent reads API Gateway's own logs of a failed gateway probe; the lookups run
+    /// for gateway hops with `access_log_group` or `execution_log_group`, with these defaults
+    /// when the table is absent.
+    pub gateway_logs: Option<Spanned<RawGatewayLogs>>,
+}
+
+/// `[gateway_logs]`: where and how often the agent asks CloudWatch Logs what API Gateway wrote
+/// of a failed probe's request (`FilterLogEvents`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGatewayLogs {
+    /// The AWS region of the log groups; default: the SDK's chain.
+    pub region: Option<Spanned<String>>,
+    /// Another CloudWatch Logs endpoint than AWS's: a VPC interface endpoint, or a test server.
+    pub endpoint_url: Option<Spanned<String>>,
+    /// At most one lookup per chain in this time (default `"1m"`, at least `"10s"`): each
+    /// lookup is a few `FilterLogEvents` calls, paid for and throttled per account.
+    pub min_interval: Option<Spanned<String>>,
+    /// How long a lookup keeps retrying while the record is not in the log yet (default
+    /// `"2m"`, `"0s"` to `"15m"`): API Gateway delivers its logs late, by seconds to minutes.
+    pub retry_for: Option<Spanned<String>>,
+    /// Bound on each `FilterLogEvents` call (default `"5s"`, `"100ms"` to `"1m"`).
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// `[discovery]`: walk the region on a timer, run the chains it finds (beside the hand-written
@@ -182,6 +205,19 @@ pub struct RawHop {
     /// The gateway hop of a `rest-nlb` (or `custom`) chain: `"v1"` (PrivateLink, the default of
     /// `rest-nlb`) or `"v2"` VPC link.
     pub vpc_link: Option<Spanned<String>>,
+    /// gateway hops: how long API Gateway waits for the integration before it answers on its
+    /// own (the integration's `timeoutInMillis`). Default: 29s for REST APIs (regional and
+    /// private ones may raise it), 30s for HTTP APIs; `discover` writes the integration's own.
+    pub integration_timeout: Option<Spanned<String>>,
+    /// gateway hops: the stage's access log group (a name, or the ARN of
+    /// `accessLogSettings.destinationArn`), where the agent looks up a failed probe's request.
+    pub access_log_group: Option<Spanned<String>>,
+    /// gateway hops: the stage's access log format (`accessLogSettings.format`), so the fields
+    /// are read under the owner's own keys; default: keys named like the `$context` variables.
+    pub access_log_format: Option<Spanned<String>>,
+    /// gateway hops of REST APIs: the stage's execution log group,
+    /// `API-Gateway-Execution-Logs_{restApiId}/{stage}`, when execution logging is on.
+    pub execution_log_group: Option<Spanned<String>>,
 }
 
 /// One entry of `expect_status`: `200` or `"2xx"`.

@@ -211,27 +211,26 @@ impl Checker<'_> {
     }
 
     /// A gateway hop that gives up before the gateway does sees its own timeout where users
-    /// get the gateway's 504: said as a warning, since a short timeout is a fine choice too.
+    /// get the gateway's answer (504 on REST, 503 on an HTTP API): said as a warning, since a
+    /// short timeout is a fine choice too.
     fn gateway_waits_longer(&mut self, raw: &RawChain, kind: Kind, hops: &[Hop], scope: &str) {
-        let Some(limit) = kind.integration_timeout() else {
-            return;
-        };
-        let api = if kind.http_api() {
-            format!(
-                "the HTTP API integration timeout ({})",
-                format_duration(limit)
-            )
-        } else {
-            format!(
-                "the REST API integration timeout ({} by default)",
-                format_duration(limit)
-            )
-        };
         for (written, hop) in raw.hops.iter().zip(hops) {
-            if hop.role != Role::Gateway || hop.timeout > limit {
+            let Some(limit) = hop
+                .integration_timeout
+                .filter(|_| hop.role == Role::Gateway)
+            else {
+                continue;
+            };
+            if hop.timeout > limit {
                 continue;
             }
             let w = written.get_ref();
+            let (api, answer) = match (w.integration_timeout.is_some(), kind.http_api()) {
+                (true, true) => ("the integration_timeout", "503"),
+                (true, false) => ("the integration_timeout", "504"),
+                (false, true) => ("the HTTP API integration timeout", "503"),
+                (false, false) => ("the REST API integration timeout (by default)", "504"),
+            };
             let span = w
                 .timeout
                 .as_ref()
@@ -242,8 +241,9 @@ impl Checker<'_> {
                 &span,
                 &format!("{scope} hop {:?}", hop.name),
                 format!(
-                    "timeout ({}) is not above {api}: when the integration hangs, the agent reports its own timeout where users get the gateway's 504",
-                    format_duration(hop.timeout)
+                    "timeout ({}) is not above {api} ({}): when the integration hangs, the agent reports its own timeout where users get the gateway's {answer}",
+                    format_duration(hop.timeout),
+                    format_duration(limit)
                 ),
             );
         }

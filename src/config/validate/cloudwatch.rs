@@ -170,19 +170,7 @@ impl Checker<'_> {
                 100_000
             }
         };
-        let endpoint_url = raw.endpoint_url.as_ref().map(|u| u.get_ref().clone());
-        if let Some(u) = &raw.endpoint_url {
-            if HopUrl::parse(u.get_ref()).is_err() {
-                self.report(
-                    &u.span(),
-                    scope,
-                    format!(
-                        "endpoint_url ({:?}) must be an http:// or https:// URL",
-                        u.get_ref()
-                    ),
-                );
-            }
-        }
+        let endpoint_url = self.endpoint_url(&raw.endpoint_url, scope);
         (self.problems.len() == before).then(|| CloudWatch {
             mode,
             namespace,

@@ -3,7 +3,7 @@
 use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
-use super::super::duration::parse_size;
+use super::super::duration::{format_duration, parse_size};
 use super::super::raw::{RawHop, StatusEntry};
 use super::super::*;
 use std::ops::Range;
@@ -212,6 +212,7 @@ impl Checker<'_> {
 
         let client_auth = self.client_auth(raw, url.as_ref(), scope);
         let facts = self.facts(raw, role, limits.kind, scope);
+        let (integration_timeout, logs) = self.gateway(raw, role, limits.kind, scope);
 
         if self.problems.len() > before {
             return None;
@@ -235,7 +236,101 @@ impl Checker<'_> {
             client_auth,
             send_proxy_protocol,
             facts,
+            integration_timeout,
+            logs,
         })
+    }
+
+    /// What a gateway hop knows of its gateway: the integration timeout (the kind's default
+    /// when unset) and where the stage logs. Every key belongs to gateway hops only.
+    fn gateway(
+        &mut self,
+        raw: &RawHop,
+        role: Option<Role>,
+        kind: Option<Kind>,
+        scope: &str,
+    ) -> (Option<Duration>, Option<GatewayLogs>) {
+        let keys = [
+            ("integration_timeout", raw.integration_timeout.as_ref()),
+            ("access_log_group", raw.access_log_group.as_ref()),
+            ("access_log_format", raw.access_log_format.as_ref()),
+            ("execution_log_group", raw.execution_log_group.as_ref()),
+        ];
+        if role.is_some_and(|r| r != Role::Gateway) {
+            for (key, value) in keys {
+                if let Some(v) = value {
+                    self.report(
+                        &v.span(),
+                        scope,
+                        format!(
+                            "{key} is a setting of gateway hops; this hop is {}",
+                            role.map_or("", Role::as_str)
+                        ),
+                    );
+                }
+            }
+            return (None, None);
+        }
+        if role.is_none() {
+            return (None, None);
+        }
+        let mut timeout = kind.and_then(Kind::integration_timeout);
+        if let Some((value, span)) =
+            self.duration(&raw.integration_timeout, scope, "integration_timeout")
+        {
+            // AWS's bounds: at least 50 ms; REST APIs may raise the 29 s default (a quota
+            // increase), so the upper bound is only a sanity one.
+            // docs.aws.amazon.com/apigateway/latest/developerguide/limits.html
+            if value < Duration::from_millis(50) || value > Duration::from_secs(600) {
+                self.report(
+                    &span,
+                    scope,
+                    format!(
+                        "integration_timeout ({}) must be between 50ms and 10m (API Gateway's integration timeouts start at 50 ms)",
+                        format_duration(value)
+                    ),
+                );
+            } else {
+                timeout = Some(value);
+            }
+        }
+        let group = |this: &mut Self, key: &str, v: Option<&Spanned<String>>| -> Option<String> {
+            let v = v?;
+            match log_group_name(v.get_ref()) {
+                Some(name) => Some(name),
+                None => {
+                    this.report(
+                        &v.span(),
+                        scope,
+                        format!(
+                            "{key} ({:?}) must be a CloudWatch Logs group name (1 to 512 of a-z A-Z 0-9 _ - / . #) or its ARN (arn:aws:logs:REGION:ACCOUNT:log-group:NAME)",
+                            v.get_ref()
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        let access = group(self, "access_log_group", raw.access_log_group.as_ref());
+        let execution = group(
+            self,
+            "execution_log_group",
+            raw.execution_log_group.as_ref(),
+        );
+        if let (Some(format), None) = (&raw.access_log_format, &raw.access_log_group) {
+            self.report(
+                &format.span(),
+                scope,
+                "access_log_format describes the lines of access_log_group: set that too"
+                    .to_string(),
+            );
+        }
+        let logs = (access.is_some() || execution.is_some()).then(|| GatewayLogs {
+            access_log_group: access,
+            access_log_format: raw.access_log_format.as_ref().map(|f| f.get_ref().clone()),
+            execution_log_group: execution,
+        });
+        (timeout, logs)
     }
 
     /// A path written in the config, resolved against the config file's folder, so a config
@@ -488,6 +583,26 @@ impl Checker<'_> {
         }
         (self.problems.len() == before).then(|| StatusSet::from_ranges(ranges))
     }
+}
+
+/// The name of a CloudWatch Logs group written as its name or as its ARN
+/// (`arn:aws:logs:REGION:ACCOUNT:log-group:NAME`, with or without a trailing `:*`, as a stage's
+/// `accessLogSettings.destinationArn` has it); `None` when it is neither. Names are 1 to 512
+/// characters of `a-zA-Z0-9_-/.#` (docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/
+/// API_CreateLogGroup.html).
+pub fn log_group_name(text: &str) -> Option<String> {
+    let name = match text.strip_prefix("arn:") {
+        Some(rest) => {
+            let (_, name) = rest.split_once(":log-group:")?;
+            name.strip_suffix(":*").unwrap_or(name)
+        }
+        None => text,
+    };
+    let valid = (1..=512).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-/.#".contains(&b));
+    valid.then(|| name.to_string())
 }
 
 /// What a hop's checks need to know of its chain.

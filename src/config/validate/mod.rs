@@ -281,6 +281,11 @@ impl<'a> Checker<'a> {
             .discovery
             .as_ref()
             .and_then(|d| self.discovery(d.get_ref()));
+        let gateway_logs = raw
+            .gateway_logs
+            .as_ref()
+            .and_then(|g| self.gateway_logs(g.get_ref()))
+            .unwrap_or_default();
         Config {
             agent,
             chains_hash: chains_hash(&chains),
@@ -288,8 +293,93 @@ impl<'a> Checker<'a> {
             chains,
             cloudwatch,
             discovery,
+            gateway_logs,
             warnings: Vec::new(),
         }
+    }
+
+    /// An AWS endpoint override (`endpoint_url` of `[cloudwatch]`, `[discovery]`,
+    /// `[gateway_logs]`): one rule for all of them.
+    pub(super) fn endpoint_url(
+        &mut self,
+        raw: &Option<Spanned<String>>,
+        scope: &str,
+    ) -> Option<String> {
+        let u = raw.as_ref()?;
+        if HopUrl::parse(u.get_ref()).map_or(true, |h| h.cloudmap.is_some()) {
+            self.report(
+                &u.span(),
+                scope,
+                format!(
+                    "endpoint_url ({:?}) must be an http:// or https:// URL",
+                    u.get_ref()
+                ),
+            );
+            return None;
+        }
+        Some(u.get_ref().clone())
+    }
+
+    /// A duration between `min` and `max`, or `default` when unset (or wrong, reported).
+    fn bounded(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        scope: &str,
+        key: &str,
+        (min, max): (Duration, Duration),
+        default: Duration,
+    ) -> Duration {
+        match self.duration(value, scope, key) {
+            Some((d, _)) if (min..=max).contains(&d) => d,
+            Some((d, span)) => {
+                self.report(
+                    &span,
+                    scope,
+                    format!(
+                        "{key} ({}) must be between {} and {}",
+                        format_duration(d),
+                        format_duration(min),
+                        format_duration(max)
+                    ),
+                );
+                default
+            }
+            None => default,
+        }
+    }
+
+    /// `[gateway_logs]`.
+    fn gateway_logs(&mut self, raw: &super::raw::RawGatewayLogs) -> Option<GatewayLogLookup> {
+        let scope = "gateway_logs";
+        let before = self.problems.len();
+        let defaults = GatewayLogLookup::default();
+        let s = Duration::from_secs;
+        let lookup = GatewayLogLookup {
+            region: raw.region.as_ref().map(|r| r.get_ref().clone()),
+            endpoint_url: self.endpoint_url(&raw.endpoint_url, scope),
+            min_interval: self.bounded(
+                &raw.min_interval,
+                scope,
+                "min_interval",
+                (s(10), s(86_400)),
+                defaults.min_interval,
+            ),
+            retry_for: self.bounded(
+                &raw.retry_for,
+                scope,
+                "retry_for",
+                (s(0), s(900)),
+                defaults.retry_for,
+            ),
+            timeout: self.bounded(
+                &raw.timeout,
+                scope,
+                "timeout",
+                (Duration::from_millis(100), s(60)),
+                defaults.timeout,
+            ),
+        };
+        (self.problems.len() == before).then_some(lookup)
     }
 
     /// `[discovery]`.
@@ -308,24 +398,13 @@ impl<'a> Checker<'a> {
                 refresh = d;
             }
         }
-        if let Some(u) = &raw.endpoint_url {
-            if HopUrl::parse(u.get_ref()).map_or(true, |h| h.cloudmap.is_some()) {
-                self.report(
-                    &u.span(),
-                    scope,
-                    format!(
-                        "endpoint_url ({:?}) must be an http:// or https:// URL",
-                        u.get_ref()
-                    ),
-                );
-            }
-        }
+        let endpoint_url = self.endpoint_url(&raw.endpoint_url, scope);
         let list = |l: &Option<Vec<Spanned<String>>>| -> Vec<String> {
             l.iter().flatten().map(|s| s.get_ref().clone()).collect()
         };
         (self.problems.len() == before).then(|| Discovery {
             region: raw.region.as_ref().map(|r| r.get_ref().clone()),
-            endpoint_url: raw.endpoint_url.as_ref().map(|u| u.get_ref().clone()),
+            endpoint_url,
             apis: list(&raw.apis),
             stages: list(&raw.stages),
             path: raw.path.as_ref().map(|p| p.get_ref().clone()),
