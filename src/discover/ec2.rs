@@ -4,9 +4,9 @@
 //! of a cold two-core build on its own (`cargo build --timings`, 2026-11-30: 420 s with no
 //! other crate compiling; 622 s beside the other SDK crates), more than the rest of hopwatch
 //! together, for the few `Describe*` calls discovery makes. The call still goes through the
-//! SDK's own machinery: the HTTP client, retry (standard mode, backing off on throttling),
-//! timeouts and credentials of the loaded `SdkConfig`, and SigV4 from `aws-sigv4`. What is
-//! ours is the form body and reading the XML answer.
+//! SDK's own machinery, in [`crate::aws::call`] (shared with CloudWatch Logs): the HTTP
+//! client, retry (standard mode), timeouts and credentials of the loaded `SdkConfig`, and
+//! SigV4 from `aws-sigv4`. What is EC2's is here: the form body and reading the XML answer.
 //!
 //! The protocol: a `POST` of `Action=…&Version=2016-11-15&…` (form-encoded) to
 //! `https://ec2.REGION.amazonaws.com/`; lists come back as `<xSet><item>…</item></xSet>`,
@@ -15,25 +15,11 @@
 //! …/query-api-troubleshooting.html, …/errors-overview.html.
 
 use std::fmt;
-use std::time::SystemTime;
 
 use aws_config::SdkConfig;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_credential_types::Credentials;
-use aws_smithy_runtime::client::orchestrator::operation::Operation;
-use aws_smithy_runtime::client::retries::classifiers::{
-    HttpStatusCodeClassifier, TransientErrorClassifier,
-};
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, OrchestratorError};
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::body::SdkBody;
-use aws_smithy_types::config_bag::ConfigBag;
-use aws_smithy_types::retry::RetryConfig;
-use aws_smithy_types::timeout::TimeoutConfig;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+use crate::aws::call::{self, CallError, Client, Request, ServiceError};
 
 /// The Query API version every call names.
 const VERSION: &str = "2016-11-15";
@@ -45,17 +31,14 @@ const MAX_PAGES: usize = 50;
 /// An EC2 client made from the loaded SDK configuration.
 #[derive(Clone)]
 pub struct Ec2 {
-    endpoint: String,
-    region: String,
-    credentials: Option<SharedCredentialsProvider>,
-    sdk: SdkConfig,
+    client: Client,
 }
 
 impl fmt::Debug for Ec2 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ec2")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
+            .field("endpoint", &self.client.endpoint())
+            .field("region", &self.client.region())
             .finish_non_exhaustive()
     }
 }
@@ -81,103 +64,45 @@ impl fmt::Display for Ec2Error {
 
 impl std::error::Error for Ec2Error {}
 
+impl From<CallError> for Ec2Error {
+    fn from(e: CallError) -> Ec2Error {
+        match e {
+            CallError::Service(e) => Ec2Error {
+                code: e.code,
+                message: e.message,
+            },
+            other => Ec2Error {
+                code: None,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
 impl Ec2 {
     /// The client for `sdk`'s region, at `endpoint_url` when one is given (a test server, a VPC
-    /// interface endpoint), else the region's public endpoint.
+    /// interface endpoint), else the region's public endpoint
+    /// (docs.aws.amazon.com/general/latest/gr/ec2-service.html).
     pub fn new(sdk: &SdkConfig, region: &str, endpoint_url: Option<&str>) -> Ec2 {
-        let endpoint = match endpoint_url {
-            Some(url) => url.trim_end_matches('/').to_string(),
-            // The China partition has its own domain (docs.aws.amazon.com/general/latest/gr/ec2-service.html).
-            None if region.starts_with("cn-") => format!("https://ec2.{region}.amazonaws.com.cn"),
-            None => format!("https://ec2.{region}.amazonaws.com"),
-        };
+        let endpoint = call::endpoint("ec2", region, endpoint_url);
+        // No throttling codes: what EC2 retries stays what it was before the call was shared
+        // (connection errors, timeouts, 500/502/503/504).
         Ec2 {
-            endpoint,
-            region: region.to_string(),
-            credentials: sdk.credentials_provider(),
-            sdk: sdk.clone(),
+            client: Client::new(sdk, "ec2", region, endpoint),
         }
     }
 
     /// One call: `action` with `params`, the answer's root element.
     pub async fn call(&self, action: &str, params: &[(String, String)]) -> Result<Node, Ec2Error> {
-        let credentials = match &self.credentials {
-            Some(provider) => provider.provide_credentials().await.map_err(|e| Ec2Error {
-                code: None,
-                message: format!(
-                    "no credentials: {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(e)
-                ),
-            })?,
-            None => {
-                return Err(Ec2Error {
-                    code: None,
-                    message: "no credentials provider configured".to_string(),
-                })
-            }
+        let request = Request {
+            operation: action.to_string(),
+            headers: vec![(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+            )],
+            body: form(action, params),
         };
-        let body = form(action, params);
-
-        let mut builder = Operation::builder()
-            .service_name("ec2")
-            .operation_name(action.to_string())
-            .endpoint_url(&self.endpoint)
-            .no_auth()
-            .interceptor(Sign {
-                credentials,
-                region: self.region.clone(),
-            })
-            .timeout_config(
-                self.sdk
-                    .timeout_config()
-                    .cloned()
-                    .unwrap_or_else(|| TimeoutConfig::builder().build()),
-            );
-        if let Some(http) = self.sdk.http_client() {
-            builder = builder.http_client(http);
-        }
-        match self.sdk.sleep_impl() {
-            Some(sleep) => {
-                builder = builder
-                    .standard_retry(
-                        &self
-                            .sdk
-                            .retry_config()
-                            .cloned()
-                            .unwrap_or_else(RetryConfig::standard),
-                    )
-                    // Connection errors and timeouts; 500/502/503/504, which is how EC2
-                    // answers `RequestLimitExceeded` and its own faults.
-                    .retry_classifier(TransientErrorClassifier::<Ec2Error>::new())
-                    .retry_classifier(HttpStatusCodeClassifier::default())
-                    .sleep_impl(sleep);
-            }
-            None => builder = builder.no_retry(),
-        }
-        if let Some(time) = self.sdk.time_source() {
-            builder = builder.time_source(time);
-        }
-        let operation = builder
-            .serializer(move |body: String| {
-                let request = http::Request::builder()
-                    .method("POST")
-                    .uri("/")
-                    .header(
-                        "content-type",
-                        "application/x-www-form-urlencoded; charset=utf-8",
-                    )
-                    .body(SdkBody::from(body))?;
-                Ok(request.try_into()?)
-            })
-            .deserializer(read_answer)
-            .build();
-        operation.invoke(body).await.map_err(|e| match e {
-            SdkError::ServiceError(service) => service.into_err(),
-            other => Ec2Error {
-                code: None,
-                message: aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
-            },
-        })
+        Ok(self.client.call(request, read_answer).await?)
     }
 
     /// Every page of `action`: the `item`s of each answer's `list` element, `NextToken`
@@ -239,79 +164,33 @@ pub fn filter_params(n: usize, name: &str, values: &[String]) -> Vec<(String, St
     out
 }
 
-fn read_answer(response: &HttpResponse) -> Result<Node, OrchestratorError<Ec2Error>> {
+/// The root element of a successful answer; for a failed one, the code and message of
+/// `<Response><Errors><Error>`.
+fn read_answer(response: &HttpResponse) -> Result<Node, ServiceError> {
+    let status = response.status().as_u16();
     let bytes = response.body().bytes().unwrap_or_default();
     let text = String::from_utf8_lossy(bytes);
     let parsed = parse(&text);
     if response.status().is_success() {
-        return parsed.map_err(|message| {
-            OrchestratorError::operation(Ec2Error {
-                code: None,
-                message: format!("unreadable answer: {message}"),
-            })
+        return parsed.map_err(|message| ServiceError {
+            status,
+            code: None,
+            message: format!("unreadable answer: {message}"),
         });
     }
     let error = parsed.ok().and_then(|root| {
         let error = root.child("Errors")?.child("Error")?;
-        Some(Ec2Error {
+        Some(ServiceError {
+            status,
             code: error.text("Code").map(str::to_string),
             message: error.text("Message").unwrap_or_default().to_string(),
         })
     });
-    Err(OrchestratorError::operation(error.unwrap_or_else(|| {
-        Ec2Error {
-            code: None,
-            message: format!("HTTP {}", response.status().as_u16()),
-        }
-    })))
-}
-
-/// Signs each attempt as it leaves, with the time of that attempt (a retry after a backoff
-/// gets a fresh signature).
-#[derive(Debug)]
-struct Sign {
-    credentials: Credentials,
-    region: String,
-}
-
-impl Intercept for Sign {
-    fn name(&self) -> &'static str {
-        "hopwatch: EC2 SigV4"
-    }
-
-    fn modify_before_transmit(
-        &self,
-        context: &mut BeforeTransmitInterceptorContextMut<'_>,
-        _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-        let request = context.request_mut();
-        let identity = self.credentials.clone().into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("ec2")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()?
-            .into();
-        let body = request.body().bytes().unwrap_or_default();
-        let uri = request.uri().to_string();
-        let signable = SignableRequest::new(
-            request.method(),
-            uri,
-            request.headers().iter(),
-            SignableBody::Bytes(body),
-        )?;
-        let (headers, _) = sign(signable, &params)?.into_parts().0.into_parts();
-        for header in headers {
-            request
-                .headers_mut()
-                .insert(header.name().to_string(), header.value().to_string());
-        }
-        Ok(())
-    }
+    Err(error.unwrap_or_else(|| ServiceError {
+        status,
+        code: None,
+        message: format!("HTTP {status}"),
+    }))
 }
 
 /// One element of an answer: its name, its text and the elements inside it.

@@ -2,6 +2,11 @@
 //! Map probes): HTTPS through rustls with ring (the TLS stack the probes use; no aws-lc, no
 //! native TLS), credentials from the SDK's default chain, and the region and one endpoint for
 //! every service when the config names them.
+//!
+//! Services whose SDK crate costs more to build than hopwatch uses of it (EC2, CloudWatch Logs)
+//! are spoken directly on the same runtime: [`call`].
+
+pub mod call;
 
 /// The SDK config loader: `region` and `endpoint_url` override the default chains when given.
 /// Each caller adds its own retry and timeout policy, then loads.
