@@ -66,6 +66,11 @@ pub struct ChainReport {
     /// Where those rules and the probes disagree; absent when they agree.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub contradictions: Vec<String>,
+    /// What API Gateway logged of the failed gateway request (`request_id`, `source`,
+    /// `response_type`, `integration_error`, `integration_status`, `message`, `status`);
+    /// absent when no lookup found it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_log: Option<crate::facts::GatewayWords>,
 }
 
 /// One hop's probe.
@@ -210,6 +215,7 @@ impl ChainReport {
                 .map(|f| f.path.clone())
                 .unwrap_or_default(),
             contradictions: verdict.contradictions.clone(),
+            gateway_log: observation.words.clone(),
         }
     }
 }
@@ -261,10 +267,9 @@ where
     {
         let made = round(chain.clone());
         let facts = facts.get(&chain.name).cloned();
-        let task =
-            tokio::spawn(
-                async move { ChainReport::new(&Observation::raw_with(made.await, facts)) },
-            );
+        let task = tokio::spawn(async move {
+            ChainReport::new(&Observation::raw_with(made.await, facts, None))
+        });
         handles.push((chain.name.clone(), task));
     }
     let mut report = Report {

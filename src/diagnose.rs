@@ -11,9 +11,12 @@
 //!   but the agent cannot reach it directly (usually a security group that doesn't allow the
 //!   agent). It is never an outage.
 
+use crate::config::Kind;
 use crate::config::{Chain, Header, Hop, Role, Thresholds, VpcLink};
-use crate::facts::{ChainFacts, Direction, EdgeVerdict, LinkStatus, Purpose};
-use crate::probe::{Outcome, ProbeResult};
+use crate::facts::{
+    ChainFacts, Direction, EdgeVerdict, GatewayWords, LinkStatus, LogSource, Purpose,
+};
+use crate::probe::{Evidence, Outcome, ProbeResult};
 
 /// Where a round's pattern of passes and failures puts the fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +76,10 @@ pub enum ReasonCode {
     IntegrationTimeout,
     /// The integration failed (502, 503, 504 without a timeout).
     IntegrationFailure,
+    /// The gateway passed on the integration's own error answer (HTTP_PROXY passes status,
+    /// headers and body through) to the request it forwarded, while the hops behind answer
+    /// the agent on their own paths: the application fails on the path the gateway sends.
+    BackendStatus,
     /// A security group or NACL drops the traffic (a connect that never completes).
     SgDrop,
     /// A hop accepted the connection but gets no answer from the hop behind it, which answers
@@ -102,7 +109,7 @@ pub enum ReasonCode {
 
 impl ReasonCode {
     /// Every code, in the order of the README's table.
-    pub const ALL: [ReasonCode; 20] = [
+    pub const ALL: [ReasonCode; 21] = [
         ReasonCode::GatewayUnreachable,
         ReasonCode::GatewayRefused,
         ReasonCode::GatewayNoRoute,
@@ -111,6 +118,7 @@ impl ReasonCode {
         ReasonCode::LinkFailed,
         ReasonCode::IntegrationTimeout,
         ReasonCode::IntegrationFailure,
+        ReasonCode::BackendStatus,
         ReasonCode::SgDrop,
         ReasonCode::UpstreamUnreachable,
         ReasonCode::NoListener,
@@ -136,6 +144,7 @@ impl ReasonCode {
             ReasonCode::LinkFailed => "link_failed",
             ReasonCode::IntegrationTimeout => "integration_timeout",
             ReasonCode::IntegrationFailure => "integration_failure",
+            ReasonCode::BackendStatus => "backend_status",
             ReasonCode::SgDrop => "sg_drop",
             ReasonCode::UpstreamUnreachable => "upstream_unreachable",
             ReasonCode::NoListener => "no_listener",
@@ -186,12 +195,14 @@ fn quoted<'t>(text: &'t str, sent: &[Header]) -> &'t str {
     }
 }
 
-/// What API Gateway's answer says, from its status, `x-amzn-ErrorType` (first value) and the
-/// `message` of its JSON body, REST and HTTP APIs alike. Sources: the gateway response types
-/// and their default statuses (docs.aws.amazon.com/apigateway/latest/developerguide/
-/// supported-gateway-response-types.html), the 403 error types
-/// (repost.aws/knowledge-center/api-gateway-troubleshoot-403-forbidden), 429
-/// (repost.aws/knowledge-center/api-gateway-429-limit), 5xx (…/api-gateway-5xx-error), and
+/// What one of API Gateway's own answers means: its reason code and, in words, why. Read
+/// from `x-amzn-ErrorType` (first value) first, then the status and the `message` of its JSON
+/// body, REST and HTTP APIs alike. Only for answers the evidence says are the gateway's own
+/// ([`read_answer`]): the same status passed through from the application means nothing of
+/// the gateway. Sources: the gateway response types and their default statuses
+/// (docs.aws.amazon.com/apigateway/latest/developerguide/supported-gateway-response-types.html),
+/// the 403 error types (repost.aws/knowledge-center/api-gateway-troubleshoot-403-forbidden),
+/// 429 (repost.aws/knowledge-center/api-gateway-429-limit), 5xx (…/api-gateway-5xx-error), and
 /// the 403 of an execute-api VPC endpoint with private DNS (…/api-gateway-vpc-connections).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayAnswer {
@@ -200,8 +211,8 @@ pub struct GatewayAnswer {
     pub meaning: &'static str,
 }
 
-/// Reads one API Gateway answer; `None` for a status that is no error (2xx/3xx outside the
-/// hop's `expect_status`).
+/// Reads one of API Gateway's own answers; `None` for a status that is no error (2xx/3xx
+/// outside the hop's `expect_status`).
 pub fn gateway_answer(
     status: u16,
     error_type: Option<&str>,
@@ -211,52 +222,23 @@ pub fn gateway_answer(
     let answer = |code, meaning| Some(GatewayAnswer { code, meaning });
     let message = message.unwrap_or("").to_ascii_lowercase();
     match error_type.unwrap_or("") {
-        "TooManyRequestsException" => {
-            return answer(
-                GatewayThrottled,
-                "throttled: a stage, route, method, usage-plan or account rate limit is exceeded",
-            )
-        }
-        "LimitExceededException" => {
-            return answer(
-                GatewayThrottled,
-                "the usage plan's quota for this API key is used up",
-            )
-        }
+        "TooManyRequestsException" => return answer(GatewayThrottled, THROTTLED),
+        "LimitExceededException" => return answer(GatewayThrottled, QUOTA),
         "ForbiddenException" => return answer(GatewayRefused, FORBIDDEN),
-        "AccessDeniedException" => {
-            return answer(
-                GatewayRefused,
-                "access denied: an authorizer, IAM or the resource policy denies the call",
-            )
-        }
+        "AccessDeniedException" => return answer(GatewayRefused, ACCESS_DENIED),
         "InvalidSignatureException" | "IncompleteSignatureException" => {
-            return answer(
-                GatewayRefused,
-                "the request's SigV4 signature is invalid or expired",
-            )
+            return answer(GatewayRefused, SIGNATURE)
         }
         "UnauthorizedException" => return answer(GatewayRefused, UNAUTHORIZED),
         "MissingAuthenticationTokenException" => return answer(GatewayNoRoute, MISSING_TOKEN),
         "NotFoundException" => return answer(GatewayNoRoute, NOT_FOUND),
-        "BadRequestException" => {
-            return answer(
-                GatewayRefused,
-                "the request fails the API's request validation",
-            )
-        }
+        "BadRequestException" => return answer(GatewayRefused, BAD_REQUEST),
         t if t.contains("Authorizer") => return answer(GatewayAuthorizerFailed, AUTHORIZER),
         _ => {}
     }
     match status {
-        429 if message.contains("limit") => answer(
-            GatewayThrottled,
-            "the usage plan's quota for this API key is used up",
-        ),
-        429 => answer(
-            GatewayThrottled,
-            "throttled: a stage, route, method, usage-plan or account rate limit is exceeded",
-        ),
+        429 if message.contains("limit") => answer(GatewayThrottled, QUOTA),
+        429 => answer(GatewayThrottled, THROTTLED),
         401 => answer(GatewayRefused, UNAUTHORIZED),
         403 if message.contains("missing authentication token") => {
             answer(GatewayNoRoute, MISSING_TOKEN)
@@ -273,10 +255,7 @@ pub fn gateway_answer(
             LinkFailed,
             "API Gateway cannot use its integration (API_CONFIGURATION_ERROR)",
         ),
-        504 if message.contains("timed out") => answer(
-            IntegrationTimeout,
-            "the integration did not answer within the integration timeout",
-        ),
+        504 if message.contains("timed out") => answer(IntegrationTimeout, TIMED_OUT),
         502 => answer(
             IntegrationFailure,
             "the integration's answer could not be used",
@@ -290,21 +269,266 @@ pub fn gateway_answer(
     }
 }
 
+const THROTTLED: &str =
+    "throttled: a stage, route, method, usage-plan or account rate limit is exceeded";
+const QUOTA: &str = "the usage plan's quota for this API key is used up";
 const FORBIDDEN: &str = "Forbidden: an AWS WAF rule, a missing or invalid API key, or the resource policy (API Gateway gives the same answer for all three); also what an execute-api VPC endpoint with private DNS answers for an API that is not private";
+const ACCESS_DENIED: &str =
+    "access denied: an authorizer, IAM or the resource policy denies the call";
+const SIGNATURE: &str = "the request's SigV4 signature is invalid or expired";
 const UNAUTHORIZED: &str =
     "the authorizer answered Unauthorized: the token the probe sends is missing, expired or invalid";
 const MISSING_TOKEN: &str = "Missing Authentication Token: the path, method or stage does not exist (a REST API answers so for a missing resource), or the method requires IAM (SigV4) signing";
 const NOT_FOUND: &str = "Not Found: no route matches the method and path";
+const BAD_REQUEST: &str = "the request fails the API's request validation";
 const AUTHORIZER: &str =
     "the authorizer failed or is misconfigured (AUTHORIZER_FAILURE, AUTHORIZER_CONFIGURATION_ERROR)";
+const TIMED_OUT: &str = "the integration did not answer within the integration timeout";
+
+/// Which API Gateway a chain's gateway hop is: REST and HTTP APIs mark their own answers
+/// differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// A REST API: its own answers carry `x-amzn-ErrorType`.
+    Rest,
+    /// An HTTP API: its own answers carry a fixed `{"message": …}` body and no error type.
+    Http,
+    /// Not known (`custom`): either kind of evidence counts.
+    Either,
+}
+
+impl Api {
+    /// The API a chain kind implies.
+    pub fn of(kind: Kind) -> Api {
+        match kind {
+            Kind::Custom => Api::Either,
+            k if k.http_api() => Api::Http,
+            _ => Api::Rest,
+        }
+    }
+}
+
+/// Whose a failed answer of the gateway hop is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answered {
+    /// API Gateway's own answer, what it means, and what says it is the gateway's.
+    Gateway {
+        answer: GatewayAnswer,
+        by: &'static str,
+    },
+    /// The integration's answer, passed through by the gateway (HTTP_PROXY), and what says so.
+    Backend { by: &'static str },
+}
+
+/// The default bodies of an HTTP API's own answers, by status (`{"message":"Not Found"}`).
+/// An HTTP API sends no `x-amzn-ErrorType`; these bodies, exact, are its only mark. Sources:
+/// docs.aws.amazon.com/apigateway/latest/developerguide/http-api-troubleshooting-*.html and
+/// field reports for the 503 at the integration timeout (cortexlabs/cortex#1225,
+/// serverless/serverless#11222); shared/BRIEF.md §3.
+const HTTP_API_OWN: &[(u16, &str)] = &[
+    (400, "Bad Request"),
+    (401, "Unauthorized"),
+    (403, "Forbidden"),
+    (404, "Not Found"),
+    (413, "Request Entity Too Large"),
+    (429, "Too Many Requests"),
+    (500, "Internal Server Error"),
+    (503, "Service Unavailable"),
+];
+
+/// What `$context.error.responseType` in the gateway's access log means. Source: the gateway
+/// response types (supported-gateway-response-types.html).
+fn response_type_answer(response_type: &str) -> Option<GatewayAnswer> {
+    use ReasonCode::*;
+    let answer = |code, meaning| Some(GatewayAnswer { code, meaning });
+    match response_type {
+        "THROTTLED" => answer(GatewayThrottled, THROTTLED),
+        "QUOTA_EXCEEDED" => answer(GatewayThrottled, QUOTA),
+        "WAF_FILTERED" => answer(GatewayRefused, "AWS WAF blocked the request (WAF_FILTERED)"),
+        "ACCESS_DENIED" => answer(GatewayRefused, ACCESS_DENIED),
+        "INVALID_API_KEY" => answer(
+            GatewayRefused,
+            "the API key is missing or invalid (INVALID_API_KEY)",
+        ),
+        "INVALID_SIGNATURE" | "EXPIRED_TOKEN" => answer(GatewayRefused, SIGNATURE),
+        "UNAUTHORIZED" => answer(GatewayRefused, UNAUTHORIZED),
+        "BAD_REQUEST_PARAMETERS" | "BAD_REQUEST_BODY" => answer(GatewayRefused, BAD_REQUEST),
+        "REQUEST_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "DEFAULT_4XX" => {
+            answer(GatewayRefused, "the gateway refuses the request")
+        }
+        "MISSING_AUTHENTICATION_TOKEN" => answer(GatewayNoRoute, MISSING_TOKEN),
+        "RESOURCE_NOT_FOUND" => answer(GatewayNoRoute, NOT_FOUND),
+        "AUTHORIZER_FAILURE" | "AUTHORIZER_CONFIGURATION_ERROR" => {
+            answer(GatewayAuthorizerFailed, AUTHORIZER)
+        }
+        "INTEGRATION_TIMEOUT" => answer(IntegrationTimeout, TIMED_OUT),
+        "INTEGRATION_FAILURE" => answer(
+            IntegrationFailure,
+            "the connection to the integration failed (INTEGRATION_FAILURE)",
+        ),
+        "API_CONFIGURATION_ERROR" => answer(
+            LinkFailed,
+            "API Gateway cannot use its integration (API_CONFIGURATION_ERROR)",
+        ),
+        "DEFAULT_5XX" => answer(IntegrationFailure, "the gateway failed (DEFAULT_5XX)"),
+        _ => None,
+    }
+}
+
+/// What a REST execution log's `Execution failed due to …` line means.
+fn execution_answer(error: &str) -> GatewayAnswer {
+    let lower = error.to_ascii_lowercase();
+    if lower.contains("timeout") || lower.contains("timed out") {
+        GatewayAnswer {
+            code: ReasonCode::IntegrationTimeout,
+            meaning: TIMED_OUT,
+        }
+    } else if lower.contains("configuration error") {
+        GatewayAnswer {
+            code: ReasonCode::LinkFailed,
+            meaning: "API Gateway cannot use its integration (API_CONFIGURATION_ERROR)",
+        }
+    } else {
+        GatewayAnswer {
+            code: ReasonCode::IntegrationFailure,
+            meaning: "the connection to the integration failed (INTEGRATION_FAILURE)",
+        }
+    }
+}
+
+/// Decides whose a failed gateway answer is. Every VPC-link integration is `HTTP_PROXY`: API
+/// Gateway "passes the entire request and response between the frontend and the backend"
+/// (…/api-gateway-set-up-simple-proxy.html), so a 401, 404, 429 or 500 may be the
+/// application's. The gateway's own answers are told apart by evidence, in this order:
+/// 1. the gateway's log of that request (`words`): `error.responseType` names the gateway's own
+///    answer, an `Execution failed due to …` line its integration's failure, and an
+///    `integration.status` equal to the answer with no error says the integration answered it;
+/// 2. REST: `x-amzn-ErrorType` (customized gateway responses keep it when their status is
+///    remapped), unless the answer carries the backend's renamed headers (`x-amzn-Remapped-*`);
+/// 3. HTTP API: exactly a default `{"message": …}` body for its status (JSON or no content type)
+///    with no `x-amzn-ErrorType` and no `x-amzn-Remapped-*`; `apigw-requestid` is on every
+///    HTTP API answer, passed through or not, so it proves nothing.
+///
+/// Anything else is the backend's answer, passed through. Steps 2 and 3 are an inference from
+/// AWS's documented responses, not a rule AWS states: a backend can send `x-amzn-ErrorType` or
+/// a body like the gateway's own, and only the log (step 1) tells those apart.
+///
+/// `at_timeout`: the answer came when the integration timeout ran out; an HTTP API answers 503
+/// `Service Unavailable` then (not 504), which is its integration timeout.
+pub fn read_answer(
+    api: Api,
+    status: u16,
+    evidence: &Evidence,
+    at_timeout: bool,
+    words: Option<&GatewayWords>,
+) -> Answered {
+    if let Some(w) = words {
+        if let Some(answer) = w.response_type.as_deref().and_then(response_type_answer) {
+            return Answered::Gateway {
+                answer,
+                by: "the gateway's access log (error.responseType)",
+            };
+        }
+        if let (Some(LogSource::ExecutionLog), Some(error)) = (w.source, &w.integration_error) {
+            return Answered::Gateway {
+                answer: execution_answer(error),
+                by: "the gateway's execution log",
+            };
+        }
+        let integration_answered = w
+            .integration_status
+            .as_deref()
+            .is_some_and(|s| s.trim() == status.to_string());
+        if integration_answered && w.integration_error.is_none() {
+            return Answered::Backend {
+                by: "the gateway's access log: the integration answered it",
+            };
+        }
+    }
+    let message = evidence.message.as_deref();
+    if api != Api::Http && evidence.error_type.is_some() {
+        if evidence.remapped {
+            return Answered::Backend {
+                by: "x-amzn-Remapped-* headers: the backend's own headers, renamed by the gateway",
+            };
+        }
+        if let Some(answer) = gateway_answer(status, evidence.error_type.as_deref(), message) {
+            return Answered::Gateway {
+                answer,
+                by: "x-amzn-ErrorType",
+            };
+        }
+    }
+    let json = evidence
+        .content_type
+        .as_deref()
+        .is_none_or(|t| t.trim_start().starts_with("application/json"));
+    let default_body = HTTP_API_OWN
+        .iter()
+        .any(|(s, text)| *s == status && message == Some(text));
+    if api != Api::Rest
+        && evidence.error_type.is_none()
+        && !evidence.remapped
+        && evidence.message_only
+        && json
+        && default_body
+    {
+        if status == 503 && at_timeout {
+            return Answered::Gateway {
+                answer: GatewayAnswer {
+                    code: ReasonCode::IntegrationTimeout,
+                    meaning: "the integration did not answer within the integration timeout (an HTTP API answers 503 Service Unavailable then)",
+                },
+                by: "an HTTP API's default body, at the integration timeout",
+            };
+        }
+        if let Some(answer) = gateway_answer(status, None, message) {
+            return Answered::Gateway {
+                answer,
+                by: "an HTTP API's default body",
+            };
+        }
+    }
+    Answered::Backend {
+        by: match api {
+            Api::Rest => "no x-amzn-ErrorType, which the REST API's own answers carry",
+            Api::Http => "not an HTTP API's default body",
+            Api::Either => "neither x-amzn-ErrorType nor a gateway's default body",
+        },
+    }
+}
 
 /// A chain and one round of its results, read by the diagnosis.
 struct Round<'a> {
     chain: &'a Chain,
     results: &'a [ProbeResult],
+    /// What API Gateway logged of the gateway probe's request, when a lookup found it.
+    words: Option<&'a GatewayWords>,
 }
 
 impl Round<'_> {
+    /// Whose the gateway hop's failed answer is; `None` when hop 0 is no gateway or got no
+    /// HTTP answer.
+    fn answered(&self) -> Option<Answered> {
+        let (g, r) = (self.chain.hops.first()?, self.results.first()?);
+        if g.role != Role::Gateway || r.outcome != Outcome::HttpStatus {
+            return None;
+        }
+        let status = r.status?;
+        // "About" the timeout: the gateway's clock starts after the agent's connect, so a
+        // little earlier on the agent's clock is still the timeout.
+        let at_timeout = g
+            .integration_timeout
+            .is_some_and(|t| r.total >= t.mul_f64(0.9));
+        Some(read_answer(
+            Api::of(self.chain.kind),
+            status,
+            &r.evidence,
+            at_timeout,
+            self.words,
+        ))
+    }
+
     fn hop(&self, i: usize) -> &Hop {
         &self.chain.hops[i]
     }
@@ -451,33 +675,30 @@ fn gateway_reason(round: &Round<'_>, next_passes: bool) -> (ReasonCode, String) 
         )
     };
     match r.outcome {
-        Outcome::HttpStatus => {
-            let answer = r.status.and_then(|status| {
-                gateway_answer(
-                    status,
-                    r.evidence.error_type.as_deref(),
-                    r.evidence.message.as_deref(),
-                )
-            });
-            match answer {
-                Some(a) if a.code.gateway_own() => (
-                    a.code,
-                    format!(
-                        "{}: {what}: {}; the gateway answered on its own, so nothing behind it was asked",
-                        g.name, a.meaning
-                    ),
+        Outcome::HttpStatus => match round.answered() {
+            Some(Answered::Gateway { answer: a, .. }) if a.code.gateway_own() => (
+                a.code,
+                format!(
+                    "{}: {what}: {}; the gateway answered on its own, so nothing behind it was asked",
+                    g.name, a.meaning
                 ),
-                Some(a) if next_passes => integration(round, a.code, format!("{what}: {}", a.meaning)),
-                Some(a) => (a.code, format!("{}: {what}: {}", g.name, a.meaning)),
-                None => (ReasonCode::Unknown, format!("{}: {what}", g.name)),
+            ),
+            Some(Answered::Gateway { answer: a, .. }) if next_passes => {
+                integration(round, a.code, format!("{what}: {}", a.meaning))
             }
-        }
+            Some(Answered::Gateway { answer: a, .. }) => {
+                (a.code, format!("{}: {what}: {}", g.name, a.meaning))
+            }
+            Some(Answered::Backend { by }) => backend_reason(round, next_passes, by),
+            None => (ReasonCode::Unknown, format!("{}: {what}", g.name)),
+        },
         Outcome::Timeout => {
-            let limit = round.chain.kind.integration_timeout();
+            let limit = g.integration_timeout;
             let waits = match limit {
                 Some(limit) if g.timeout <= limit => format!(
-                    "; the gateway itself waits up to {} before its own 504 (a gateway hop timeout above that would show it)",
-                    crate::config::duration::format_duration(limit)
+                    "; the gateway itself waits up to {} before its own {} (a gateway hop timeout above that would show it)",
+                    crate::config::duration::format_duration(limit),
+                    if round.chain.kind.http_api() { "503" } else { "504" }
                 ),
                 _ => String::new(),
             };
@@ -503,6 +724,48 @@ fn gateway_reason(round: &Round<'_>, next_passes: bool) -> (ReasonCode, String) 
             format!("{}: {what}; {}", g.name, tls_hint(g, r)),
         ),
         _ => (ReasonCode::Unknown, format!("{}: {what}", g.name)),
+    }
+}
+
+/// The gateway passed the integration's own error answer through. It is neither the gateway's
+/// refusal nor the link's failure: the application answered, on the path the gateway sends.
+fn backend_reason(round: &Round<'_>, next_passes: bool, by: &str) -> (ReasonCode, String) {
+    let (g, r) = (round.hop(0), round.result(0));
+    let status = r.status.unwrap_or(0);
+    let path = &g.url.path_and_query;
+    // "For private integrations, API Gateway includes the stage portion of the API endpoint in
+    // the request to your backend resources" (HTTP APIs and REST v2 links; developerguide/
+    // http-api-develop-integrations-private.html, private-integration.html); for v1 links AWS
+    // documents no prefix: the integration URI's path is sent.
+    let sent = match g.facts.vpc_link {
+        Some(VpcLink::V2) => format!(
+            "{} {path}, the stage included, as API Gateway sends it to private integrations unless parameter mapping overwrites the path",
+            g.method
+        ),
+        _ => format!(
+            "{} {path} mapped onto the integration URI's path",
+            g.method
+        ),
+    };
+    let message = r
+        .evidence
+        .message
+        .as_deref()
+        .map(|m| format!(" ({:?})", quoted(m, &g.headers)))
+        .unwrap_or_default();
+    let head = format!(
+        "{}: the integration answered {status}{message} to the request the gateway forwarded ({sent}); passed through, as an HTTP_PROXY integration passes the backend's answers ({by}): not the gateway's refusal, not the VPC link",
+        g.name
+    );
+    match round.chain.hops.get(1).filter(|_| next_passes) {
+        Some(n) => (
+            ReasonCode::BackendStatus,
+            format!(
+                "{head}; {} answers the agent on {}: the application fails only on the path the gateway sends",
+                n.name, n.url.path_and_query
+            ),
+        ),
+        None => (ReasonCode::BackendStatus, head),
     }
 }
 
@@ -730,19 +993,27 @@ pub struct Verdict {
 /// When the gateway answers on its own (throttled, refused, no such route, authorizer failure)
 /// the blame stays with it whatever the hops behind it do: users are stopped there.
 pub fn judge(chain: &Chain, pass: &[bool], results: &[ProbeResult]) -> Verdict {
-    judge_with(chain, pass, results, None)
+    judge_with(chain, pass, results, None, None)
 }
 
-/// [`judge`], with what AWS says of the chain (discovery): a VPC link that is not AVAILABLE is
-/// the reason of a gateway integration failure, and a blamed load balancer's own view of its
-/// targets is quoted.
+/// [`judge`], with what AWS says of the chain: discovery's facts (a VPC link that is not
+/// AVAILABLE is the reason of a gateway integration failure, a blamed load balancer's own view
+/// of its targets is quoted) and the gateway's own log of the failed request (`words`: quoted,
+/// and its `error.responseType` outranks what the probe alone suggests).
 pub fn judge_with(
     chain: &Chain,
     pass: &[bool],
     results: &[ProbeResult],
     facts: Option<&ChainFacts>,
+    words: Option<&GatewayWords>,
 ) -> Verdict {
-    let mut verdict = judge_alone(chain, pass, results);
+    let mut verdict = judge_alone(chain, pass, results, words);
+    if let (Some(w), Some(0)) = (words, verdict.broken) {
+        if let Some(text) = verdict.reason.as_mut() {
+            let sent = chain.hops.first().map_or(&[][..], |h| &h.headers[..]);
+            text.push_str(&quote_words(w, sent));
+        }
+    }
     if let (Some(facts), Some(b)) = (facts, verdict.broken) {
         let (code, text) = with_facts(chain, b, verdict.code, verdict.reason.take(), facts);
         verdict.code = code;
@@ -905,24 +1176,52 @@ fn with_facts(
     (code, Some(text))
 }
 
-fn judge_alone(chain: &Chain, pass: &[bool], results: &[ProbeResult]) -> Verdict {
+/// API Gateway's own words on a request, as a reason quotes them.
+fn quote_words(w: &GatewayWords, sent: &[Header]) -> String {
+    let source = match w.source {
+        Some(LogSource::ExecutionLog) => "execution log",
+        _ => "access log",
+    };
+    let mut parts = Vec::new();
+    if let Some(t) = &w.response_type {
+        parts.push(format!("responseType {}", quoted(t, sent)));
+    }
+    if let Some(e) = &w.integration_error {
+        parts.push(format!("integration error {:?}", quoted(e, sent)));
+    }
+    if let Some(s) = &w.integration_status {
+        parts.push(format!("integration status {}", quoted(s, sent)));
+    }
+    if let Some(m) = &w.message {
+        parts.push(format!("message {:?}", quoted(m, sent)));
+    }
+    if parts.is_empty() {
+        parts.push("no error fields in the record".to_string());
+    }
+    format!(
+        "; API Gateway's {source} of request {}: {}",
+        quoted(&w.request_id, sent),
+        parts.join(", ")
+    )
+}
+
+fn judge_alone(
+    chain: &Chain,
+    pass: &[bool],
+    results: &[ProbeResult],
+    words: Option<&GatewayWords>,
+) -> Verdict {
     let location = locate(pass);
-    let round = Round { chain, results };
+    let round = Round {
+        chain,
+        results,
+        words,
+    };
     let gateway_first = !location.up
         && chain.hops.first().is_some_and(|h| h.role == Role::Gateway)
         && results.len() == chain.hops.len();
     let own = gateway_first
-        && results[0].outcome == Outcome::HttpStatus
-        && results[0]
-            .status
-            .and_then(|s| {
-                gateway_answer(
-                    s,
-                    results[0].evidence.error_type.as_deref(),
-                    results[0].evidence.message.as_deref(),
-                )
-            })
-            .is_some_and(|a| a.code.gateway_own());
+        && matches!(round.answered(), Some(Answered::Gateway { answer, .. }) if answer.code.gateway_own());
     let broken = if own { Some(0) } else { location.broken };
     let judged = broken.filter(|b| *b < results.len()).map(|b| {
         let next_passes = b + 1 < pass.len() && pass[b + 1];
@@ -1004,6 +1303,7 @@ impl ChainTracker {
         chain: &Chain,
         results: &[ProbeResult],
         facts: Option<&ChainFacts>,
+        words: Option<&GatewayWords>,
     ) -> (Vec<bool>, Verdict, Vec<Change>) {
         let mut changes = Vec::new();
         let mut pass = Vec::with_capacity(results.len());
@@ -1013,7 +1313,7 @@ impl ChainTracker {
             }
             pass.push(state.up.unwrap_or(false));
         }
-        let verdict = judge_with(chain, &pass, results, facts);
+        let verdict = judge_with(chain, &pass, results, facts, words);
         (pass, verdict, changes)
     }
 }
@@ -1161,9 +1461,12 @@ mod tests {
     ) -> ProbeResult {
         ProbeResult {
             status: Some(status),
+            // Shaped like API Gateway's own: a JSON body holding only the message.
             evidence: Evidence {
                 error_type: error_type.map(str::to_string),
                 message: message.map(str::to_string),
+                message_only: message.is_some(),
+                content_type: Some(JSON.to_string()),
                 server: server.map(str::to_string),
                 ..Evidence::default()
             },
@@ -1201,124 +1504,727 @@ mod tests {
         assert!(reason_for("InternalServerErrorException").contains("InternalServerErrorException"));
     }
 
-    /// Every gateway answer of the brief (§3) pinned to its code.
+    /// Evidence as a probe reads it from headers and a body.
+    fn seen(error_type: Option<&str>, body: &str, content_type: &str, remapped: bool) -> Evidence {
+        let doc: Option<serde_json::Map<String, serde_json::Value>> =
+            serde_json::from_str(body).ok();
+        let message = doc.as_ref().and_then(|d| {
+            d.get("message")
+                .or_else(|| d.get("Message"))
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        });
+        Evidence {
+            error_type: error_type.map(str::to_string),
+            message_only: message.is_some() && doc.as_ref().is_some_and(|d| d.len() == 1),
+            message,
+            content_type: (!content_type.is_empty()).then(|| content_type.to_string()),
+            remapped,
+            ..Evidence::default()
+        }
+    }
+
+    const JSON: &str = "application/json";
+
+    /// Whose each answer is, and what the gateway's own mean: every documented gateway response
+    /// (supported-gateway-response-types.html; an HTTP API's default bodies), its pass-through
+    /// twin (the same status from the application, which HTTP_PROXY passes on), a customized
+    /// response whose status was remapped, and a backend that sets x-amzn-ErrorType itself.
+    /// `None` in the last column: the backend's answer.
     #[test]
-    fn gateway_answers_pin_their_codes() {
+    fn whose_answer_it_is() {
         use ReasonCode::*;
-        let table: &[(u16, Option<&str>, Option<&str>, ReasonCode)] = &[
+        type Row<'a> = (
+            &'a str,
+            Api,
+            u16,
+            Option<&'a str>,
+            &'a str,
+            &'a str,
+            bool,
+            Option<ReasonCode>,
+        );
+        let table: &[Row] = &[
+            // REST: the gateway's own answers carry x-amzn-ErrorType.
+            (
+                "throttled",
+                Api::Rest,
+                429,
+                Some("TooManyRequestsException"),
+                r#"{"message":"Too Many Requests"}"#,
+                JSON,
+                false,
+                Some(GatewayThrottled),
+            ),
+            (
+                "quota",
+                Api::Rest,
+                429,
+                Some("LimitExceededException"),
+                r#"{"message":"Limit Exceeded"}"#,
+                JSON,
+                false,
+                Some(GatewayThrottled),
+            ),
+            (
+                "waf / api key / policy",
+                Api::Rest,
+                403,
+                Some("ForbiddenException"),
+                r#"{"message":"Forbidden"}"#,
+                JSON,
+                false,
+                Some(GatewayRefused),
+            ),
+            (
+                "iam or authorizer deny",
+                Api::Rest,
+                403,
+                Some("AccessDeniedException"),
+                r#"{"Message":"User is not authorized to access this resource with an explicit deny"}"#,
+                JSON,
+                false,
+                Some(GatewayRefused),
+            ),
+            (
+                "bad signature",
+                Api::Rest,
+                403,
+                Some("InvalidSignatureException"),
+                r#"{"message":"Signature expired"}"#,
+                JSON,
+                false,
+                Some(GatewayRefused),
+            ),
+            (
+                "incomplete signature",
+                Api::Rest,
+                403,
+                Some("IncompleteSignatureException"),
+                r#"{"message":"Authorization header requires 'Credential' parameter"}"#,
+                JSON,
+                false,
+                Some(GatewayRefused),
+            ),
+            (
+                "missing path or method",
+                Api::Rest,
+                403,
+                Some("MissingAuthenticationTokenException"),
+                r#"{"message":"Missing Authentication Token"}"#,
+                JSON,
+                false,
+                Some(GatewayNoRoute),
+            ),
+            (
+                "authorizer unauthorized",
+                Api::Rest,
+                401,
+                Some("UnauthorizedException"),
+                r#"{"message":"Unauthorized"}"#,
+                JSON,
+                false,
+                Some(GatewayRefused),
+            ),
+            (
+                "resource not found",
+                Api::Rest,
+                404,
+                Some("NotFoundException"),
+                r#"{"message":"Not Found"}"#,
+                JSON,
+                false,
+                Some(GatewayNoRoute),
+            ),
+            (
+                "request validation",
+                Api::Rest,
+                400,
+                Some("BadRequestException"),
+                r#"{"message":"Invalid request body"}"#,
+                JSON,
+                false,
+                Some(GatewayRefused),
+            ),
+            (
+                "authorizer misconfigured",
+                Api::Rest,
+                500,
+                Some("AuthorizerConfigurationException"),
+                r#"{"message":null}"#,
+                JSON,
+                false,
+                Some(GatewayAuthorizerFailed),
+            ),
+            (
+                "authorizer failed",
+                Api::Rest,
+                500,
+                Some("AuthorizerFailureException"),
+                r#"{"message":null}"#,
+                JSON,
+                false,
+                Some(GatewayAuthorizerFailed),
+            ),
+            (
+                "integration unusable",
+                Api::Rest,
+                500,
+                Some("InternalServerErrorException"),
+                r#"{"message":"Internal server error"}"#,
+                JSON,
+                false,
+                Some(LinkFailed),
+            ),
+            (
+                "integration timeout",
+                Api::Rest,
+                504,
+                Some("InternalServerErrorException"),
+                r#"{"message":"Endpoint request timed out"}"#,
+                JSON,
+                false,
+                Some(IntegrationTimeout),
+            ),
+            (
+                "integration failure",
+                Api::Rest,
+                504,
+                Some("InternalServerErrorException"),
+                r#"{"message":"Network error communicating with endpoint"}"#,
+                JSON,
+                false,
+                Some(IntegrationFailure),
+            ),
+            (
+                "bad integration answer",
+                Api::Rest,
+                502,
+                Some("InternalServerErrorException"),
+                r#"{"message":"Internal server error"}"#,
+                JSON,
+                false,
+                Some(IntegrationFailure),
+            ),
+            // Customized gateway responses keep x-amzn-ErrorType whatever status they map to.
+            (
+                "throttling remapped to 503",
+                Api::Rest,
+                503,
+                Some("TooManyRequestsException"),
+                r#"{"error":"slow down"}"#,
+                JSON,
+                false,
+                Some(GatewayThrottled),
+            ),
+            (
+                "missing token remapped to 404",
+                Api::Rest,
+                404,
+                Some("MissingAuthenticationTokenException"),
+                r#"{"error":"no such thing"}"#,
+                JSON,
+                false,
+                Some(GatewayNoRoute),
+            ),
+            // Their pass-through twins: the application's answers carry no error type.
+            (
+                "app 429",
+                Api::Rest,
+                429,
+                None,
+                r#"{"message":"Too Many Requests"}"#,
+                JSON,
+                true,
+                None,
+            ),
+            (
+                "app 401",
+                Api::Rest,
+                401,
+                None,
+                r#"{"message":"Unauthorized"}"#,
+                JSON,
+                true,
+                None,
+            ),
+            (
+                "app 403",
+                Api::Rest,
+                403,
+                None,
+                r#"{"message":"Forbidden"}"#,
+                JSON,
+                true,
+                None,
+            ),
+            (
+                "app 403 bare",
+                Api::Rest,
+                403,
+                None,
+                "denied",
+                "text/plain",
+                false,
+                None,
+            ),
+            (
+                "app 404",
+                Api::Rest,
+                404,
+                None,
+                r#"{"message":"Missing Authentication Token"}"#,
+                JSON,
+                true,
+                None,
+            ),
+            (
+                "app 500",
+                Api::Rest,
+                500,
+                None,
+                r#"{"message":"Internal server error"}"#,
+                JSON,
+                true,
+                None,
+            ),
+            (
+                "app 504",
+                Api::Rest,
+                504,
+                None,
+                "<html>upstream timed out</html>",
+                "text/html",
+                true,
+                None,
+            ),
+            // A backend that sends x-amzn-ErrorType itself: its other headers give it away.
+            (
+                "app sets the error type",
+                Api::Rest,
+                429,
+                Some("TooManyRequestsException"),
+                r#"{"message":"Too Many Requests"}"#,
+                JSON,
+                true,
+                None,
+            ),
+            // HTTP APIs: an exact default body, no error type, no backend headers.
+            (
+                "http no route",
+                Api::Http,
+                404,
+                None,
+                r#"{"message":"Not Found"}"#,
+                JSON,
+                false,
+                Some(GatewayNoRoute),
+            ),
+            (
+                "http jwt refused",
+                Api::Http,
+                401,
+                None,
+                r#"{"message":"Unauthorized"}"#,
+                JSON,
+                false,
+                Some(GatewayRefused),
+            ),
+            (
+                "http forbidden",
+                Api::Http,
+                403,
+                None,
+                r#"{"message":"Forbidden"}"#,
+                JSON,
+                false,
+                Some(GatewayRefused),
+            ),
+            (
+                "http throttled",
+                Api::Http,
+                429,
+                None,
+                r#"{"message":"Too Many Requests"}"#,
+                JSON,
+                false,
+                Some(GatewayThrottled),
+            ),
+            (
+                "http too large",
+                Api::Http,
+                413,
+                None,
+                r#"{"message":"Request Entity Too Large"}"#,
+                JSON,
+                false,
+                Some(GatewayRefused),
+            ),
+            (
+                "http integration error",
+                Api::Http,
+                500,
+                None,
+                r#"{"message":"Internal Server Error"}"#,
+                JSON,
+                false,
+                Some(LinkFailed),
+            ),
+            (
+                "http unavailable",
+                Api::Http,
+                503,
+                None,
+                r#"{"message":"Service Unavailable"}"#,
+                JSON,
+                false,
+                Some(IntegrationFailure),
+            ),
+            (
+                "http default body, no content type",
+                Api::Http,
+                404,
+                None,
+                r#"{"message":"Not Found"}"#,
+                "",
+                false,
+                Some(GatewayNoRoute),
+            ),
+            // Their pass-through twins.
+            (
+                "http app 404 with more keys",
+                Api::Http,
+                404,
+                None,
+                r#"{"message":"Not Found","path":"/prod/orders"}"#,
+                JSON,
+                false,
+                None,
+            ),
+            (
+                "http app 404 html",
+                Api::Http,
+                404,
+                None,
+                r#"{"message":"Not Found"}"#,
+                "text/html",
+                false,
+                None,
+            ),
+            (
+                "http app 404 remapped",
+                Api::Http,
+                404,
+                None,
+                r#"{"message":"Not Found"}"#,
+                JSON,
+                true,
+                None,
+            ),
+            (
+                "http app 429 text",
+                Api::Http,
+                429,
+                None,
+                "slow down",
+                "text/plain",
+                false,
+                None,
+            ),
+            (
+                "http app 500",
+                Api::Http,
+                500,
+                None,
+                r#"{"error":"boom"}"#,
+                JSON,
+                false,
+                None,
+            ),
+            (
+                "http app 401 other words",
+                Api::Http,
+                401,
+                None,
+                r#"{"message":"token expired"}"#,
+                JSON,
+                false,
+                None,
+            ),
+            // HTTP APIs send no x-amzn-ErrorType: only a backend does.
+            (
+                "http app sets the error type",
+                Api::Http,
+                500,
+                Some("InternalServerErrorException"),
+                r#"{"message":"Internal Server Error"}"#,
+                JSON,
+                false,
+                None,
+            ),
+            // A custom chain takes either evidence.
+            (
+                "custom, REST evidence",
+                Api::Either,
+                403,
+                Some("ForbiddenException"),
+                r#"{"message":"Forbidden"}"#,
+                JSON,
+                false,
+                Some(GatewayRefused),
+            ),
+            (
+                "custom, HTTP evidence",
+                Api::Either,
+                404,
+                None,
+                r#"{"message":"Not Found"}"#,
+                JSON,
+                false,
+                Some(GatewayNoRoute),
+            ),
+            (
+                "custom, neither",
+                Api::Either,
+                404,
+                None,
+                r#"{"detail":"no order"}"#,
+                JSON,
+                false,
+                None,
+            ),
+        ];
+        for (name, api, status, kind, body, content_type, remapped, want) in table {
+            let got = match read_answer(
+                *api,
+                *status,
+                &seen(*kind, body, content_type, *remapped),
+                false,
+                None,
+            ) {
+                Answered::Gateway { answer, .. } => Some(answer.code),
+                Answered::Backend { .. } => None,
+            };
+            assert_eq!(got, *want, "{name}: {status} {kind:?} {body}");
+        }
+    }
+
+    /// The gateway's log decides where it was read: AWS's words outrank the headers.
+    #[test]
+    fn the_gateway_log_decides() {
+        let words = |response_type: Option<&str>, status: Option<&str>| GatewayWords {
+            request_id: "r-1".into(),
+            source: Some(LogSource::AccessLog),
+            response_type: response_type.map(str::to_string),
+            integration_status: status.map(str::to_string),
+            ..GatewayWords::default()
+        };
+        let code = |a: Answered| match a {
+            Answered::Gateway { answer, .. } => Some(answer.code),
+            Answered::Backend { .. } => None,
+        };
+        // A backend that sets x-amzn-ErrorType: the log says the integration answered 429.
+        let spoof = seen(
+            Some("TooManyRequestsException"),
+            r#"{"message":"Too Many Requests"}"#,
+            JSON,
+            false,
+        );
+        assert_eq!(
+            code(read_answer(Api::Rest, 429, &spoof, false, None)),
+            Some(ReasonCode::GatewayThrottled),
+            "without the log, the inference is fooled"
+        );
+        assert_eq!(
+            code(read_answer(
+                Api::Rest,
+                429,
+                &spoof,
+                false,
+                Some(&words(None, Some("429")))
+            )),
+            None
+        );
+        // A 504 with no error type would read as the application's; the log says timeout.
+        let bare = seen(None, "", "", false);
+        assert_eq!(
+            code(read_answer(
+                Api::Rest,
+                504,
+                &bare,
+                false,
+                Some(&words(Some("INTEGRATION_TIMEOUT"), None))
+            )),
+            Some(ReasonCode::IntegrationTimeout)
+        );
+        assert_eq!(
+            code(read_answer(
+                Api::Http,
+                500,
+                &bare,
+                false,
+                Some(&words(Some("AUTHORIZER_FAILURE"), None))
+            )),
+            Some(ReasonCode::GatewayAuthorizerFailed)
+        );
+        // An execution log's "Execution failed due to …" line is the gateway's own failure.
+        let exec = GatewayWords {
+            source: Some(LogSource::ExecutionLog),
+            integration_error: Some("Execution failed due to configuration error: There was an internal error while executing your request".into()),
+            ..words(None, None)
+        };
+        assert_eq!(
+            code(read_answer(Api::Rest, 500, &bare, false, Some(&exec))),
+            Some(ReasonCode::LinkFailed)
+        );
+    }
+
+    #[test]
+    fn an_http_api_503_at_its_integration_timeout_is_the_timeout() {
+        let unavailable = seen(None, r#"{"message":"Service Unavailable"}"#, JSON, false);
+        let code = |at_timeout| match read_answer(Api::Http, 503, &unavailable, at_timeout, None) {
+            Answered::Gateway { answer, .. } => Some(answer.code),
+            Answered::Backend { .. } => None,
+        };
+        assert_eq!(code(true), Some(ReasonCode::IntegrationTimeout));
+        assert_eq!(code(false), Some(ReasonCode::IntegrationFailure));
+        // Judged by the hop's integration_timeout against how long the answer took.
+        let chain = chain(
+            "http-alb",
+            &[
+                ("gateway", "https://api.lab/prod/orders"),
+                ("alb", "http://alb.lab/"),
+                ("target", "http://t.lab/"),
+            ],
+            "gateway:integration_timeout = \"2s\"",
+        );
+        let at = |ms: u64| {
+            let mut g = answer(503, None, Some("Service Unavailable"), None);
+            g.evidence = unavailable.clone();
+            g.total = std::time::Duration::from_millis(ms);
+            judged(&chain, vec![g, r(Outcome::Ok), r(Outcome::Ok)]).code
+        };
+        assert_eq!(at(1950), Some(ReasonCode::IntegrationTimeout));
+        assert_eq!(at(40), Some(ReasonCode::IntegrationFailure));
+    }
+
+    /// An application's error, passed through, is never the gateway's nor the link's: blamed on
+    /// the deepest hop that answers the same way, or `backend_status` when only the gateway's
+    /// request (the path it sends) gets it.
+    #[test]
+    fn a_passed_through_answer_is_never_the_gateway_nor_the_link() {
+        let ok = || r(Outcome::Ok);
+        for status in [401, 403, 404, 429, 500, 502, 503, 504] {
+            let app = || {
+                let mut a = answer(status, None, None, None);
+                a.evidence = seen(None, r#"{"error":"from the app"}"#, JSON, true);
+                a
+            };
+            // Everyone gets it: the target is blamed.
+            let v = judged(&t2(), vec![app(), app(), app(), app()]);
+            assert_eq!(
+                (v.broken, v.code),
+                (Some(3), Some(ReasonCode::TargetError)),
+                "{status}: {v:?}"
+            );
+            // Only the gateway's forwarded request gets it.
+            let v = judged(&t2(), vec![app(), ok(), ok(), ok()]);
+            assert_eq!(
+                (v.broken, v.code),
+                (Some(0), Some(ReasonCode::BackendStatus)),
+                "{status}: {v:?}"
+            );
+            let text = v.reason.unwrap_or_default();
+            assert!(
+                text.contains(&format!("the integration answered {status}")),
+                "{text}"
+            );
+            assert!(text.contains("nlb answers the agent on /"), "{text}");
+            // Whatever the others do, never a gateway or link code.
+            for behind in [r(Outcome::ConnectTimeout), app(), ok()] {
+                let v = judged(&t4(), vec![app(), behind, ok()]);
+                let code = v.code.unwrap_or(ReasonCode::Unknown);
+                assert!(
+                    !code.gateway_own()
+                        && !matches!(
+                            code,
+                            ReasonCode::LinkFailed
+                                | ReasonCode::IntegrationFailure
+                                | ReasonCode::IntegrationTimeout
+                        ),
+                    "{status}: {code} {v:?}"
+                );
+            }
+        }
+        // An HTTP API stage sends its stage in the path: the reason names it.
+        let v = judged(
+            &t4(),
+            vec![
+                {
+                    let mut a = answer(500, None, None, None);
+                    a.evidence = seen(None, r#"{"error":"boom"}"#, JSON, false);
+                    a
+                },
+                ok(),
+                ok(),
+            ],
+        );
+        assert_eq!(v.code, Some(ReasonCode::BackendStatus));
+        assert!(v.reason.unwrap_or_default().contains("the stage included"));
+    }
+
+    /// The gateway's own refusals keep the blame whatever is behind, and never name the link.
+    #[test]
+    fn gateway_own_answers_never_name_the_link() {
+        let rows: &[(u16, Option<&str>, &str, ReasonCode)] = &[
             (
                 429,
                 Some("TooManyRequestsException"),
-                Some("Too Many Requests"),
-                GatewayThrottled,
+                r#"{"message":"Too Many Requests"}"#,
+                ReasonCode::GatewayThrottled,
             ),
-            (
-                429,
-                Some("LimitExceededException"),
-                Some("Limit Exceeded"),
-                GatewayThrottled,
-            ),
-            (429, None, Some("Too Many Requests"), GatewayThrottled),
             (
                 403,
                 Some("ForbiddenException"),
-                Some("Forbidden"),
-                GatewayRefused,
-            ),
-            (403, None, Some("Forbidden"), GatewayRefused),
-            (
-                403,
-                Some("AccessDeniedException"),
-                Some("User is not authorized to access this resource with an explicit deny"),
-                GatewayRefused,
-            ),
-            (
-                403,
-                Some("InvalidSignatureException"),
-                Some("Signature expired"),
-                GatewayRefused,
+                r#"{"message":"Forbidden"}"#,
+                ReasonCode::GatewayRefused,
             ),
             (
                 403,
                 Some("MissingAuthenticationTokenException"),
-                Some("Missing Authentication Token"),
-                GatewayNoRoute,
-            ),
-            (
-                403,
-                None,
-                Some("Missing Authentication Token"),
-                GatewayNoRoute,
+                r#"{"message":"Missing Authentication Token"}"#,
+                ReasonCode::GatewayNoRoute,
             ),
             (
                 401,
                 Some("UnauthorizedException"),
-                Some("Unauthorized"),
-                GatewayRefused,
+                r#"{"message":"Unauthorized"}"#,
+                ReasonCode::GatewayRefused,
             ),
-            (401, None, Some("Unauthorized"), GatewayRefused),
-            (404, None, Some("Not Found"), GatewayNoRoute),
             (
                 500,
                 Some("AuthorizerConfigurationException"),
-                None,
-                GatewayAuthorizerFailed,
-            ),
-            (
-                500,
-                Some("AuthorizerFailureException"),
-                None,
-                GatewayAuthorizerFailed,
-            ),
-            (
-                500,
-                Some("InternalServerErrorException"),
-                Some("Internal server error"),
-                LinkFailed,
-            ),
-            (500, None, Some("Internal Server Error"), LinkFailed),
-            (502, None, Some("Internal server error"), IntegrationFailure),
-            (503, None, Some("Service Unavailable"), IntegrationFailure),
-            (
-                504,
-                Some("InternalServerErrorException"),
-                Some("Endpoint request timed out"),
-                IntegrationTimeout,
-            ),
-            (
-                504,
-                None,
-                Some("Network error communicating with endpoint"),
-                IntegrationFailure,
+                r#"{"message":null}"#,
+                ReasonCode::GatewayAuthorizerFailed,
             ),
         ];
-        for (status, kind, message, code) in table {
-            let got = gateway_answer(*status, *kind, *message).map(|a| a.code);
-            assert_eq!(got, Some(*code), "{status} {kind:?} {message:?}");
+        for (status, kind, body, code) in rows {
+            let mut g = answer(*status, None, None, None);
+            g.evidence = seen(*kind, body, JSON, false);
+            let v = judged(
+                &t2(),
+                vec![g, r(Outcome::Ok), r(Outcome::Ok), r(Outcome::Ok)],
+            );
+            assert_eq!((v.broken, v.code), (Some(0), Some(*code)));
+            let text = v.reason.unwrap_or_default();
+            assert!(!text.contains("VPC link"), "{text}");
+            assert!(text.contains("the gateway answered on its own"), "{text}");
         }
         assert_eq!(
             gateway_answer(302, None, None),
             None,
             "a redirect is no gateway error"
         );
-        // When the gateway answers on its own, nothing says the link is at fault.
-        let chain = t2();
-        for (status, kind, message, code) in table.iter().filter(|row| row.3.gateway_own()) {
-            let v = judged(
-                &chain,
-                vec![
-                    answer(*status, *kind, *message, None),
-                    r(Outcome::Ok),
-                    r(Outcome::Ok),
-                    r(Outcome::Ok),
-                ],
-            );
-            assert_eq!(v.code, Some(*code));
-            assert_eq!(v.broken, Some(0));
-            let text = v.reason.unwrap_or_default();
-            assert!(!text.contains("VPC link"), "{text}");
-            assert!(text.contains("the gateway answered on its own"), "{text}");
-        }
     }
 
     #[test]
@@ -1515,7 +2421,7 @@ mod tests {
         assert_eq!(v.code, Some(ReasonCode::IntegrationTimeout));
         let text = v.reason.unwrap_or_default();
         assert!(
-            text.contains("the gateway itself waits up to 30s before its own 504"),
+            text.contains("the gateway itself waits up to 30s before its own 503"),
             "{text}"
         );
     }

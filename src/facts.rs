@@ -240,3 +240,37 @@ pub struct GatewayWords {
     /// `$context.status`: the status the gateway answered the caller with.
     pub status: Option<u16>,
 }
+
+/// The newest [`GatewayWords`] of each chain, where the gateway log lookups put what they find
+/// and the record stage reads it with each round: the lookups never wait on a round, and a
+/// round never waits on a lookup.
+#[derive(Debug, Default)]
+pub struct WordsBoard {
+    by_chain: std::sync::Mutex<std::collections::HashMap<String, GatewayWords>>,
+}
+
+impl WordsBoard {
+    /// The words found for `chain`'s failed request, replacing older ones.
+    pub fn put(&self, chain: &str, words: GatewayWords) {
+        let mut map = self.by_chain.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(chain.to_string(), words);
+    }
+
+    /// The newest words of `chain`.
+    pub fn get(&self, chain: &str) -> Option<GatewayWords> {
+        let map = self.by_chain.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(chain).cloned()
+    }
+
+    /// Forgets `chain`'s words: it recovered, or it is gone.
+    pub fn forget(&self, chain: &str) {
+        let mut map = self.by_chain.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(chain);
+    }
+
+    /// Keeps only the chains `keep` says are still configured.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut map = self.by_chain.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|chain, _| keep(chain));
+    }
+}

@@ -202,11 +202,22 @@ pub struct Evidence {
     pub server: Option<String>,
     /// First value of `x-amzn-ErrorType` (API Gateway).
     pub error_type: Option<String>,
-    /// `x-amzn-RequestId` or `apigw-requestid`.
+    /// `x-amzn-RequestId` or `apigw-requestid`: `$context.requestId` in the stage's logs.
     pub request_id: Option<String>,
+    /// `x-amz-apigw-id`: `$context.extendedRequestId`, unique where a client could set the
+    /// request id (REST).
+    pub extended_request_id: Option<String>,
     /// The `message` of a JSON error body (`{"message": "Forbidden"}`), as API Gateway writes
     /// its own answers; read from failed answers only, cut to 128 characters.
     pub message: Option<String>,
+    /// The failed answer's body was a JSON object holding `message` and nothing else: the
+    /// shape of API Gateway's default responses.
+    pub message_only: bool,
+    /// `Content-Type`, cut to 128 characters.
+    pub content_type: Option<String>,
+    /// Some header was `x-amzn-Remapped-*`: API Gateway renames the backend's headers that
+    /// clash with its own, so the answer came from behind the gateway.
+    pub remapped: bool,
     /// The TLS alert the peer ended the connection with (`CertificateRequired`, ...).
     pub tls_alert: Option<String>,
 }
@@ -874,7 +885,10 @@ async fn exchange(
     }
     let body = buf.freeze();
     if !hop.expect_status.contains(status) {
-        evidence.message = error_message(&body);
+        if let Some((message, alone)) = error_message(&body) {
+            evidence.message = Some(message);
+            evidence.message_only = alone;
+        }
     }
     let (outcome, detail) = if too_large {
         (
@@ -920,14 +934,19 @@ fn evidence(headers: &HeaderMap) -> Evidence {
         error_type: text("x-amzn-errortype")
             .map(|v| v.split([',', ':']).next().unwrap_or("").trim().to_string()),
         request_id: text("x-amzn-requestid").or_else(|| text("apigw-requestid")),
-        message: None,
-        tls_alert: None,
+        extended_request_id: text("x-amz-apigw-id"),
+        content_type: text("content-type"),
+        remapped: headers
+            .keys()
+            .any(|k| k.as_str().starts_with("x-amzn-remapped-")),
+        ..Evidence::default()
     }
 }
 
 /// The `message` (or `Message`) string of a small JSON error body: API Gateway's own answers
-/// carry one (`{"message": "Forbidden"}`, `{"Message": "User is not authorized ..."}`).
-fn error_message(body: &[u8]) -> Option<String> {
+/// carry one (`{"message": "Forbidden"}`, `{"Message": "User is not authorized ..."}`), and
+/// whether it was the body's only key, as in the gateway's default responses.
+fn error_message(body: &[u8]) -> Option<(String, bool)> {
     if body.len() > 4096 || !body.trim_ascii_start().starts_with(b"{") {
         return None;
     }
@@ -936,7 +955,7 @@ fn error_message(body: &[u8]) -> Option<String> {
         .get("message")
         .or_else(|| doc.get("Message"))?
         .as_str()?;
-    Some(text.chars().take(128).collect())
+    Some((text.chars().take(128).collect(), doc.len() == 1))
 }
 
 /// The alert a TLS peer ended the connection with (`CertificateRequired`, `BadCertificate`,

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use crate::config::Chain;
 use crate::diagnose::{ChainTracker, Change, Verdict};
-use crate::facts::ChainFacts;
+use crate::facts::{ChainFacts, GatewayWords, WordsBoard};
+use crate::probe::Outcome;
 use crate::schedule::Round;
 use crate::source::{self, Seen};
 
@@ -39,6 +40,9 @@ pub struct Observation {
     /// What AWS says of the chain (discovery): link status, target health. `None` for chains
     /// discovery does not know.
     pub facts: Option<Arc<ChainFacts>>,
+    /// What API Gateway logged of a failed gateway request of this failure, when a lookup
+    /// found it; the verdict quotes it.
+    pub words: Option<GatewayWords>,
 }
 
 /// A hop's health check started or stopped passing.
@@ -89,16 +93,23 @@ impl Observation {
             health_up,
             health_changes: Vec::new(),
             facts: None,
+            words: None,
         }
     }
 
     /// A one-off round judged on its raw results, with no history (`check`, the demo's table).
     pub fn raw(round: Round) -> Self {
-        Observation::raw_with(round, None)
+        Observation::raw_with(round, None, None)
     }
 
-    /// [`Observation::raw`] with what discovery says of the chain (`check` with `[discovery]`).
-    pub fn raw_with(round: Round, facts: Option<Arc<ChainFacts>>) -> Self {
+    /// [`Observation::raw`] with what discovery says of the chain (`check` with `[discovery]`)
+    /// and what the gateway logged of the round's request.
+    pub fn raw_with(
+        round: Round,
+        facts: Option<Arc<ChainFacts>>,
+        words: Option<GatewayWords>,
+    ) -> Self {
+        let words = words.filter(|w| applies(w, &round));
         let pass: Vec<bool> = round
             .probed
             .results
@@ -110,11 +121,22 @@ impl Observation {
             &pass,
             &round.probed.results,
             facts.as_deref(),
+            words.as_ref(),
         );
         let mut observation = Observation::new(round, pass, verdict, Vec::new());
         observation.facts = facts;
+        observation.words = words;
         observation
     }
+}
+
+/// Whether the gateway's words on an earlier request speak of this round: its gateway probe
+/// failed, with the status the log recorded (a failure that changed is another failure).
+fn applies(words: &GatewayWords, round: &Round) -> bool {
+    let Some(first) = round.probed.results.first() else {
+        return false;
+    };
+    first.outcome != Outcome::Ok && words.status.is_none_or(|s| first.status == Some(s))
 }
 
 /// What the recorder keeps of one configured chain between rounds.
@@ -144,6 +166,8 @@ pub struct Recorder {
     chains: HashMap<String, Tracked>,
     /// Discovery's facts, by chain name.
     facts: HashMap<String, Arc<ChainFacts>>,
+    /// Where the gateway log lookups put what they found, when the agent runs them.
+    words: Option<Arc<WordsBoard>>,
 }
 
 impl Recorder {
@@ -172,6 +196,11 @@ impl Recorder {
         self.facts = facts;
     }
 
+    /// Reads the gateway's words from `board` with each round.
+    pub fn set_words(&mut self, board: Arc<WordsBoard>) {
+        self.words = Some(board);
+    }
+
     /// Chains whose state is kept.
     pub fn tracked(&self) -> usize {
         self.chains.len()
@@ -185,12 +214,24 @@ impl Recorder {
             .get_mut(&round.chain.name)
             .filter(|t| Arc::ptr_eq(&t.chain, &round.chain))?;
         let facts = self.facts.get(&round.chain.name).cloned();
-        let (up, verdict, changes) =
-            tracked
-                .tracker
-                .update(&round.chain, &round.probed.results, facts.as_deref());
+        let words = match (&self.words, round.probed.results.first()) {
+            // A gateway that answers again ends the failure its words spoke of.
+            (Some(board), Some(first)) if first.outcome.is_ok() => {
+                board.forget(&round.chain.name);
+                None
+            }
+            (Some(board), _) => board.get(&round.chain.name).filter(|w| applies(w, &round)),
+            (None, _) => None,
+        };
+        let (up, verdict, changes) = tracked.tracker.update(
+            &round.chain,
+            &round.probed.results,
+            facts.as_deref(),
+            words.as_ref(),
+        );
         let mut observation = Observation::new(round, up, verdict, changes);
         observation.facts = facts;
+        observation.words = words;
         for (hop, (last, now)) in tracked
             .health
             .iter_mut()

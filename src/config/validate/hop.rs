@@ -51,6 +51,16 @@ impl Checker<'_> {
 
         let mut headers = Vec::new();
         for (name, value) in &raw.headers {
+            // On REST, a client sets the gateway's `$context.requestId` with this header, so the
+            // agent's requests could not be told apart in the gateway's logs (set-up-logging.html).
+            if role == Some(Role::Gateway) && name.eq_ignore_ascii_case("x-amzn-requestid") {
+                self.report(
+                    &value.span(),
+                    scope,
+                    format!("headers.{name}: the gateway takes it as the request id it logs ($context.requestId), which the agent looks its failed requests up by; hopwatch never sends it"),
+                );
+                continue;
+            }
             if let Some(header) = self.header(name, value, scope, env) {
                 headers.push(header);
             }
