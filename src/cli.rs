@@ -93,6 +93,14 @@ enum Command {
         /// --proxy-protocol the peer checked is still the TCP one (the load balancer node).
         #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
         allow: Vec<crate::config::Cidr>,
+        /// Answer with this HTTP status instead of 200 (same reply body): an application that
+        /// fails on its own, to try verdicts and alerts out.
+        #[arg(long, value_name = "CODE", value_parser = parse_status)]
+        status: Option<http::StatusCode>,
+        /// With --status: only for request paths starting with this prefix (e.g. "/prod/"),
+        /// as an application failing only on the path the gateway sends.
+        #[arg(long, value_name = "PREFIX", requires = "status")]
+        status_path: Option<String>,
     },
     /// Exit 0 when a running agent's /-/healthy answers 2xx, else 1: a container health check
     /// for images without curl.
@@ -232,6 +240,14 @@ fn parse_delay(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+fn parse_status(text: &str) -> Result<http::StatusCode, String> {
+    text.parse::<u16>()
+        .ok()
+        .filter(|c| (200..=599).contains(c))
+        .and_then(|c| http::StatusCode::from_u16(c).ok())
+        .ok_or_else(|| format!("{text:?} is not an HTTP status from 200 to 599"))
 }
 
 fn parse_cidr(text: &str) -> Result<crate::config::Cidr, String> {
@@ -530,6 +546,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             proxy_protocol,
             require_proxy_protocol,
             allow,
+            status,
+            status_path,
         } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -543,6 +561,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 proxy_protocol,
                 require_proxy_protocol,
                 allow,
+                status,
+                status_path,
             };
             let allow: Vec<String> = options.allow.iter().map(ToString::to_string).collect();
             tracing::info!(listen = %listener.local_addr()?, delay = ?options.delay, proxy_protocol, ?allow, "hopwatch echo listening");

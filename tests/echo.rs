@@ -360,3 +360,32 @@ fn keep_alive_connections_end_after_a_bounded_number_of_requests() {
         .to_ascii_lowercase()
         .contains("connection: close"));
 }
+
+/// `--status` stands in for an application failing on its own (the lab's pass-through
+/// scenarios): everywhere, or only under `--status-path`, with the reply body unchanged.
+#[test]
+fn answers_a_chosen_status_everywhere_or_under_a_prefix() {
+    let status = |echo: &Echo, path: &str| -> String {
+        let response = raw(
+            echo.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(body(&response)["path"], path, "{response}");
+        response
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let everywhere = start_with(&[], &["--status", "429"]);
+    assert_eq!(status(&everywhere, "/orders"), "429");
+    let prefixed = start_with(&[], &["--status", "500", "--status-path", "/prod/"]);
+    assert_eq!(status(&prefixed, "/prod/orders"), "500");
+    assert_eq!(status(&prefixed, "/orders"), "200");
+    let refused = Command::new(BIN)
+        .args(["echo", "--listen", "127.0.0.1:0", "--status", "99"])
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not an HTTP status"));
+}

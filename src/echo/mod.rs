@@ -58,6 +58,12 @@ pub struct EchoOptions {
     /// Source ranges allowed to connect; empty allows every source. Checked against the TCP
     /// peer (behind a load balancer, its node), before anything is read.
     pub allow: Vec<Cidr>,
+    /// Answer with this status instead of 200 (the reply body unchanged): an application
+    /// failing on its own, for the lab and for trying alerts out.
+    pub status: Option<StatusCode>,
+    /// With `status`: only for request paths that start with this prefix (`/prod/`): an
+    /// application failing only on the path the gateway sends.
+    pub status_path: Option<String>,
 }
 
 impl EchoOptions {
@@ -190,7 +196,13 @@ async fn answer(
     };
     let mut body = serde_json::to_vec(&reply).unwrap_or_default();
     body.push(b'\n');
-    json(StatusCode::OK, body)
+    let failing = options.status.filter(|_| {
+        options
+            .status_path
+            .as_deref()
+            .is_none_or(|prefix| reply.path.starts_with(prefix))
+    });
+    json(failing.unwrap_or(StatusCode::OK), body)
 }
 
 /// Bytes of PROXY headers accepted before the first request: AWS sends well under 1 KiB.
