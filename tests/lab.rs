@@ -492,6 +492,49 @@ fn gateway_says(
     }
 }
 
+/// The application behind the chain answers `status` itself, to everyone: API Gateway passes
+/// it through (HTTP_PROXY, …/api-gateway-set-up-simple-proxy.html), so it is never the
+/// gateway's refusal nor the link. Every hop behind answers the same when probed directly: the
+/// deepest one, the target, is blamed. `address_down`: the per-address hops, which fail too.
+fn app_says(
+    name: &'static str,
+    status: u16,
+    address_down: &[(&'static str, &'static str)],
+) -> Scenario {
+    Scenario {
+        name,
+        faults: Faults {
+            app_status: Some((status, None)),
+            ..f()
+        },
+        expect: Expect {
+            address_down: address_down.to_vec(),
+            ..down(
+                "target",
+                "target_error",
+                "the target itself answers wrongly",
+            )
+        },
+    }
+}
+
+/// The application fails only on the path the gateway sends (`prefix`): the hops behind pass
+/// on their own paths, the gateway's forwarded request gets the application's answer.
+fn app_fails_on_the_gateway_path(name: &'static str, prefix: &str) -> Scenario {
+    Scenario {
+        name,
+        faults: Faults {
+            app_status: Some((500, Some(s(prefix)))),
+            ..f()
+        },
+        expect: down(
+            "gateway",
+            "backend_status",
+            "the integration answered 500 to the request the gateway forwarded",
+        ),
+    }
+}
+
 /// The NLB node of AZ b stopped (T1, T2).
 fn one_nlb_node_down() -> Scenario {
     Scenario {
@@ -623,6 +666,21 @@ fn t2_rest_nlb_alb() {
                 "gateway_authorizer_failed",
                 "the authorizer failed",
             ),
+            app_says(
+                "the application answers 403 to everyone (passed through)",
+                403,
+                &[
+                    ("nlb", "nlb-a"),
+                    ("nlb", "nlb-b"),
+                    ("target", "target-a"),
+                    ("target", "target-b"),
+                ],
+            ),
+            // A REST stage's resource /orders maps onto the integration URI's /orders.
+            app_fails_on_the_gateway_path(
+                "the application fails only on /orders, the path the gateway sends",
+                "/orders",
+            ),
         ],
     );
 }
@@ -731,6 +789,26 @@ fn t1_rest_nlb() {
                     ..up()
                 },
             },
+            app_says(
+                "the application answers 401 to everyone (passed through)",
+                401,
+                &[
+                    ("nlb", "nlb-a"),
+                    ("nlb", "nlb-b"),
+                    ("target", "target-a"),
+                    ("target", "target-b"),
+                ],
+            ),
+            app_says(
+                "the application answers 429 to everyone (passed through)",
+                429,
+                &[
+                    ("nlb", "nlb-a"),
+                    ("nlb", "nlb-b"),
+                    ("target", "target-a"),
+                    ("target", "target-b"),
+                ],
+            ),
         ],
     );
 }
@@ -885,6 +963,22 @@ fn t4_http_alb() {
                     ..up()
                 },
             },
+            app_says(
+                "the application answers 404 to everyone (passed through)",
+                404,
+                &[("target", "target-a"), ("target", "target-b")],
+            ),
+            // Not the gateway's own 500: the body is the application's, not {"message":"Internal Server Error"}.
+            app_says(
+                "the application answers 500 to everyone (passed through)",
+                500,
+                &[("target", "target-a"), ("target", "target-b")],
+            ),
+            // An HTTP API stage prod sends /prod/orders to its private integration.
+            app_fails_on_the_gateway_path(
+                "the application fails only on /prod/, the path the gateway sends",
+                "/prod/",
+            ),
         ],
     );
 }

@@ -117,6 +117,10 @@ pub struct Faults {
     pub xff_client_port: bool,
     /// Keys taken out of the agent's config: (hop, key).
     pub agent_without: Vec<(String, String)>,
+    /// The application at every target answers this status itself, for every path or only
+    /// under the prefix (`hopwatch echo --status CODE --status-path PREFIX`); API Gateway
+    /// passes it through, as HTTP_PROXY integrations do.
+    pub app_status: Option<(u16, Option<String>)>,
 }
 
 /// A topology brought up.
@@ -527,6 +531,14 @@ impl Lab {
                     traffic.push("--delay".into());
                     traffic.push(format!("{}ms", faults.target_delay_ms));
                 }
+                if let Some((status, prefix)) = &faults.app_status {
+                    traffic.push("--status".into());
+                    traffic.push(status.to_string());
+                    if let Some(prefix) = prefix {
+                        traffic.push("--status-path".into());
+                        traffic.push(prefix.clone());
+                    }
+                }
                 let mut health = vec![
                     BIN.to_string(),
                     "echo".into(),
@@ -611,20 +623,37 @@ impl Lab {
         };
         match part {
             "gateway" => {
-                // API Gateway's answers when its integration fails (brief §3): a REST API
-                // says why in x-amzn-ErrorType; an HTTP API only gives apigw-requestid.
+                // API Gateway's answers when its integration fails (brief §3): a REST API says
+                // why in x-amzn-ErrorType (500 for a link it cannot use, 504 "Endpoint request
+                // timed out" at its integration timeout); an HTTP API only gives
+                // apigw-requestid and a fixed body, 500 "Internal Server Error", and 503
+                // "Service Unavailable" at its integration timeout (field reports:
+                // cortexlabs/cortex#1225, serverless/serverless#11222).
                 let http_api = self.topo.kind.starts_with("http-");
-                let (kind_header, ids) = if http_api {
-                    (None, "  http-after-response set-header apigw-requestid %[rand,hex]\n")
-                } else {
+                let json = "content-type: application/json";
+                let (e500, e504, ids, path) = if http_api {
                     (
-                        Some("x-amzn-ErrorType: InternalServerErrorException"),
+                        errors("500", "500 Internal Server Error", &[json], "{\"message\":\"Internal Server Error\"}"),
+                        errors("504", "503 Service Unavailable", &[json], "{\"message\":\"Service Unavailable\"}"),
+                        "  http-after-response set-header apigw-requestid %[rand,hex]\n",
+                        // "For private integrations, API Gateway includes the stage portion of the
+                        // API endpoint in the request to your backend resources"
+                        // (http-api-develop-integrations-private.html): the path goes on as is.
+                        "",
+                    )
+                } else {
+                    let kind = "x-amzn-ErrorType: InternalServerErrorException";
+                    (
+                        errors("500", "500 Internal Server Error", &[json, kind], "{\"message\": \"Internal server error\"}"),
+                        errors("504", "504 Gateway Timeout", &[json, kind], "{\"message\": \"Endpoint request timed out\"}"),
                         "  http-after-response set-header x-amzn-RequestId %[uuid]\n  http-after-response set-header x-amz-apigw-id %[rand,hex]\n",
+                        // A REST resource /orders of stage prod maps onto the integration URI's
+                        // path: the stage is not sent (a v1 link). The backend's clashing headers
+                        // come back renamed x-amzn-Remapped-* (api-gateway-known-issues.html:
+                        // Date and Server "Remapped Overwritten").
+                        "  http-request set-path %[path,regsub(^/prod/,/)]\n  http-response set-header x-amzn-Remapped-Date %[res.hdr(date)] if { res.hdr(date) -m found }\n  http-response set-header x-amzn-Remapped-Content-Length %[res.hdr(content-length)] if { res.hdr(content-length) -m found }\n",
                     )
                 };
-                let headers: Vec<&str> = ["content-type: application/json"].into_iter().chain(kind_header).collect();
-                let e500 = errors("500", "500 Internal Server Error", &headers, "{\"message\": \"Internal Server Error\"}");
-                let e504 = errors("504", "504 Gateway Timeout", &headers, "{\"message\": \"Endpoint request timed out\"}");
                 // API Gateway answering on its own (throttled, refused, no route): nothing
                 // behind it is asked.
                 let own = match &faults.gateway_answer {
@@ -638,7 +667,7 @@ impl Lab {
                     None => String::new(),
                 };
                 format!(
-                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend api\n  bind {}:80\n{ids}{own}  default_backend link\nbackend link\n{source}  balance roundrobin\n  errorfile 502 {e500}\n  errorfile 503 {e500}\n  errorfile 504 {e504}\n{servers}",
+                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend api\n  bind {}:80\n{ids}{own}  default_backend link\nbackend link\n{source}{path}  balance roundrobin\n  errorfile 502 {e500}\n  errorfile 503 {e500}\n  errorfile 504 {e504}\n{servers}",
                     n.addr
                 )
             }
