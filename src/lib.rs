@@ -17,6 +17,7 @@ pub mod echo;
 pub mod ecs;
 pub mod export;
 pub mod facts;
+pub mod gatewaylog;
 pub mod probe;
 pub mod record;
 pub mod schedule;

@@ -23,7 +23,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("diagnose", 3),
     ("record", 4),
     ("export", 5),
-    ("discover", 6), // walks AWS into an estate, a config and facts
+    ("discover", 6),   // walks AWS into an estate, a config and facts
+    ("gatewaylog", 6), // what API Gateway logged of a request, read from CloudWatch Logs
     ("agent", 7),
     ("check", 7),
     ("demo", 7),
