@@ -123,13 +123,19 @@ pub struct Logs {
 
 impl Logs {
     /// The SDK configuration a lookup loads: `[gateway_logs]`'s region and endpoint, the
-    /// standard retry mode (3 attempts: a lookup is retried by its own schedule too), and its
-    /// timeout as the bound of each call, retries included.
+    /// standard retry mode, and its timeout as the bound of each call, retries included.
+    /// Retries are few and quick (3 attempts, backoff from 200 ms rather than the SDK's 1 s):
+    /// within a timeout of a few seconds a refused connection must still be reported as such,
+    /// not as a timeout, and a lookup is retried by its own schedule anyway.
     pub fn loader(lookup: &GatewayLogLookup) -> aws_config::ConfigLoader {
         use aws_config::retry::RetryConfig;
         use aws_config::timeout::TimeoutConfig;
         crate::aws::loader(lookup.region.as_deref(), lookup.endpoint_url.as_deref())
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(Duration::from_millis(200)),
+            )
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(lookup.timeout.min(Duration::from_secs(3)))

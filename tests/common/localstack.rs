@@ -1,5 +1,5 @@
-//! LocalStack (the real `localstack-core`, CloudWatch only) bound to 127.0.0.1, started and
-//! killed by the test that needs it, and the real SDK pointed at it.
+//! LocalStack (the real `localstack-core`: CloudWatch, or the services a test names) bound to
+//! 127.0.0.1, started and killed by the test that needs it, and the real SDK pointed at it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +42,7 @@ pub struct LocalStack {
     dir: PathBuf,
     child: Option<Child>,
     starts: u32,
+    services: &'static [&'static str],
 }
 
 impl LocalStack {
@@ -60,7 +61,14 @@ impl LocalStack {
             dir,
             child: None,
             starts: 0,
+            services: &["cloudwatch"],
         }
+    }
+
+    /// Runs `services` (LocalStack's names: `cloudwatch`, `logs`) instead of CloudWatch alone.
+    pub fn with_services(mut self, services: &'static [&'static str]) -> LocalStack {
+        self.services = services;
+        self
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -68,7 +76,7 @@ impl LocalStack {
         format!("http://{}", self.addr)
     }
 
-    /// Starts the process and waits until CloudWatch answers (at most 90 s).
+    /// Starts the process and waits until every service answers (at most 90 s).
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
         self.starts += 1;
@@ -86,7 +94,7 @@ impl LocalStack {
             // hypercorn honours the host in GATEWAY_LISTEN; the default server binds 0.0.0.0.
             .env("GATEWAY_SERVER", "hypercorn")
             .env("GATEWAY_LISTEN", self.addr.to_string())
-            .env("SERVICES", "cloudwatch")
+            .env("SERVICES", self.services.join(","))
             .env("EAGER_SERVICE_LOADING", "1")
             .env("DISABLE_EVENTS", "1")
             .env("DNS_ADDRESS", "0")
@@ -117,9 +125,11 @@ impl LocalStack {
             .await
             .expect("join");
             if let Ok(body) = health {
-                if body.contains("\"cloudwatch\": \"running\"")
-                    || body.contains("\"cloudwatch\": \"available\"")
-                {
+                let ready = |service: &&str| {
+                    body.contains(&format!("\"{service}\": \"running\""))
+                        || body.contains(&format!("\"{service}\": \"available\""))
+                };
+                if self.services.iter().all(ready) {
                     return;
                 }
             }
