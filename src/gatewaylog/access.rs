@@ -102,6 +102,18 @@ impl Format {
     pub fn is_json(&self) -> bool {
         self.paths.is_some()
     }
+
+    /// Whether a line of this format can say which request it is of: a JSON format with
+    /// `$context.requestId` or `$context.extendedRequestId` as a value of its own (AWS requires
+    /// one of them in every format, set-up-access-logging.html, but one inside a longer string
+    /// cannot be read back).
+    pub fn has_id(&self) -> bool {
+        self.paths.as_ref().is_some_and(|paths| {
+            paths
+                .iter()
+                .any(|(_, v)| matches!(v, Variable::RequestId | Variable::ExtendedRequestId))
+        })
+    }
 }
 
 /// What one access log line says of one request.
@@ -475,6 +487,10 @@ mod tests {
         assert!(!Format::new(Some("$context.requestId $context.status")).is_json());
         assert!(!Format::new(Some("<request id=\"$context.requestId\"/>")).is_json());
         assert!(Format::new(None).is_json());
+        assert!(Format::new(None).has_id());
+        assert!(Format::new(Some(r#"{"x":"$context.extendedRequestId"}"#)).has_id());
+        assert!(!Format::new(Some(r#"{"line":"$context.requestId $context.status"}"#)).has_id());
+        assert!(!Format::new(Some("$context.requestId")).has_id());
     }
 
     #[test]

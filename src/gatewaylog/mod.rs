@@ -153,10 +153,27 @@ fn millis(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// Why no configured group of `groups` can be searched for a request, if none can: no group,
+/// or only an access log whose lines cannot be read (not JSON, or no id as a value of its own).
+pub fn unsearchable(groups: &GatewayLogs) -> Option<&'static str> {
+    if groups.execution_log_group.is_some() {
+        return None;
+    }
+    match &groups.access_log_group {
+        None => Some("no log group configured"),
+        Some(_) if access::Format::new(groups.access_log_format.as_deref()).has_id() => None,
+        Some(_) => Some(
+            "the access log format is not JSON with $context.requestId or \
+             $context.extendedRequestId as a value of its own, and only such lines are read",
+        ),
+    }
+}
+
 /// What the gateway logged of the request `ids` names (its request id and/or its extended id),
-/// sent at `around`: the access log first, then the execution log, the first group holding a
-/// record of it answering. `Ok(None)`: every configured group was searched to its end and
-/// holds no line of that request (yet: logs arrive late; [`Lookups`] retries).
+/// sent at `around`: the access log first, then the execution log; the first record found
+/// answers. `Ok(None)`: every configured group was searched to its end and holds no line of
+/// that request (yet: logs arrive late; [`Lookups`] retries). A group that fails does not
+/// hide a record in the other; the failure is returned only when no record was found.
 pub async fn find(
     search: &dyn Search,
     groups: &GatewayLogs,
@@ -167,53 +184,86 @@ pub async fn find(
     if ids.is_empty() {
         return Err(LookupError::Nothing("no usable request id"));
     }
-    if groups.access_log_group.is_none() && groups.execution_log_group.is_none() {
-        return Err(LookupError::Nothing("no log group configured"));
+    if let Some(why) = unsearchable(groups) {
+        return Err(LookupError::Nothing(why));
     }
     let window = (
         millis(around.checked_sub(BEFORE).unwrap_or(UNIX_EPOCH)),
         millis(around.checked_add(AFTER).unwrap_or(around)),
     );
+    let mut failed = None;
     if let Some(group) = &groups.access_log_group {
         let format = access::Format::new(groups.access_log_format.as_deref());
-        if format.is_json() {
-            let mut found = None;
-            scan(search, group, &pattern(&ids), window, |event| {
-                found = access::read(&event.message, &format)
-                    .filter(|record| record.is_of(&ids))
-                    .map(|record| record.words);
-                found.is_some()
-            })
-            .await?;
-            if found.is_some() {
-                return Ok(found);
+        if format.has_id() {
+            match in_access_log(search, group, &format, &ids, window).await {
+                Ok(Some(words)) => return Ok(Some(words)),
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
             }
         }
     }
     if let Some(group) = &groups.execution_log_group {
-        let mut lines = Vec::new();
-        scan(search, group, &pattern(&ids), window, |event| {
+        match in_execution_log(search, group, &ids, window).await {
+            Ok(Some(words)) => return Ok(Some(words)),
+            Ok(None) => {}
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(None),
+    }
+}
+
+/// The first access log line of the request.
+async fn in_access_log(
+    search: &dyn Search,
+    group: &str,
+    format: &access::Format,
+    ids: &[&str],
+    window: (i64, i64),
+) -> Result<Option<GatewayWords>, LookupError> {
+    let mut found = None;
+    scan(search, group, &pattern(ids), window, |event| {
+        found = access::read(&event.message, format)
+            .filter(|record| record.is_of(ids))
+            .map(|record| record.words);
+        found.is_some()
+    })
+    .await?;
+    Ok(found)
+}
+
+/// The request's execution log lines, read together.
+async fn in_execution_log(
+    search: &dyn Search,
+    group: &str,
+    ids: &[&str],
+    window: (i64, i64),
+) -> Result<Option<GatewayWords>, LookupError> {
+    let mut lines = Vec::new();
+    scan(search, group, &pattern(ids), window, |event| {
+        lines.push(event.message.clone());
+        false
+    })
+    .await?;
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let Some(request) = execution::request_of(&refs, ids).map(str::to_string) else {
+        return Ok(None);
+    };
+    if !ids.contains(&request.as_str()) && usable_id(&request) {
+        // Found by its extended id: only the `Extended Request Id:` line matched; the
+        // request's other lines carry its request id.
+        scan(search, group, &pattern(&[&request]), window, |event| {
             lines.push(event.message.clone());
             false
         })
         .await?;
-        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-        let Some(request) = execution::request_of(&refs, &ids).map(str::to_string) else {
-            return Ok(None);
-        };
-        if !ids.contains(&request.as_str()) && usable_id(&request) {
-            // Found by its extended id: only the `Extended Request Id:` line matched; the
-            // request's other lines carry its request id.
-            scan(search, group, &pattern(&[&request]), window, |event| {
-                lines.push(event.message.clone());
-                false
-            })
-            .await?;
-        }
-        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-        return Ok(execution::read(&refs, &request));
     }
-    Ok(None)
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    Ok(execution::read(&refs, &request))
 }
 
 /// Every page of `pattern` in `group` over `window`, each event handed to `each` until it says

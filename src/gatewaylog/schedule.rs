@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task::AbortHandle;
 
-use super::{find, usable_id, LookupError, Search};
+use super::{find, unsearchable, usable_id, LookupError, Search};
 use crate::config::{GatewayLogLookup, GatewayLogs};
 use crate::facts::GatewayWords;
 
@@ -109,7 +109,8 @@ pub enum Requested {
     Started,
     /// The chain had one less than `min_interval` ago (counted `skipped`).
     Skipped,
-    /// Nothing to look up: no log group, or no id a lookup can use. Not counted.
+    /// Nothing to look up: no log group that can be read ([`super::unsearchable`]), or no id a
+    /// lookup can use. Not counted.
     Nothing,
     /// Called outside a Tokio runtime: nothing started. Not counted.
     NoRuntime,
@@ -208,8 +209,7 @@ impl Lookups {
             .filter(|id| usable_id(id))
             .map(|id| id.to_string())
             .collect();
-        if ids.is_empty() || (logs.access_log_group.is_none() && logs.execution_log_group.is_none())
-        {
+        if ids.is_empty() || unsearchable(logs).is_some() {
             return Requested::Nothing;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

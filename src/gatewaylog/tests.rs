@@ -311,7 +311,47 @@ async fn failures_are_typed() {
         .await,
         Err(LookupError::Nothing("no log group configured"))
     );
+    // Only a CLF access log: nothing can be read, which is not "absent".
+    let clf = groups(
+        Some(ACCESS),
+        Some("$context.requestId $context.status"),
+        None,
+    );
+    let err = find(&script, &clf, &["r-1"], SystemTime::now())
+        .await
+        .expect_err("unreadable");
+    assert_eq!(err.class(), "nothing");
+    assert!(unsearchable(&clf).is_some_and(|why| err.to_string().ends_with(why)));
     assert_eq!(script.calls(), 0);
+}
+
+/// A search that fails on one group and answers on the other.
+struct OneGroupFails(Script);
+
+impl Search for OneGroupFails {
+    fn filter<'a>(&'a self, filter: &'a Filter) -> PageFuture<'a> {
+        if filter.log_group_name == ACCESS {
+            return Box::pin(async { Err(CallError::Timeout("slow".into())) });
+        }
+        self.0.filter(filter)
+    }
+}
+
+#[tokio::test]
+async fn a_failing_group_does_not_hide_the_other_ones_record() {
+    let script = Script::default();
+    script.put(EXECUTION, "(r-1) Method completed with status: 504");
+    let search = OneGroupFails(script);
+    let both = groups(Some(ACCESS), None, Some(EXECUTION));
+    let found = find(&search, &both, &["r-1"], SystemTime::now())
+        .await
+        .expect("found in the execution log");
+    assert_eq!(found.map(|w| w.status), Some(Some(504)));
+    // Absent from the execution log: the access log's failure is the answer, not "absent".
+    let err = find(&search, &both, &["r-2"], SystemTime::now())
+        .await
+        .expect_err("the access log failed");
+    assert_eq!(err.class(), "timeout");
 }
 
 #[test]
@@ -445,6 +485,15 @@ async fn nothing_to_look_up_is_not_started_and_forget_stops_a_lookup() {
     );
     assert_eq!(
         lookups.request("c", &logs, &["not an id"], SystemTime::now()),
+        Requested::Nothing
+    );
+    assert_eq!(
+        lookups.request(
+            "c",
+            &groups(Some(ACCESS), Some("$context.requestId"), None),
+            &["r-1"],
+            SystemTime::now()
+        ),
         Requested::Nothing
     );
     assert_eq!(
