@@ -139,27 +139,9 @@ enum Command {
     },
 }
 
-/// What the command line says of this agent's place in a group, over the config's `[agent]`.
-#[derive(Clone, Default)]
-struct Placement {
-    shard: Option<config::Shard>,
-    vantage: Option<String>,
-}
-
-impl Placement {
-    /// The config as this agent runs it: its shard's chains only, its vantage.
-    fn apply(&self, mut config: Config) -> Config {
-        if let Some(vantage) = &self.vantage {
-            config.agent.vantage = Some(vantage.clone());
-        }
-        config.take_shard(self.shard.unwrap_or(config.agent.shard));
-        config
-    }
-}
-
-impl From<ShardArg> for Placement {
+impl From<ShardArg> for config::Placement {
     fn from(arg: ShardArg) -> Self {
-        Placement {
+        config::Placement {
             shard: arg.shard,
             vantage: None,
         }
@@ -195,6 +177,7 @@ impl From<WalkArgs> for crate::discover::Options {
             apis: a.apis,
             stages: a.stages,
             path: a.path,
+            shard: crate::config::Shard::WHOLE,
         }
     }
 }
@@ -317,7 +300,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path, place: &Placement) -> Result<Config, ExitCode> {
+fn load(path: &std::path::Path, place: &config::Placement) -> Result<Config, ExitCode> {
     load_quietly(path, place).inspect(|config| {
         for w in &config.warnings {
             eprintln!("warning: {w}");
@@ -326,7 +309,7 @@ fn load(path: &std::path::Path, place: &Placement) -> Result<Config, ExitCode> {
 }
 
 /// [`load`] without printing warnings: `run` logs them instead.
-fn load_quietly(path: &std::path::Path, place: &Placement) -> Result<Config, ExitCode> {
+fn load_quietly(path: &std::path::Path, place: &config::Placement) -> Result<Config, ExitCode> {
     config::load(path).map(|c| place.apply(c)).map_err(|err| {
         match &err {
             ConfigError::Invalid(problems) => {
@@ -343,58 +326,6 @@ fn load_quietly(path: &std::path::Path, place: &Placement) -> Result<Config, Exi
         }
         ExitCode::from(EXIT_USAGE)
     })
-}
-
-/// The config file with the chains discovery found appended (hand-written chains of the same
-/// name win: they stay as written), and the facts of the discovered chains it runs.
-fn load_merged(
-    path: &std::path::Path,
-    estate: Option<&crate::discover::Estate>,
-    place: &Placement,
-) -> Result<
-    (
-        Config,
-        std::collections::HashMap<String, Arc<crate::facts::ChainFacts>>,
-    ),
-    ConfigError,
-> {
-    let text = config::read(path)?;
-    let env = |name: &str| std::env::var(name).ok();
-    let shown = path.display().to_string();
-    let Some(estate) = estate else {
-        return config::load_str(&shown, &text, &env).map(|c| (place.apply(c), Default::default()));
-    };
-    let written: Vec<String> = toml::from_str::<toml::Table>(&text)
-        .ok()
-        .and_then(|t| t.get("chain").and_then(|c| c.as_array()).cloned())
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.get("name").and_then(|n| n.as_str()).map(str::to_string))
-        .collect();
-    let found: Vec<&crate::discover::FoundChain> = estate
-        .chains
-        .iter()
-        .filter(|c| !written.contains(&c.name))
-        .collect();
-    let combined = format!(
-        "{text}\n\n# ---- chains found by [discovery] in {} ----\n{}",
-        estate.region,
-        crate::discover::render::chains(found.iter().copied())
-    );
-    let config = place.apply(config::load_str(&shown, &combined, &env)?);
-    let facts = found
-        .iter()
-        .filter(|c| config.agent.shard.owns(&c.name))
-        .map(|c| (c.name.clone(), Arc::new(c.facts.clone())))
-        .collect();
-    Ok((config, facts))
-}
-
-/// Config warnings, one log event each.
-fn log_warnings(config: &Config) {
-    for w in &config.warnings {
-        tracing::warn!(warning = %w, "config");
-    }
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -452,7 +383,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             shard,
         } => {
             let path = config;
-            let place: Placement = shard.into();
+            let place: config::Placement = shard.into();
             let config = match load(&path, &place) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
@@ -461,27 +392,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             // (link status, target health, the rules along their paths).
             let (config, facts) = match &config.discovery {
                 Some(d) => {
-                    let options = crate::discover::Options::from(d);
-                    let clients = crate::discover::Clients::new(&options).await;
-                    let estate = crate::discover::walk(&clients, &options).await;
+                    let options = crate::discover::Options {
+                        shard: config.agent.shard,
+                        ..crate::discover::Options::from(d)
+                    };
+                    let estate = crate::discover::walk_once(&options).await;
                     for e in &estate.errors {
                         eprintln!(
                             "hopwatch check: discovery: {} failed: {}",
                             e.action, e.message
                         );
                     }
-                    let owned = path.clone();
-                    match tokio::task::spawn_blocking(move || {
-                        load_merged(&owned, Some(&estate), &place)
-                    })
-                    .await?
-                    {
-                        Ok(merged) => merged,
-                        Err(err) => {
-                            eprintln!("hopwatch check: the discovered chains do not load: {err}");
-                            return Ok(ExitCode::from(EXIT_USAGE));
-                        }
-                    }
+                    crate::agent::refresh::merge(config, &estate, None)
                 }
                 None => (config, std::collections::HashMap::new()),
             };
@@ -527,7 +449,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             shard,
             vantage,
         } => {
-            let place = Placement {
+            let place = config::Placement {
                 shard: shard.shard,
                 vantage,
             };
@@ -535,10 +457,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            log_warnings(&config);
+            crate::agent::run::log_warnings(&config);
             let listen = listen.unwrap_or(config.agent.listen);
             let running = crate::agent::start(config, listen, Vec::new()).await?;
-            run_until_stopped(running, &path, place).await
+            crate::agent::run::run_until_stopped(running, &path, place).await
         }
         Command::Echo {
             listen,
@@ -577,7 +499,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Explain { walk, config, json } => {
             let mut options = crate::discover::Options::from(walk);
             if let Some(file) = &config {
-                let loaded = match load(file, &Placement::default()) {
+                let loaded = match load(file, &config::Placement::default()) {
                     Ok(c) => c,
                     Err(code) => return Ok(code),
                 };
@@ -598,8 +520,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 options.path = options.path.or(d.path);
             }
-            let clients = crate::discover::Clients::new(&options).await;
-            let estate = crate::discover::walk(&clients, &options).await;
+            let estate = crate::discover::walk_once(&options).await;
             let explained = crate::discover::explain::Explained {
                 chains: estate
                     .chains
@@ -623,8 +544,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Discover { walk, output } => {
             let options = crate::discover::Options::from(walk);
-            let clients = crate::discover::Clients::new(&options).await;
-            let estate = crate::discover::walk(&clients, &options).await;
+            let estate = crate::discover::walk_once(&options).await;
             let header = crate::discover::render::Header {
                 endpoint_url: options.endpoint_url.clone(),
                 apis: options.apis.clone(),
@@ -655,194 +575,6 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-    }
-}
-
-/// How often `run` looks at its config file for a change (a ConfigMap update, an edit).
-const CONFIG_POLL: Duration = Duration::from_secs(2);
-
-/// A fingerprint of the config file's content; `None` for `env:` configs or an unreadable file.
-fn config_fingerprint(path: &std::path::Path) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    if path.to_string_lossy().starts_with("env:") {
-        return None;
-    }
-    let bytes = std::fs::read(path).ok()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    Some(h.finish())
-}
-
-/// Reloads the config at `path` into `running`. An invalid config is logged, problem by
-/// problem, and changes nothing; `hopwatch_config_last_reload_successful` says which it was.
-async fn reload(
-    running: &mut crate::agent::Running,
-    path: &std::path::Path,
-    discovered: Option<&Arc<crate::discover::Estate>>,
-    place: &Placement,
-    why: &str,
-) {
-    let owned = path.to_path_buf();
-    let estate = discovered.cloned();
-    let place = place.clone();
-    // Validating thousands of hops takes a while: off the thread that times probes.
-    let loaded =
-        tokio::task::spawn_blocking(move || load_merged(&owned, estate.as_deref(), &place)).await;
-    let outcome = match loaded {
-        Ok(Ok((config, facts))) => {
-            log_warnings(&config);
-            let done = running.reload(config).map_err(|err| format!("{err:#}"));
-            if done.is_ok() {
-                running.set_facts(facts);
-            }
-            done
-        }
-        Ok(Err(ConfigError::Invalid(problems))) => {
-            for p in &problems {
-                tracing::error!(problem = %p, "config reload rejected");
-            }
-            Err(format!("{} problem(s)", problems.len()))
-        }
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(err) => Err(err.to_string()),
-    };
-    running.metrics.config_loaded(outcome.is_ok());
-    match outcome {
-        Ok(done) => {
-            tracing::info!(
-                why,
-                added = ?done.added,
-                removed = ?done.removed,
-                changed = ?done.changed,
-                unchanged = done.unchanged,
-                "config reloaded"
-            );
-            for setting in done.need_restart {
-                tracing::warn!(
-                    setting,
-                    "changed in the config; takes effect after a restart"
-                );
-            }
-        }
-        Err(error) => {
-            tracing::error!(
-                why,
-                error,
-                "config reload rejected; the running config stays"
-            );
-        }
-    }
-}
-
-/// Runs the agent until SIGTERM or SIGINT; reloads the config on SIGHUP and when its file
-/// changes. On the first stop signal it stops scheduling, lets probes in flight end and
-/// flushes CloudWatch (within [`crate::agent::SHUTDOWN_FLUSH`]); a second one exits at once.
-async fn run_until_stopped(
-    mut running: crate::agent::Running,
-    path: &std::path::Path,
-    place: Placement,
-) -> anyhow::Result<ExitCode> {
-    let mut signals = Signals::new()?;
-    let mut last = config_fingerprint(path);
-    let mut poll = tokio::time::interval(CONFIG_POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // [discovery]: walks arrive on a channel; the last merged estate goes into every reload.
-    let (mut walks, discovery_task) = match running.discovery() {
-        Some((discovery, stats)) => {
-            let (rx, task) = crate::agent::spawn_discovery(discovery, stats);
-            (Some(rx), Some(task))
-        }
-        None => (None, None),
-    };
-    let mut estate: Option<Arc<crate::discover::Estate>> = None;
-    loop {
-        tokio::select! {
-            signal = signals.next() => match signal {
-                Signal::Reload => {
-                    last = config_fingerprint(path);
-                    reload(&mut running, path, estate.as_ref(), &place, "SIGHUP").await;
-                }
-                Signal::Stop => break,
-            },
-            _ = poll.tick() => {
-                let now = config_fingerprint(path);
-                if now.is_some() && now != last {
-                    last = now;
-                    reload(&mut running, path, estate.as_ref(), &place, "config file changed").await;
-                }
-            }
-            Some(walk) = async { match walks.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
-                let merged = crate::agent::merge(estate.as_deref(), walk);
-                estate = Some(Arc::new(merged));
-                reload(&mut running, path, estate.as_ref(), &place, "discovery").await;
-            }
-        }
-    }
-    if let Some(task) = discovery_task {
-        task.abort();
-    }
-    tracing::info!("stopping: letting in-flight probes finish (a second signal exits at once)");
-    tokio::select! {
-        _ = running.shutdown() => {
-            tracing::info!("stopped");
-            Ok(ExitCode::SUCCESS)
-        }
-        _ = signals.stop() => {
-            tracing::warn!("second stop signal: exiting without waiting");
-            std::process::exit(EXIT_INTERRUPTED);
-        }
-    }
-}
-
-/// Exit status after a second stop signal (128 + SIGINT, as shells report an interrupt).
-const EXIT_INTERRUPTED: i32 = 130;
-
-enum Signal {
-    Reload,
-    Stop,
-}
-
-/// SIGHUP, SIGTERM and SIGINT, as a stream.
-struct Signals {
-    #[cfg(unix)]
-    hup: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> anyhow::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            Ok(Signals {
-                hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
-                term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Signals {})
-    }
-
-    async fn next(&mut self) -> Signal {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.hup.recv() => Signal::Reload,
-                _ = self.term.recv() => Signal::Stop,
-                _ = tokio::signal::ctrl_c() => Signal::Stop,
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            Signal::Stop
-        }
-    }
-
-    /// The next stop signal (SIGHUP is ignored while stopping).
-    async fn stop(&mut self) {
-        while !matches!(self.next().await, Signal::Stop) {}
     }
 }
 

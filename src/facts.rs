@@ -154,12 +154,18 @@ pub struct TargetHealth {
 }
 
 /// How discovery is doing, read by the exporters: when a walk last completed without an error,
-/// and the calls that failed, by service.
+/// the calls that failed by service, how long walks take, every call made, and the found chains
+/// that failed validation.
 #[derive(Debug, Default)]
 pub struct DiscoveryStats {
     /// Unix time of the last walk without a failed call, as `f64` bits; 0 before the first.
     last_success: std::sync::atomic::AtomicU64,
     errors: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// Walks: (seconds in all, how many, how many did not finish in time).
+    walks: std::sync::Mutex<(f64, u64, u64)>,
+    /// Calls by (service, operation, result), since the agent started.
+    calls: std::sync::Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    rejected: std::sync::atomic::AtomicU64,
 }
 
 /// The services discovery calls, each counted from 0.
@@ -186,6 +192,42 @@ impl DiscoveryStats {
             .unwrap_or(0.0);
         self.last_success
             .store(now.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// One walk ended after `took`; `finished` false when its deadline cut it off.
+    pub fn walked(&self, took: std::time::Duration, finished: bool) {
+        let mut w = self.walks.lock().unwrap_or_else(|e| e.into_inner());
+        w.0 += took.as_secs_f64();
+        w.1 += 1;
+        if !finished {
+            w.2 += 1;
+        }
+    }
+
+    /// Walks so far: (seconds in all, count, cut off by their deadline).
+    pub fn walks(&self) -> (f64, u64, u64) {
+        *self.walks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every call made so far, by (service, operation, result): the budget's count.
+    pub fn set_calls(&self, calls: BTreeMap<(&'static str, &'static str, &'static str), u64>) {
+        *self.calls.lock().unwrap_or_else(|e| e.into_inner()) = calls;
+    }
+
+    /// Calls made so far, by (service, operation, result).
+    pub fn calls(&self) -> BTreeMap<(&'static str, &'static str, &'static str), u64> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A found chain failed validation and was left out.
+    pub fn rejected(&self) {
+        self.rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Found chains left out so far.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Unix time of the last clean walk; 0 before the first.

@@ -584,27 +584,33 @@ fn the_discovery_policy_allows_exactly_the_calls_it_makes() {
             }
         })
         .collect();
-    let walk = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/discover/walk.rs"),
-    )
-    .expect("walk.rs");
-    // `failed("service", "Action", …)` for SDK calls; `ec2_failed("Action", …)` for EC2's.
-    for (at, _) in walk.match_indices("failed(\"") {
-        let rest = &walk[at + "failed(\"".len()..];
-        let (service, action) = if walk[..at].ends_with("ec2_") {
-            (
-                "ec2",
-                rest.split('"').next().unwrap_or_default().to_string(),
-            )
-        } else {
-            (
-                &rest[..rest.find('"').unwrap_or(0)],
-                rest.split('"').nth(2).unwrap_or_default().to_string(),
-            )
-        };
+    // Every call the readers make names its service constant and operation:
+    // `budget.call(API, "GetStages", …)`, `paged(ELB, "DescribeListeners", …)`,
+    // `listing(r, "DescribeSubnets", …)` (EC2).
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/discover/read");
+    let mut made = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).expect("readers") {
+        let path = entry.expect("entry").path();
+        let code = std::fs::read_to_string(&path).expect("reader");
+        for (constant, service) in [
+            ("API, \"", "apigateway"),
+            ("ELB, \"", "elasticloadbalancing"),
+            ("SD, \"", "servicediscovery"),
+            ("EC2, \"", "ec2"),
+            ("listing(r, \"", "ec2"),
+        ] {
+            for (at, _) in code.match_indices(constant) {
+                let rest = &code[at + constant.len()..];
+                let action = &rest[..rest.find('"').unwrap_or(0)];
+                made.insert((service, action.to_string()));
+            }
+        }
+    }
+    assert!(made.len() >= 15, "the scan found {made:?}");
+    for (service, action) in &made {
         assert!(
             hopwatch::discover::CALLS.contains(&(service, action.as_str())),
-            "walk.rs calls {service}:{action}, which discover::CALLS does not list"
+            "a reader calls {service}:{action}, which discover::CALLS does not list"
         );
     }
     let policy: serde_json::Value = serde_json::from_str(
@@ -628,7 +634,12 @@ fn the_discovery_policy_allows_exactly_the_calls_it_makes() {
     let template =
         std::fs::read_to_string(deploy("cloudformation/hopwatch.yaml")).expect("template");
     let block = &template[template.find("DiscoveryPolicy:").expect("DiscoveryPolicy")..];
-    let block = &block[..block.find("\n  TaskDefinition:").unwrap_or(block.len())];
+    let end = ["\n  GatewayLogsPolicy:", "\n  TaskDefinition:"]
+        .iter()
+        .filter_map(|m| block.find(m))
+        .min()
+        .unwrap_or(block.len());
+    let block = &block[..end];
     // `service:Action` items: a lower-case service, one colon, an action of letters.
     let is_action = |s: &str| {
         s.split_once(':').is_some_and(|(service, action)| {
@@ -651,4 +662,33 @@ fn the_discovery_policy_allows_exactly_the_calls_it_makes() {
         .map(str::to_string)
         .collect();
     assert_eq!(in_template, calls, "the template's DiscoveryPolicy");
+}
+
+/// The gateway log lookups read with `FilterLogEvents` and nothing else, on exactly the groups
+/// given: the standalone policy and the template's agree.
+#[test]
+fn the_gateway_logs_policy_allows_filter_log_events_on_the_named_groups_only() {
+    let policy: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy("iam/hopwatch-gateway-logs.json")).expect("policy"),
+    )
+    .expect("policy JSON");
+    let statements = policy["Statement"].as_array().expect("statements");
+    assert_eq!(statements.len(), 1);
+    assert_eq!(statements[0]["Action"], "logs:FilterLogEvents");
+    for r in statements[0]["Resource"].as_array().expect("resources") {
+        let r = r.as_str().unwrap_or("");
+        assert!(r.contains(":log-group:") && r.ends_with(":*") && !r.contains("log-group:*"), "{r}");
+    }
+    let template =
+        std::fs::read_to_string(deploy("cloudformation/hopwatch.yaml")).expect("template");
+    let block = &template[template.find("GatewayLogsPolicy:").expect("GatewayLogsPolicy")..];
+    let block = &block[..block.find("\n  TaskDefinition:").unwrap_or(block.len())];
+    let actions: Vec<&str> = block
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("- ") && !l.contains(": ") && l.contains(':'))
+        .collect();
+    assert_eq!(actions, ["- logs:FilterLogEvents"]);
+    assert!(block.contains("Resource: !Ref GatewayLogGroupArns"));
+    assert!(block.contains("Condition: WithGatewayLogs"));
 }

@@ -22,7 +22,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 pub use expect::{Cidr, Rule};
 pub use shard::Shard;
-pub use validate::{load_str, Problem};
+pub use validate::{check_chain, load_str, log_group_name, Problem};
 
 /// A small closed set of names, parsed from and printed as the config spells them.
 macro_rules! closed_enum {
@@ -155,6 +155,25 @@ impl Config {
     }
 }
 
+/// What the command line says of an agent's place in a group (`--shard`, `--vantage`), over
+/// the config's `[agent]`.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub shard: Option<Shard>,
+    pub vantage: Option<String>,
+}
+
+impl Placement {
+    /// The config as this agent runs it: its shard's chains only, its vantage.
+    pub fn apply(&self, mut config: Config) -> Config {
+        if let Some(vantage) = &self.vantage {
+            config.agent.vantage = Some(vantage.clone());
+        }
+        config.take_shard(self.shard.unwrap_or(config.agent.shard));
+        config
+    }
+}
+
 /// The hash of a set of chains, in name order (secret header values only by their
 /// placeholder: the hash is exported).
 pub fn chains_hash(chains: &[Arc<Chain>]) -> u64 {
@@ -164,7 +183,7 @@ pub fn chains_hash(chains: &[Arc<Chain>]) -> u64 {
 }
 
 /// `[discovery]`, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Discovery {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
@@ -172,6 +191,8 @@ pub struct Discovery {
     pub stages: Vec<String>,
     pub path: Option<String>,
     pub refresh: Duration,
+    /// Most API Gateway calls per second, for the whole group of agents.
+    pub max_calls_per_second: f64,
 }
 
 /// `[gateway_logs]`, checked: how the agent looks up API Gateway's own logs of a failed probe.
@@ -201,6 +222,11 @@ impl Default for GatewayLogLookup {
 
 /// Default `[discovery] refresh`.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
+
+/// Default `[discovery] max_calls_per_second`: half the account's API Gateway quota of 10 per
+/// second, which deployments share (docs.aws.amazon.com/apigateway/latest/developerguide/
+/// limits.html).
+pub const DEFAULT_MAX_CALLS_PER_SECOND: f64 = 5.0;
 
 /// How CloudWatch gets the numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

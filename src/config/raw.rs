@@ -63,9 +63,13 @@ pub struct RawDiscovery {
     /// The path probed on each discovered chain; default: the route's own when it has no
     /// parameters, else `/`.
     pub path: Option<Spanned<String>>,
-    /// Time between walks (default `"5m"`, at least `"1s"`; a walk makes a few calls per API,
-    /// and API Gateway's and ELB's control planes throttle at a few requests per second).
+    /// Time between walks (default `"5m"`, at least `"1s"`). A walk of an unchanged estate
+    /// makes one API Gateway call per API and a few more.
     pub refresh: Option<Spanned<String>>,
+    /// Most API Gateway calls per second, REST and HTTP APIs together (default 5, from 0.1 to
+    /// 10): the account's quota is 10 per second for everything, deployments included. With
+    /// shards, each agent spends its share.
+    pub max_calls_per_second: Option<Spanned<f64>>,
 }
 
 /// `[cloudwatch]`: publishing to CloudWatch, besides `/metrics`.

@@ -24,10 +24,6 @@ use crate::aws::call::{self, CallError, Client, Request, ServiceError};
 /// The Query API version every call names.
 const VERSION: &str = "2016-11-15";
 
-/// Pages are followed up to this many: a region with more instances than this in one call
-/// is beyond what one agent probes.
-const MAX_PAGES: usize = 50;
-
 /// An EC2 client made from the loaded SDK configuration.
 #[derive(Clone)]
 pub struct Ec2 {
@@ -40,42 +36,6 @@ impl fmt::Debug for Ec2 {
             .field("endpoint", &self.client.endpoint())
             .field("region", &self.client.region())
             .finish_non_exhaustive()
-    }
-}
-
-/// A failed EC2 call: the error code EC2 answered with (`UnauthorizedOperation`,
-/// `RequestLimitExceeded`, …) where there was one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ec2Error {
-    /// EC2's error code.
-    pub code: Option<String>,
-    /// What went wrong, for a person.
-    pub message: String,
-}
-
-impl fmt::Display for Ec2Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.code {
-            Some(code) => write!(f, "{code}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-impl std::error::Error for Ec2Error {}
-
-impl From<CallError> for Ec2Error {
-    fn from(e: CallError) -> Ec2Error {
-        match e {
-            CallError::Service(e) => Ec2Error {
-                code: e.code,
-                message: e.message,
-            },
-            other => Ec2Error {
-                code: None,
-                message: other.to_string(),
-            },
-        }
     }
 }
 
@@ -92,8 +52,10 @@ impl Ec2 {
         }
     }
 
-    /// One call: `action` with `params`, the answer's root element.
-    pub async fn call(&self, action: &str, params: &[(String, String)]) -> Result<Node, Ec2Error> {
+    /// One call: `action` with `params`, the answer's root element. EC2 answers
+    /// `RequestLimitExceeded` with a 503 (docs.aws.amazon.com/AWSEC2/latest/APIReference/
+    /// throttling.html); the caller's budget decides what to retry.
+    pub async fn call(&self, action: &str, params: &[(String, String)]) -> Result<Node, CallError> {
         let request = Request {
             operation: action.to_string(),
             headers: vec![(
@@ -102,37 +64,34 @@ impl Ec2 {
             )],
             body: form(action, params),
         };
-        Ok(self.client.call(request, read_answer).await?)
+        self.client.call(request, read_answer).await
     }
 
-    /// Every page of `action`: the `item`s of each answer's `list` element, `NextToken`
-    /// followed.
-    pub async fn items(
+    /// One page of a listing: the `item`s of the answer's `list` element and the next
+    /// page's `NextToken`, if any.
+    pub async fn page(
         &self,
         action: &str,
         params: &[(String, String)],
         list: &str,
-    ) -> Result<Vec<Node>, Ec2Error> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let mut page = params.to_vec();
-            if let Some(t) = &token {
-                page.push(("NextToken".to_string(), t.clone()));
-            }
-            let mut root = self.call(action, &page).await?;
-            token = root
-                .text("nextToken")
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
-            if let Some(set) = root.children.iter_mut().find(|c| c.name == list) {
-                out.extend(std::mem::take(&mut set.children));
-            }
-            if token.is_none() {
-                break;
-            }
+        token: Option<String>,
+    ) -> Result<(Vec<Node>, Option<String>), CallError> {
+        let mut params = params.to_vec();
+        if let Some(t) = token {
+            params.push(("NextToken".to_string(), t));
         }
-        Ok(out)
+        let mut root = self.call(action, &params).await?;
+        let next = root
+            .text("nextToken")
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        let items = root
+            .children
+            .iter_mut()
+            .find(|c| c.name == list)
+            .map(|set| std::mem::take(&mut set.children))
+            .unwrap_or_default();
+        Ok((items, next))
     }
 }
 

@@ -47,6 +47,10 @@ fn setting<T>(out: &mut String, key: &str, s: &Option<Setting<T>>, value: impl F
     }
 }
 
+fn duration(d: &std::time::Duration) -> String {
+    crate::config::duration::format_duration(*d)
+}
+
 fn hop(out: &mut String, h: &FoundHop) {
     out.push_str("\n  [[chain.hop]]\n");
     for note in &h.notes {
@@ -70,6 +74,14 @@ fn hop(out: &mut String, h: &FoundHop) {
         quote(v.as_str())
     });
     setting(out, "vpc_link", &h.vpc_link, |v| quote(v.as_str()));
+    setting(out, "integration_timeout", &h.integration_timeout, |v| {
+        quote(&duration(v))
+    });
+    setting(out, "access_log_group", &h.access_log_group, |v| quote(v));
+    setting(out, "access_log_format", &h.access_log_format, |v| quote(v));
+    setting(out, "execution_log_group", &h.execution_log_group, |v| {
+        quote(v)
+    });
     setting(out, "expect_source", &h.expect_source, |v| {
         let items: Vec<String> = v.iter().map(|s| quote(s)).collect();
         format!("[{}]", items.join(", "))
@@ -156,6 +168,79 @@ pub fn chains<'a>(found: impl IntoIterator<Item = &'a FoundChain>) -> String {
         chain(&mut out, c);
     }
     out
+}
+
+/// The chain as config data, exactly what [`config`] writes for it: what the agent checks
+/// and runs beside the user's own chains, each alone (`config::check_chain`).
+pub fn raw_chain(c: &FoundChain) -> crate::config::raw::RawChain {
+    use crate::config::raw::{RawChain, RawHop};
+    use toml::Spanned;
+    fn at<T>(v: T) -> Spanned<T> {
+        Spanned::new(0..0, v)
+    }
+    let opt = |v: &Option<Setting<String>>| v.as_ref().map(|s| at(s.value.clone()));
+    let hops = c
+        .hops
+        .iter()
+        .map(|h| {
+            at(RawHop {
+                name: at(h.name.clone()),
+                role: Some(at(h.role.as_str().to_string())),
+                url: at(h.url.clone()),
+                method: None,
+                headers: h
+                    .host_header
+                    .iter()
+                    .map(|s| ("host".to_string(), at(s.value.clone())))
+                    .collect(),
+                expect_status: None,
+                expect_body: None,
+                timeout: None,
+                max_body: None,
+                tls_server_name: None,
+                ca_file: None,
+                health_url: opt(&h.health_url),
+                expect_source: h
+                    .expect_source
+                    .as_ref()
+                    .map(|s| s.value.iter().map(|v| at(v.clone())).collect()),
+                expect_forwarded: None,
+                per_address: h.per_address.then_some(true),
+                client_cert: None,
+                client_key: None,
+                send_proxy_protocol: h
+                    .send_proxy_protocol
+                    .as_ref()
+                    .map(|s| at(s.value.as_str().to_string())),
+                preserve_client_ip: h.preserve_client_ip.as_ref().map(|s| at(s.value)),
+                xff_mode: h
+                    .xff_mode
+                    .as_ref()
+                    .map(|s| at(s.value.as_str().to_string())),
+                vpc_link: h
+                    .vpc_link
+                    .as_ref()
+                    .map(|s| at(s.value.as_str().to_string())),
+                integration_timeout: h
+                    .integration_timeout
+                    .as_ref()
+                    .map(|s| at(duration(&s.value))),
+                access_log_group: opt(&h.access_log_group),
+                access_log_format: opt(&h.access_log_format),
+                execution_log_group: opt(&h.execution_log_group),
+            })
+        })
+        .collect();
+    RawChain {
+        name: at(c.name.clone()),
+        kind: at(c.kind.as_str().to_string()),
+        interval: None,
+        timeout: None,
+        reuse_connections: None,
+        down_after: None,
+        up_after: None,
+        hops,
+    }
 }
 
 #[cfg(test)]

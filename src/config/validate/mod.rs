@@ -9,6 +9,8 @@ mod chain;
 mod cloudwatch;
 mod hop;
 
+pub use hop::log_group_name;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
@@ -73,6 +75,29 @@ pub fn load_str(
     }
     checker.problems.sort_by_key(|p| (p.line, p.column));
     Err(ConfigError::Invalid(checker.problems))
+}
+
+/// Checks one chain built as data, not read from a file (a chain discovery found), with
+/// `agent`'s defaults: the checked chain, or every problem, located at `origin`. One bad
+/// discovered chain is dropped this way, alone, and never rejects the file it is run beside.
+pub fn check_chain(
+    origin: &str,
+    raw: super::raw::RawChain,
+    agent: &Agent,
+) -> Result<Chain, Vec<Problem>> {
+    let mut checker = Checker::new(origin, "");
+    let inherited = Inherited {
+        thresholds: agent.thresholds,
+        interval: agent.interval,
+        timeout: agent.timeout,
+        timeout_span: None,
+        valid: true,
+    };
+    let chain = checker.chain(&Spanned::new(0..0, raw), &inherited, &|_| None);
+    match chain {
+        Some(chain) if checker.problems.is_empty() => Ok(chain),
+        _ => Err(checker.problems),
+    }
 }
 
 enum ParseError {
@@ -399,6 +424,22 @@ impl<'a> Checker<'a> {
             }
         }
         let endpoint_url = self.endpoint_url(&raw.endpoint_url, scope);
+        let mut max_calls_per_second = DEFAULT_MAX_CALLS_PER_SECOND;
+        if let Some(v) = &raw.max_calls_per_second {
+            // Above 10 is the whole account's quota, deployments included: never ours to take.
+            if (0.1..=10.0).contains(v.get_ref()) {
+                max_calls_per_second = *v.get_ref();
+            } else {
+                self.report(
+                    &v.span(),
+                    scope,
+                    format!(
+                        "max_calls_per_second ({}) must be between 0.1 and 10: API Gateway allows the whole account 10 management calls per second, shared with its deployments",
+                        v.get_ref()
+                    ),
+                );
+            }
+        }
         let list = |l: &Option<Vec<Spanned<String>>>| -> Vec<String> {
             l.iter().flatten().map(|s| s.get_ref().clone()).collect()
         };
@@ -409,6 +450,7 @@ impl<'a> Checker<'a> {
             stages: list(&raw.stages),
             path: raw.path.as_ref().map(|p| p.get_ref().clone()),
             refresh,
+            max_calls_per_second,
         })
     }
 

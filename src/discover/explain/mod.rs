@@ -22,8 +22,8 @@ pub mod rules;
 
 use serde::Serialize;
 
+use super::model::net::Network;
 use super::model::{Entry, FoundChain, NetLb, NetMember, NetPath};
-use super::network::Network;
 use crate::config::{Cidr, Kind};
 use crate::facts::{Direction, EdgeVerdict, Purpose};
 use rules::{Nacl, NaclVerdict, Party, SecurityGroup, EPHEMERAL};
@@ -616,8 +616,8 @@ fn nacl_fix(
 mod tests {
     use super::*;
     use crate::config::Role;
+    use crate::discover::model::net::{Host, Subnet};
     use crate::discover::model::{FoundHop, NetMember, NetTargets, NetTg};
-    use crate::discover::network::{Host, Subnet};
     use rules::Permission;
 
     fn cidr(s: &str) -> Cidr {
@@ -630,6 +630,7 @@ mod tests {
             ports: Some((port, port)),
             cidrs: vec![],
             groups: vec![group.into()],
+            prefix_lists: Vec::new(),
         }
     }
 

@@ -17,26 +17,7 @@ use std::net::IpAddr;
 
 use crate::config::Cidr;
 
-/// A security group and its rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecurityGroup {
-    pub id: String,
-    pub name: String,
-    pub ingress: Vec<Permission>,
-    pub egress: Vec<Permission>,
-}
-
-/// One rule of a security group (EC2's `IpPermission`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Permission {
-    /// `tcp`, `udp`, `icmp`, a number, or `-1` (every protocol).
-    pub protocol: String,
-    /// The port range; `None` for every port (`-1` protocols).
-    pub ports: Option<(u16, u16)>,
-    pub cidrs: Vec<Cidr>,
-    /// Security groups the rule names as source (ingress) or destination (egress).
-    pub groups: Vec<String>,
-}
+pub use super::super::model::net::{Nacl, NaclEntry, Permission, SecurityGroup};
 
 impl Permission {
     /// Whether the rule covers TCP to `port`.
@@ -144,27 +125,6 @@ fn allow(
 /// Whether network `outer` contains all of network `inner`.
 pub fn covers(outer: &Cidr, inner: &Cidr) -> bool {
     outer.prefix() <= inner.prefix() && outer.contains(inner.addr())
-}
-
-/// A network ACL and the subnets it is associated with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Nacl {
-    pub id: String,
-    pub subnets: Vec<String>,
-    pub entries: Vec<NaclEntry>,
-}
-
-/// One numbered entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NaclEntry {
-    pub number: u32,
-    /// `6` (tcp), `17`, `-1` (all), …
-    pub protocol: String,
-    pub allow: bool,
-    pub egress: bool,
-    pub cidr: Cidr,
-    /// `None`: every port.
-    pub ports: Option<(u16, u16)>,
 }
 
 /// How a NACL judges TCP between the subnet and `peer` on `ports`, in one direction.
@@ -279,6 +239,7 @@ mod tests {
             ports: Some(ports),
             cidrs: cidrs.iter().map(|c| cidr(c)).collect(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            prefix_lists: Vec::new(),
         }
     }
 
@@ -324,6 +285,7 @@ mod tests {
                 ports: None,
                 cidrs: vec![cidr("0.0.0.0/0")],
                 groups: vec![],
+                prefix_lists: Vec::new(),
             }],
             vec![],
         );

@@ -1,7 +1,13 @@
-//! What a walk of a region found, as plain data: the chains it makes, each hop with the facts
-//! behind its settings and the ARN each fact came from. The walk (`walk.rs`) fills it from the
-//! AWS APIs; `render.rs` turns it into a config; the agent turns it into facts for the
-//! diagnosis. Nothing here knows the SDK.
+//! Every piece of plain data discovery has: what each service said (`aws`), the network
+//! (`net`), and what a walk of a region made of it: the chains, each hop with the facts behind
+//! its settings and the ARN each fact came from. The readers (`read/`) fill the raw facts,
+//! `assemble` turns them into chains, `render` into a config; the agent turns them into facts
+//! for the diagnosis. Nothing here knows the SDK.
+
+pub mod aws;
+pub mod net;
+
+use std::time::Duration;
 
 use crate::config::{Kind, ProxyVersion, Role, XffMode};
 use crate::facts::ChainFacts;
@@ -14,7 +20,24 @@ pub struct Estate {
     /// Calls that failed; the walk went on without what they would have told.
     pub errors: Vec<WalkError>,
     /// The security groups, subnets and NACLs along the chains' paths.
-    pub network: super::network::Network,
+    pub network: net::Network,
+    /// Integrations through a VPC link that were not made into a chain, and why.
+    pub unbuilt: Vec<Unbuilt>,
+    /// What a user should hear about the estate (a stage without an access log).
+    pub warnings: Vec<String>,
+    /// The APIs this walk saw listed, by id, and whether their detail was read (`false`: it
+    /// could not be read, so their chains are those of the last walk that could).
+    pub apis: Vec<(String, bool)>,
+}
+
+/// An integration through a VPC link that is not probed: the API, the route and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unbuilt {
+    /// `orders (abc123) stage prod`.
+    pub api: String,
+    /// `POST /orders`.
+    pub route: String,
+    pub why: String,
 }
 
 /// A call the walk could not make.
@@ -157,6 +180,12 @@ pub struct FoundHop {
     pub vpc_link: Option<Setting<crate::config::VpcLink>>,
     /// A `Host` header the hop needs (a private API reached through a VPC endpoint by name).
     pub host_header: Option<Setting<String>>,
+    /// Gateway: how long API Gateway waits for the integration (`timeoutInMillis`).
+    pub integration_timeout: Option<Setting<Duration>>,
+    /// Gateway: the stage's access log group, its format, and its execution log group.
+    pub access_log_group: Option<Setting<String>>,
+    pub access_log_format: Option<Setting<String>>,
+    pub execution_log_group: Option<Setting<String>>,
     /// Why no header is set here though one is needed (an API key, an authorizer): secrets
     /// are never discovered.
     pub needs: Vec<String>,
@@ -178,6 +207,10 @@ impl FoundHop {
             expect_source: None,
             vpc_link: None,
             host_header: None,
+            integration_timeout: None,
+            access_log_group: None,
+            access_log_format: None,
+            execution_log_group: None,
             needs: Vec::new(),
         }
     }

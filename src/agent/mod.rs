@@ -1,4 +1,8 @@
-//! The long-running agent: schedule → probe → record → export, wired together.
+//! The long-running agent: schedule → probe → record → export, wired together; its run loop
+//! (signals, config reloads) in `run`, and the discovery refresher in `refresh`.
+
+pub mod refresh;
+pub mod run;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -11,7 +15,6 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{Chain, Config};
-use crate::discover::{Clients, Estate, Options};
 use crate::export::cloudwatch::{self, publish::Publisher, stats::Stats};
 use crate::export::log::Log;
 use crate::export::prometheus::Metrics;
@@ -51,55 +54,6 @@ impl Stage {
             sink.set_chains(chains);
         }
     }
-}
-
-/// The discovery loop: walks the region every `refresh`, counts what failed, and hands each
-/// walk's estate on. It never stops probing: a failed walk is counted, logged, and the agent
-/// keeps what it had.
-pub fn spawn_discovery(
-    discovery: crate::config::Discovery,
-    stats: Arc<DiscoveryStats>,
-) -> (mpsc::Receiver<Estate>, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(1);
-    let task = tokio::spawn(async move {
-        let options = Options::from(&discovery);
-        let clients = Clients::new(&options).await;
-        loop {
-            let estate = crate::discover::walk(&clients, &options).await;
-            for e in &estate.errors {
-                stats.failed(e.service);
-            }
-            if estate.errors.is_empty() {
-                stats.succeeded();
-            }
-            tracing::info!(
-                chains = estate.chains.len(),
-                errors = estate.errors.len(),
-                "discovery walked the region"
-            );
-            if tx.send(estate).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(discovery.refresh).await;
-        }
-    });
-    (rx, task)
-}
-
-/// What the agent runs from discovery: the walk's chains merged with the last ones (a walk
-/// with failed calls removes nothing: what it could not see stays as it was).
-pub fn merge(last: Option<&Estate>, mut now: Estate) -> Estate {
-    if let Some(last) = last.filter(|_| !now.errors.is_empty()) {
-        for kept in &last.chains {
-            match now.chains.iter_mut().find(|c| c.name == kept.name) {
-                // Seen again, but its edges could not be judged this time: keep the last ones.
-                Some(c) if c.facts.path.is_empty() => c.facts.path = kept.facts.path.clone(),
-                Some(_) => {}
-                None => now.chains.push(kept.clone()),
-            }
-        }
-    }
-    now
 }
 
 /// A started agent.
@@ -281,6 +235,16 @@ impl Running {
     /// `[discovery]` as the agent started with it, and the counters its walks report to.
     pub fn discovery(&self) -> Option<(crate::config::Discovery, Arc<DiscoveryStats>)> {
         Some((self.config.discovery.clone()?, self.discovery.clone()?))
+    }
+
+    /// The counters discovery reports to, when `[discovery]` is configured.
+    pub fn discovery_stats(&self) -> Option<Arc<DiscoveryStats>> {
+        self.discovery.clone()
+    }
+
+    /// The shard this agent runs.
+    pub fn shard(&self) -> crate::config::Shard {
+        self.config.agent.shard
     }
 
     /// Discovery's facts of its chains (link status, target health), by chain name: the

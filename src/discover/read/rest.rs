@@ -1,0 +1,186 @@
+//! API Gateway's REST APIs (`apigateway`): the APIs, their stages, their resources with the
+//! methods and integrations embedded, and the VPC links v1. Pages continue with `position`.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_apigateway::types::{ConnectionType, EndpointType};
+
+use super::super::call::{from_sdk, CallError, Service};
+use super::super::model::aws::{AccessLog, Link, RestApi, RestMethod, Stage};
+use super::{epoch, Reader};
+
+const API: Service = Service::ApiGateway;
+
+/// The next page of a listing: its `position`, unless the page came back empty (a position
+/// with nothing in it would page forever).
+fn next<T>(items: &[T], position: Option<&str>) -> Option<String> {
+    position.filter(|_| !items.is_empty()).map(str::to_string)
+}
+
+/// Every REST API of the region.
+pub async fn apis(r: &Reader<'_>) -> Result<Vec<RestApi>, CallError> {
+    let found = r
+        .budget
+        .paged(API, "GetRestApis", |position| async move {
+            let page =
+                r.c.rest
+                    .get_rest_apis()
+                    .set_position(position)
+                    .limit(500)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk(API, "GetRestApis", &e))?;
+            Ok((page.items().to_vec(), next(page.items(), page.position())))
+        })
+        .await?;
+    Ok(found
+        .iter()
+        .filter_map(|a| {
+            let endpoint = a.endpoint_configuration();
+            Some(RestApi {
+                id: a.id()?.to_string(),
+                name: a.name().unwrap_or_default().to_string(),
+                private: endpoint.is_some_and(|e| e.types().contains(&EndpointType::Private)),
+                vpc_endpoint_ids: endpoint
+                    .map(|e| e.vpc_endpoint_ids().to_vec())
+                    .unwrap_or_default(),
+                default_endpoint_disabled: a.disable_execute_api_endpoint(),
+            })
+        })
+        .collect())
+}
+
+/// Every VPC link v1.
+pub async fn links(r: &Reader<'_>) -> Result<Vec<Link>, CallError> {
+    let found = r
+        .budget
+        .paged(API, "GetVpcLinks", |position| async move {
+            let page =
+                r.c.rest
+                    .get_vpc_links()
+                    .set_position(position)
+                    .limit(500)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk(API, "GetVpcLinks", &e))?;
+            Ok((page.items().to_vec(), next(page.items(), page.position())))
+        })
+        .await?;
+    Ok(found
+        .iter()
+        .filter_map(|l| {
+            Some(Link {
+                id: l.id()?.to_string(),
+                name: l.name().unwrap_or_default().to_string(),
+                status: l
+                    .status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                message: l.status_message().map(str::to_string),
+                target_arns: l.target_arns().to_vec(),
+                ..Link::default()
+            })
+        })
+        .collect())
+}
+
+/// The stages of one API: one call, the whole of what change detection reads.
+pub async fn stages(r: &Reader<'_>, api: &str) -> Result<Vec<Stage>, CallError> {
+    let out = r
+        .budget
+        .call(API, "GetStages", || async {
+            r.c.rest
+                .get_stages()
+                .rest_api_id(api)
+                .send()
+                .await
+                .map_err(|e| from_sdk(API, "GetStages", &e))
+        })
+        .await?;
+    Ok(out
+        .item()
+        .iter()
+        .filter_map(|s| {
+            // Execution logging is on for every method when `*/*` logs at INFO or ERROR
+            // (set-up-logging.html: "CloudWatch logs" per stage, loggingLevel).
+            let execution_logging = s
+                .method_settings()
+                .and_then(|m| m.get("*/*"))
+                .and_then(|m| m.logging_level())
+                .is_some_and(|l| l != "OFF");
+            Some(Stage {
+                name: s.stage_name()?.to_string(),
+                deployment_id: s.deployment_id().map(str::to_string),
+                last_updated: epoch(s.last_updated_date()),
+                access_log: s.access_log_settings().and_then(|a| {
+                    Some(AccessLog {
+                        destination_arn: a.destination_arn()?.to_string(),
+                        format: a.format().map(str::to_string),
+                    })
+                }),
+                execution_logging,
+                variables: s
+                    .variables()
+                    .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default(),
+            })
+        })
+        .collect())
+}
+
+/// Every method of one API whose integration goes through a VPC link: every resource with its
+/// methods embedded, in one paged call (`GetResources`, `embed=methods`).
+pub async fn methods(r: &Reader<'_>, api: &str) -> Result<Vec<RestMethod>, CallError> {
+    let resources = r
+        .budget
+        .paged(API, "GetResources", |position| async move {
+            let page =
+                r.c.rest
+                    .get_resources()
+                    .rest_api_id(api)
+                    .embed("methods")
+                    .set_position(position)
+                    .limit(500)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk(API, "GetResources", &e))?;
+            Ok((page.items().to_vec(), next(page.items(), page.position())))
+        })
+        .await?;
+    let mut out = Vec::new();
+    for resource in &resources {
+        let path = resource.path().unwrap_or("/").to_string();
+        let mut methods: Vec<_> = resource.resource_methods().into_iter().flatten().collect();
+        methods.sort_by(|a, b| a.0.cmp(b.0));
+        for (verb, m) in methods {
+            let Some(i) = m.method_integration() else {
+                continue;
+            };
+            if i.connection_type() != Some(&ConnectionType::VpcLink) {
+                continue;
+            }
+            out.push(RestMethod {
+                path: path.clone(),
+                method: verb.clone(),
+                uri: i.uri().map(str::to_string),
+                connection_id: i.connection_id().map(str::to_string),
+                integration_target: i.integration_target().map(str::to_string),
+                timeout_ms: Some(i64::from(i.timeout_in_millis())).filter(|t| *t > 0),
+                insecure_skip_verification: i
+                    .tls_config()
+                    .is_some_and(|t| t.insecure_skip_verification()),
+                request_parameters: i
+                    .request_parameters()
+                    .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_else(BTreeMap::new),
+                api_key_required: m.api_key_required().unwrap_or(false),
+                authorization: m
+                    .authorization_type()
+                    .filter(|a| *a != "NONE")
+                    .map(str::to_string),
+                authorization_scopes: m.authorization_scopes().to_vec(),
+            });
+        }
+    }
+    Ok(out)
+}
