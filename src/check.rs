@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use crate::config::{Chain, Config, Kind, Role};
 use crate::diagnose::ReasonCode;
 use crate::facts::{ChainFacts, EdgeVerdict};
+use crate::gatewaylog::{look_up, Backoff, LazyLogs, Search};
 use crate::probe::{HopConn, Outcome, Prober};
 use crate::record::Observation;
 use crate::schedule::{run_round, Round};
@@ -220,32 +221,87 @@ impl ChainReport {
     }
 }
 
-/// Runs one round of each selected chain, all chains at once.
+/// Runs one round of each selected chain, all chains at once. A gateway probe that fails on a
+/// chain naming the stage's log groups is looked up in API Gateway's own logs, waiting at most
+/// `log_wait` for the record (zero: not looked up).
 pub async fn check(
     config: &Config,
     prober: &Prober,
     only: Option<&str>,
     facts: &HashMap<String, Arc<ChainFacts>>,
+    log_wait: Duration,
 ) -> Report {
     let limit = Arc::new(Semaphore::new(config.agent.max_in_flight));
     let prober = prober.clone();
+    let search: Arc<dyn Search> = Arc::new(LazyLogs::new(config.gateway_logs.clone()));
     check_with(config, only, facts, move |chain| {
-        let (prober, limit) = (prober.clone(), limit.clone());
+        let (prober, limit, search) = (prober.clone(), limit.clone(), search.clone());
         async move {
             let conns = Arc::new(chain.hops.iter().map(|_| HopConn::default()).collect());
             let started = Instant::now();
             let started_wall = SystemTime::now();
             let probed = run_round(&chain, &prober, &limit, &conns).await;
-            Round {
+            let round = Round {
                 chain,
                 planned: started,
                 started,
                 started_wall,
                 probed,
-            }
+            };
+            let words = gateway_words(&*search, &round, log_wait).await;
+            (round, words)
         }
     })
     .await
+}
+
+/// What API Gateway logged of the round's failed gateway request, when the chain names where
+/// the stage logs and the record arrives within `wait`. A lookup that fails is said on stderr
+/// and leaves the verdict to the probe.
+async fn gateway_words(
+    search: &dyn Search,
+    round: &Round,
+    wait: Duration,
+) -> Option<crate::facts::GatewayWords> {
+    let gateway = round.chain.hops.first()?;
+    let logs = gateway
+        .logs
+        .as_ref()
+        .filter(|_| gateway.role == Role::Gateway)?;
+    let r = round.probed.results.first()?;
+    if r.outcome != Outcome::HttpStatus || wait.is_zero() {
+        return None;
+    }
+    let ids: Vec<&str> = [
+        r.evidence.request_id.as_deref(),
+        r.evidence.extended_request_id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if ids.is_empty() {
+        return None;
+    }
+    let deadline = Instant::now() + wait;
+    match look_up(
+        search,
+        logs,
+        &ids,
+        r.started_at,
+        deadline,
+        Backoff::default(),
+    )
+    .await
+    {
+        Ok(words) => words,
+        Err(e) => {
+            eprintln!(
+                "hopwatch check: chain {}: API Gateway's logs could not be read: {e}",
+                round.chain.name
+            );
+            None
+        }
+    }
 }
 
 /// Judges one round of each selected chain, each made by `round` in a task of its own.
@@ -257,7 +313,7 @@ async fn check_with<F, Fut>(
 ) -> Report
 where
     F: Fn(Arc<Chain>) -> Fut,
-    Fut: std::future::Future<Output = Round> + Send + 'static,
+    Fut: std::future::Future<Output = (Round, Option<crate::facts::GatewayWords>)> + Send + 'static,
 {
     let mut handles = Vec::new();
     for chain in config
@@ -268,7 +324,8 @@ where
         let made = round(chain.clone());
         let facts = facts.get(&chain.name).cloned();
         let task = tokio::spawn(async move {
-            ChainReport::new(&Observation::raw_with(made.await, facts, None))
+            let (round, words) = made.await;
+            ChainReport::new(&Observation::raw_with(round, facts, words))
         });
         handles.push((chain.name.clone(), task));
     }
@@ -371,7 +428,7 @@ pub fn render_table(report: &Report) -> String {
         for c in &chain.contradictions {
             let _ = writeln!(out, "  contradiction: {c}");
         }
-        for e in chain.path.iter().filter(|e| !e.allowed) {
+        for e in chain.path.iter().filter(|e| e.state.blocks()) {
             let _ = writeln!(
                 out,
                 "  rule {}: {} -> {} port {} ({}, {}) for {}{}",
@@ -475,7 +532,10 @@ mod tests {
             |chain: Arc<Chain>| async move {
                 assert_ne!(chain.name, "billing", "a bug in a chain's round");
                 let ok = vec![result(crate::probe::Outcome::Ok, 1, at(1.0), ""); 3];
-                crate::record::testing::round(&chain, at(1.0), ok, true)
+                (
+                    crate::record::testing::round(&chain, at(1.0), ok, true),
+                    None,
+                )
             },
         )
         .await;

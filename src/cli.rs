@@ -54,6 +54,7 @@ enum Command {
     },
     /// Probe every chain once and print a per-hop table (exit 0: all up, 1: some down, 2: error).
     Check {
+        /// The config file (or env:NAME, the TOML in an environment variable).
         #[arg(long, short)]
         config: PathBuf,
         /// Only this chain.
@@ -62,6 +63,10 @@ enum Command {
         /// Print one JSON document instead of the table.
         #[arg(long)]
         json: bool,
+        /// How long to wait for API Gateway's own log record of a failed gateway request,
+        /// on chains that name the stage's log groups ("0s": do not look).
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_wait)]
+        log_wait: Duration,
         #[command(flatten)]
         shard: ShardArg,
     },
@@ -118,8 +123,8 @@ enum Command {
         output: Option<PathBuf>,
     },
     /// Judge every security-group and NACL rule on each discovered chain's path, traffic and
-    /// health-check ports, and say which rule to add (exit 0: every edge allowed, 1: one is
-    /// not, 2: errors).
+    /// health-check ports, and say which rule to add (exit 0: every edge allowed; 1: a rule is
+    /// missing or a NACL denies; 2: nothing blocks, but something could not be read).
     Explain {
         #[command(flatten)]
         walk: WalkArgs,
@@ -223,6 +228,12 @@ fn parse_delay(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+fn parse_wait(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+        .filter(|d| *d <= Duration::from_secs(900))
+        .ok_or_else(|| format!("{text:?} is not a duration up to 15m, such as \"30s\""))
 }
 
 fn parse_status(text: &str) -> Result<http::StatusCode, String> {
@@ -380,6 +391,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             config,
             chain,
             json,
+            log_wait,
             shard,
         } => {
             let path = config;
@@ -423,7 +435,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
             let prober = crate::agent::prober_for(&config)?;
-            let report = crate::check::check(&config, &prober, chain.as_deref(), &facts).await;
+            let report =
+                crate::check::check(&config, &prober, chain.as_deref(), &facts, log_wait).await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -534,12 +547,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 print!("{}", crate::discover::explain::render::table(&explained));
             }
             say_walk_errors("explain", &estate.errors, "");
-            Ok(if !estate.errors.is_empty() {
-                ExitCode::from(EXIT_USAGE)
-            } else if explained.all_allowed() {
-                ExitCode::SUCCESS
-            } else {
+            // A rule that blocks is a finding even when other facts could not be read; what
+            // could not be read is never called missing (exit 2, not 1).
+            Ok(if explained.blocked() {
                 ExitCode::from(1)
+            } else if explained.unknown() || !estate.errors.is_empty() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
             })
         }
         Command::Discover { walk, output } => {

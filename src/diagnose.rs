@@ -1030,7 +1030,9 @@ fn blocked_edges<'a>(facts: &'a ChainFacts, hop: &str) -> Vec<&'a EdgeVerdict> {
     facts
         .path
         .iter()
-        .filter(|e| e.from == hop && e.purpose == Purpose::Traffic && !e.allowed)
+        // Only what the rules say blocks it: an edge whose rules could not be read is unknown,
+        // never the cause.
+        .filter(|e| e.from == hop && e.purpose == Purpose::Traffic && e.state.blocks())
         .collect()
 }
 

@@ -30,21 +30,55 @@ pub struct EdgeVerdict {
     pub direction: Direction,
     /// What the destination sees the flow come from, in words with the addresses or groups.
     pub source: String,
+    /// `allowed`, `missing` (no security group rule allows it), `denied` (a NACL entry), or
+    /// `unknown` (what the verdict needs could not be read).
+    pub state: EdgeState,
+    /// The state is `allowed` (kept for readers of the first JSON).
     pub allowed: bool,
     /// The rule that allows it, or the NACL entry that denies it.
     pub rule: Option<String>,
-    /// The command that adds the missing rule.
+    /// The command that adds the missing rule; never for an unknown edge.
     pub fix: Option<String>,
+    /// An unknown edge: what could not be read, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
+    /// Judged on rules read by an earlier walk, because this one could not read them: which,
+    /// when, and why not now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale: Option<String>,
+}
+
+/// What the rules say of one edge. Only `missing` and `denied` are faults; `unknown` is a fact
+/// that could not be read (throttled, denied, an outage), never a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EdgeState {
+    Allowed,
+    Missing,
+    Denied,
+    Unknown,
+}
+
+impl EdgeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EdgeState::Allowed => "allowed",
+            EdgeState::Missing => "missing",
+            EdgeState::Denied => "denied",
+            EdgeState::Unknown => "unknown",
+        }
+    }
+
+    /// A rule blocks the flow: missing or denied.
+    pub fn blocks(self) -> bool {
+        matches!(self, EdgeState::Missing | EdgeState::Denied)
+    }
 }
 
 impl EdgeVerdict {
-    /// `allowed`, `missing` (no security group rule) or `denied` (a NACL entry).
+    /// `allowed`, `missing`, `denied` or `unknown`.
     pub fn verdict(&self) -> &'static str {
-        match (self.allowed, self.direction) {
-            (true, _) => "allowed",
-            (false, Direction::Nacl) => "denied",
-            (false, _) => "missing",
-        }
+        self.state.as_str()
     }
 }
 
@@ -163,6 +197,8 @@ pub struct DiscoveryStats {
     errors: std::sync::Mutex<BTreeMap<String, u64>>,
     /// Walks: (seconds in all, how many, how many did not finish in time).
     walks: std::sync::Mutex<(f64, u64, u64)>,
+    /// Walk durations not yet handed to an exporter's histogram.
+    pending: std::sync::Mutex<Vec<f64>>,
     /// Calls by (service, operation, result), since the agent started.
     calls: std::sync::Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
     rejected: std::sync::atomic::AtomicU64,
@@ -202,6 +238,17 @@ impl DiscoveryStats {
         if !finished {
             w.2 += 1;
         }
+        drop(w);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: without a reader (no exporter) only the last walks are kept.
+        if pending.len() < 1024 {
+            pending.push(took.as_secs_f64());
+        }
+    }
+
+    /// The walk durations since the last call, for a histogram that observes each once.
+    pub fn take_durations(&self) -> Vec<f64> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Walks so far: (seconds in all, count, cut off by their deadline).
@@ -283,36 +330,78 @@ pub struct GatewayWords {
     pub status: Option<u16>,
 }
 
-/// The newest [`GatewayWords`] of each chain, where the gateway log lookups put what they find
-/// and the record stage reads it with each round: the lookups never wait on a round, and a
-/// round never waits on a lookup.
-#[derive(Debug, Default)]
-pub struct WordsBoard {
-    by_chain: std::sync::Mutex<std::collections::HashMap<String, GatewayWords>>,
+/// Where the record stage reads what the gateway logged of each chain's failed requests: the
+/// gateway log lookups (`gatewaylog::Lookups`) fill it in the background; a round never
+/// waits on a lookup, and a lookup never waits on a round.
+pub trait WordsSource: Send + Sync + std::fmt::Debug {
+    /// The newest words found for `chain`'s failed gateway request.
+    fn words(&self, chain: &str) -> Option<GatewayWords>;
+    /// `chain`'s gateway answers again: the failure its words spoke of is over.
+    fn recovered(&self, chain: &str);
 }
 
-impl WordsBoard {
-    /// The words found for `chain`'s failed request, replacing older ones.
-    pub fn put(&self, chain: &str, words: GatewayWords) {
-        let mut map = self.by_chain.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(chain.to_string(), words);
+/// How a requested gateway log lookup ended: the label values of
+/// `hopwatch_gateway_log_lookups_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LookupResult {
+    /// The record was found.
+    Found,
+    /// Still absent after `retry_for`.
+    NotFound,
+    /// A lookup failed (throttled, denied, no such group, no answer).
+    Error,
+    /// Not run: the chain had a lookup less than `min_interval` before.
+    Skipped,
+}
+
+impl LookupResult {
+    /// Every result, in the order of [`LookupCounts::snapshot`].
+    pub const ALL: [LookupResult; 4] = [
+        LookupResult::Found,
+        LookupResult::NotFound,
+        LookupResult::Error,
+        LookupResult::Skipped,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LookupResult::Found => "found",
+            LookupResult::NotFound => "not_found",
+            LookupResult::Error => "error",
+            LookupResult::Skipped => "skipped",
+        }
     }
 
-    /// The newest words of `chain`.
-    pub fn get(&self, chain: &str) -> Option<GatewayWords> {
-        let map = self.by_chain.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(chain).cloned()
+    fn index(self) -> usize {
+        match self {
+            LookupResult::Found => 0,
+            LookupResult::NotFound => 1,
+            LookupResult::Error => 2,
+            LookupResult::Skipped => 3,
+        }
+    }
+}
+
+/// Gateway log lookups by result since the agent started: plain counters an exporter reads.
+#[derive(Debug, Default)]
+pub struct LookupCounts {
+    counts: [std::sync::atomic::AtomicU64; 4],
+}
+
+impl LookupCounts {
+    /// Counts one lookup that ended in `result`.
+    pub fn count(&self, result: LookupResult) {
+        self.counts[result.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Forgets `chain`'s words: it recovered, or it is gone.
-    pub fn forget(&self, chain: &str) {
-        let mut map = self.by_chain.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(chain);
+    /// Lookups that ended in `result`.
+    pub fn get(&self, result: LookupResult) -> u64 {
+        self.counts[result.index()].load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Keeps only the chains `keep` says are still configured.
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        let mut map = self.by_chain.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|chain, _| keep(chain));
+    /// Every result's label value and count, each result present (at 0 before the first).
+    pub fn snapshot(&self) -> [(&'static str, u64); 4] {
+        LookupResult::ALL.map(|r| (r.as_str(), self.get(r)))
     }
 }

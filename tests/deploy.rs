@@ -677,11 +677,16 @@ fn the_gateway_logs_policy_allows_filter_log_events_on_the_named_groups_only() {
     assert_eq!(statements[0]["Action"], "logs:FilterLogEvents");
     for r in statements[0]["Resource"].as_array().expect("resources") {
         let r = r.as_str().unwrap_or("");
-        assert!(r.contains(":log-group:") && r.ends_with(":*") && !r.contains("log-group:*"), "{r}");
+        assert!(
+            r.contains(":log-group:") && r.ends_with(":*") && !r.contains("log-group:*"),
+            "{r}"
+        );
     }
     let template =
         std::fs::read_to_string(deploy("cloudformation/hopwatch.yaml")).expect("template");
-    let block = &template[template.find("GatewayLogsPolicy:").expect("GatewayLogsPolicy")..];
+    let block = &template[template
+        .find("GatewayLogsPolicy:")
+        .expect("GatewayLogsPolicy")..];
     let block = &block[..block.find("\n  TaskDefinition:").unwrap_or(block.len())];
     let actions: Vec<&str> = block
         .lines()

@@ -377,3 +377,255 @@ async fn a_refused_or_silent_endpoint_fails_within_the_timeout() {
     );
     assert!(err.to_string().contains(ACCESS), "{err}");
 }
+
+/// A gateway stand-in on 127.0.0.1 that answers every request as an integration failure of a
+/// REST API (500, no x-amzn-ErrorType, an application's body: the headers alone would read it
+/// as the backend's answer) and, `delay` later, writes the access-log line API Gateway would:
+/// `responseType` INTEGRATION_FAILURE. Returns its address and the ids it handed out.
+async fn failing_gateway(
+    python: PathBuf,
+    endpoint: String,
+    delay: Duration,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let handed = ids.clone();
+    let addr = common::raw_server(move |stream| {
+        let tx = tx.clone();
+        let handed = handed.clone();
+        async move {
+            let n = {
+                let mut ids = handed.lock().unwrap_or_else(|e| e.into_inner());
+                ids.push(String::new());
+                ids.len()
+            };
+            let rid = format!("{n:08}-e2e0-4000-8000-{:012}", std::process::id());
+            let xid = format!("Ext{n:05}Q=");
+            if let Some(slot) = handed.lock().unwrap_or_else(|e| e.into_inner()).get_mut(n - 1) {
+                *slot = rid.clone();
+            }
+            let body = r#"{"error":"upstream said no"}"#;
+            let response = format!(
+                "HTTP/1.1 500 Internal Server Error\r\nx-amzn-RequestId: {rid}\r\nx-amz-apigw-id: {xid}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            common::respond(stream, response.into_bytes()).await;
+            let _ = tx.send((rid, xid));
+        }
+    })
+    .await;
+    tokio::spawn(async move {
+        while let Some((rid, xid)) = rx.recv().await {
+            tokio::time::sleep(delay).await;
+            let line = access_line(
+                &rid,
+                &xid,
+                500,
+                "INTEGRATION_FAILURE",
+                "Unable to establish connection to the VPC link",
+            );
+            put(&python, &endpoint, ACCESS, &[line]).await;
+        }
+    });
+    (addr, ids)
+}
+
+/// The agent's config for a custom chain through the stand-in, its stage's access log in
+/// LocalStack at `logs` (or nowhere).
+fn gateway_config(gateway: SocketAddr, target: SocketAddr, logs: &str) -> String {
+    format!(
+        r#"[agent]
+listen = "127.0.0.1:0"
+interval = "1s"
+timeout = "900ms"
+down_after = 1
+up_after = 1
+
+[gateway_logs]
+region = "us-east-1"
+endpoint_url = "{logs}"
+min_interval = "10s"
+retry_for = "20s"
+timeout = "2s"
+
+[[chain]]
+name = "orders"
+kind = "custom"
+
+  [[chain.hop]]
+  name = "gateway"
+  role = "gateway"
+  url = "http://{gateway}/prod/orders"
+  access_log_group = "{ACCESS}"
+  access_log_format = '{FORMAT}'
+
+  [[chain.hop]]
+  name = "target"
+  role = "target"
+  url = "http://{target}/"
+"#
+    )
+}
+
+fn hopwatch(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hopwatch"));
+    cmd.args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE");
+    cmd
+}
+
+/// `check` waits for the gateway's record (written late, as API Gateway delivers it), quotes
+/// it, and lets its responseType decide against what the headers alone say; a running agent
+/// does the same from its background lookups; with CloudWatch Logs gone, the verdict comes
+/// from the probe alone, in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_own_words_decide_in_check_and_in_the_agent() {
+    let Some((mut ls, python)) = started().await else {
+        return;
+    };
+    let endpoint = ls.endpoint();
+    // The stage's log group exists, with another request's line in it.
+    let other = access_line(
+        "0f0f0f0f-0000-4000-8000-000000000000",
+        "Other0000A=",
+        200,
+        "-",
+        "-",
+    );
+    put(&python, &endpoint, ACCESS, &[other]).await;
+    let (gateway, _ids) =
+        failing_gateway(python.clone(), endpoint.clone(), Duration::from_secs(3)).await;
+    let target = refused_port();
+    let _echo = common::echo_process(target);
+    common::wait_for("the echo to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(target).is_ok()
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("hopwatch-gwlog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("hopwatch.toml");
+    std::fs::write(&config, gateway_config(gateway, target, &endpoint)).expect("config");
+    let path = config.display().to_string();
+
+    // check: the record arrives 3 s after the answer; the lookup retries until it is there.
+    let out = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            hopwatch(&["check", "--json", "--log-wait", "30s", "--config", &path])
+                .output()
+                .expect("check")
+        }
+    })
+    .await
+    .expect("join");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let chain = &doc["chains"][0];
+    assert_eq!(
+        chain["reason_code"],
+        "integration_failure",
+        "{chain:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = &chain["gateway_log"];
+    assert_eq!(log["source"], "access_log", "{chain:#}");
+    assert_eq!(log["response_type"], "INTEGRATION_FAILURE", "{chain:#}");
+    assert_eq!(
+        log["integration_error"], "Unable to establish connection to the VPC link",
+        "{chain:#}"
+    );
+    assert!(log["request_id"]
+        .as_str()
+        .is_some_and(|id| id.contains("-e2e0-")));
+    let reason = chain["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("API Gateway's access log of request")
+            && reason.contains("responseType INTEGRATION_FAILURE"),
+        "{reason}"
+    );
+
+    // The agent: its lookups run beside the rounds; the verdict follows once they find it.
+    let mut agent = common::Kill(
+        hopwatch(&[
+            "run",
+            "--log-format",
+            "json",
+            "--config",
+            &path,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run"),
+    );
+    let listen = {
+        use std::io::BufRead;
+        let stderr = agent.0.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let found = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(&l).ok()?;
+                v["listen"].as_str()?.parse::<SocketAddr>().ok()
+            })
+            .expect("the agent says where it listens");
+        std::thread::spawn(move || for _ in lines {});
+        found
+    };
+    let metrics = || {
+        common::http_get(listen, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    common::wait_for(
+        "the agent to quote the gateway's log",
+        Duration::from_secs(40),
+        || {
+            let m = metrics();
+            m.contains("code=\"integration_failure\"")
+                && m.contains("hopwatch_gateway_log_lookups_total{result=\"found\"} 1")
+        },
+    )
+    .await;
+    drop(agent);
+
+    // CloudWatch Logs gone: the probe's verdict, without words, within the wait.
+    ls.kill();
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            hopwatch(&["check", "--json", "--log-wait", "8s", "--config", &path])
+                .output()
+                .expect("check")
+        }
+    })
+    .await
+    .expect("join");
+    let took = started.elapsed();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let chain = &doc["chains"][0];
+    assert_eq!(chain["reason_code"], "backend_status", "{chain:#}");
+    assert!(chain.get("gateway_log").is_none(), "{chain:#}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("API Gateway's logs could not be read"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "check took {took:?} with Logs down"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

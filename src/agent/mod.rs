@@ -21,6 +21,7 @@ use crate::export::prometheus::Metrics;
 use crate::export::server::{serve, Endpoint, Readiness};
 use crate::export::Sink;
 use crate::facts::{ChainFacts, DiscoveryStats};
+use crate::gatewaylog::{LazyLogs, Lookups};
 use crate::probe::{tls::TlsConfigs, Prober};
 use crate::record::Recorder;
 use crate::schedule::{run_chain, Counters, Round};
@@ -53,6 +54,49 @@ impl Stage {
         for sink in &self.sinks {
             sink.set_chains(chains);
         }
+    }
+}
+
+/// Asks API Gateway's own logs about each failed gateway request whose chain names a log
+/// group: the lookups run in the background, and what they find reaches the verdicts of the
+/// rounds after (the recorder reads it from the same [`Lookups`]).
+struct AskGatewayLogs {
+    lookups: Lookups,
+}
+
+impl Sink for AskGatewayLogs {
+    fn observe(&self, observation: &crate::record::Observation) {
+        let chain = &observation.round.chain;
+        let (Some(gateway), Some(r)) =
+            (chain.hops.first(), observation.round.probed.results.first())
+        else {
+            return;
+        };
+        let Some(logs) = gateway
+            .logs
+            .as_ref()
+            .filter(|_| gateway.role == crate::config::Role::Gateway)
+        else {
+            return;
+        };
+        // Only an answer carries the ids the gateway logs it by; words already found for this
+        // failure need no new lookup.
+        if r.outcome != crate::probe::Outcome::HttpStatus || observation.words.is_some() {
+            return;
+        }
+        let ids: Vec<&str> = [
+            r.evidence.request_id.as_deref(),
+            r.evidence.extended_request_id.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        self.lookups.request(&chain.name, logs, &ids, r.started_at);
+    }
+
+    fn set_chains(&self, chains: &[Arc<Chain>]) {
+        self.lookups
+            .retain(|name| chains.iter().any(|c| c.name == name));
     }
 }
 
@@ -307,17 +351,28 @@ pub async fn start(
     let (stop, stop_rx) = watch::channel(false);
     let server = tokio::spawn(serve(listener, endpoint.clone(), stop_rx));
 
+    // Lazy: no AWS configuration is loaded until a chain's gateway logs are first searched.
+    let lookups = Lookups::new(
+        Arc::new(LazyLogs::new(config.gateway_logs.clone())),
+        &config.gateway_logs,
+    );
+    metrics.watch_gateway_logs(lookups.counts());
     let mut sinks: Vec<Arc<dyn Sink>> = vec![
         metrics.clone(),
         Arc::new(Log),
         Arc::new(Readiness::new(endpoint, &config.chains)),
+        Arc::new(AskGatewayLogs {
+            lookups: lookups.clone(),
+        }),
     ];
     if let Some(publisher) = &cloudwatch {
         sinks.push(Arc::new(publisher.feed()));
     }
     sinks.extend(extra);
+    let mut recorder = Recorder::default();
+    recorder.set_words(Arc::new(lookups));
     let stage = Arc::new(Stage {
-        recorder: Mutex::new(Recorder::default()),
+        recorder: Mutex::new(recorder),
         sinks,
     });
     stage.set_chains(&config.chains);

@@ -230,6 +230,32 @@ impl Search for Logs {
     }
 }
 
+/// A [`Logs`] made on its first search: an agent whose chains name no log group never loads
+/// the SDK's configuration (its region chain may ask the instance metadata service).
+pub struct LazyLogs {
+    lookup: GatewayLogLookup,
+    logs: tokio::sync::OnceCell<Logs>,
+}
+
+impl LazyLogs {
+    /// The client `[gateway_logs]` describes, made when first needed.
+    pub fn new(lookup: GatewayLogLookup) -> LazyLogs {
+        LazyLogs {
+            lookup,
+            logs: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+impl Search for LazyLogs {
+    fn filter<'a>(&'a self, filter: &'a Filter) -> PageFuture<'a> {
+        Box::pin(async move {
+            let logs = self.logs.get_or_init(|| Logs::connect(&self.lookup)).await;
+            logs.filter_page(filter).await
+        })
+    }
+}
+
 /// The page of a successful answer; the code and message of a failed one.
 fn read_page(response: &HttpResponse) -> Result<Page, ServiceError> {
     let status = response.status().as_u16();

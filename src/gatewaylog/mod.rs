@@ -23,7 +23,7 @@ use crate::aws::call::CallError;
 use crate::config::GatewayLogs;
 use crate::facts::GatewayWords;
 
-pub use logs::{Event, Filter, Logs, Page, PageFuture, Search};
+pub use logs::{Event, Filter, LazyLogs, Logs, Page, PageFuture, Search};
 pub use schedule::{
     look_up, Backoff, LookupCounts, LookupOutcome, LookupResult, Lookups, Requested,
 };

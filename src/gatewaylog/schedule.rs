@@ -16,6 +16,7 @@ use tokio::task::AbortHandle;
 use super::{find, unsearchable, usable_id, LookupError, Search};
 use crate::config::{GatewayLogLookup, GatewayLogs};
 use crate::facts::GatewayWords;
+pub use crate::facts::{LookupCounts, LookupResult};
 
 /// The waits between the tries of one lookup: `first`, doubling up to `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,71 +35,6 @@ impl Default for Backoff {
             first: Duration::from_secs(2),
             max: Duration::from_secs(15),
         }
-    }
-}
-
-/// How a requested lookup ended: the label values of `hopwatch_gateway_log_lookups_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LookupResult {
-    /// The record was found.
-    Found,
-    /// Still absent after `retry_for`.
-    NotFound,
-    /// A lookup failed ([`LookupError`]).
-    Error,
-    /// Not run: the chain had a lookup less than `min_interval` before.
-    Skipped,
-}
-
-impl LookupResult {
-    /// Every result, in the order of [`LookupCounts::snapshot`].
-    pub const ALL: [LookupResult; 4] = [
-        LookupResult::Found,
-        LookupResult::NotFound,
-        LookupResult::Error,
-        LookupResult::Skipped,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LookupResult::Found => "found",
-            LookupResult::NotFound => "not_found",
-            LookupResult::Error => "error",
-            LookupResult::Skipped => "skipped",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            LookupResult::Found => 0,
-            LookupResult::NotFound => 1,
-            LookupResult::Error => 2,
-            LookupResult::Skipped => 3,
-        }
-    }
-}
-
-/// Lookups by result since the agent started: plain counters an exporter reads.
-#[derive(Debug, Default)]
-pub struct LookupCounts {
-    counts: [AtomicU64; 4],
-}
-
-impl LookupCounts {
-    /// Counts one lookup that ended in `result`.
-    pub fn count(&self, result: LookupResult) {
-        self.counts[result.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Lookups that ended in `result`.
-    pub fn get(&self, result: LookupResult) -> u64 {
-        self.counts[result.index()].load(Ordering::Relaxed)
-    }
-
-    /// Every result's label value and count, each result present (at 0 before the first).
-    pub fn snapshot(&self) -> [(&'static str, u64); 4] {
-        LookupResult::ALL.map(|r| (r.as_str(), self.get(r)))
     }
 }
 
@@ -297,6 +233,15 @@ impl Lookups {
         chains.get(chain).and_then(|s| s.latest.clone())
     }
 
+    /// Drops `chain`'s words (its gateway answers again) and keeps the rest: a chain that
+    /// fails again within `min_interval` is not looked up sooner.
+    pub fn clear_words(&self, chain: &str) {
+        let mut chains = self.shared.chains.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = chains.get_mut(chain) {
+            state.words = None;
+        }
+    }
+
     /// Forgets `chain` (removed from the config, or recovered): its words, its `min_interval`,
     /// and any lookup still running for it, which is stopped and publishes nothing.
     pub fn forget(&self, chain: &str) {
@@ -308,6 +253,17 @@ impl Lookups {
             for task in state.running {
                 task.abort();
             }
+        }
+    }
+
+    /// Forgets every chain `keep` says is gone (a reload removed it).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let gone: Vec<String> = {
+            let chains = self.shared.chains.lock().unwrap_or_else(|e| e.into_inner());
+            chains.keys().filter(|c| !keep(c)).cloned().collect()
+        };
+        for chain in gone {
+            self.forget(&chain);
         }
     }
 }
@@ -392,5 +348,15 @@ pub async fn look_up(
                 .unwrap_or_default(),
             message: "no search completed before the deadline".to_string(),
         }),
+    }
+}
+
+impl crate::facts::WordsSource for Lookups {
+    fn words(&self, chain: &str) -> Option<GatewayWords> {
+        Lookups::words(self, chain).map(|(w, _)| w)
+    }
+
+    fn recovered(&self, chain: &str) {
+        self.clear_words(chain);
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::config::Chain;
 use crate::diagnose::{ChainTracker, Change, Verdict};
-use crate::facts::{ChainFacts, GatewayWords, WordsBoard};
+use crate::facts::{ChainFacts, GatewayWords, WordsSource};
 use crate::probe::Outcome;
 use crate::schedule::Round;
 use crate::source::{self, Seen};
@@ -167,7 +167,7 @@ pub struct Recorder {
     /// Discovery's facts, by chain name.
     facts: HashMap<String, Arc<ChainFacts>>,
     /// Where the gateway log lookups put what they found, when the agent runs them.
-    words: Option<Arc<WordsBoard>>,
+    words: Option<Arc<dyn WordsSource>>,
 }
 
 impl Recorder {
@@ -197,7 +197,7 @@ impl Recorder {
     }
 
     /// Reads the gateway's words from `board` with each round.
-    pub fn set_words(&mut self, board: Arc<WordsBoard>) {
+    pub fn set_words(&mut self, board: Arc<dyn WordsSource>) {
         self.words = Some(board);
     }
 
@@ -217,10 +217,12 @@ impl Recorder {
         let words = match (&self.words, round.probed.results.first()) {
             // A gateway that answers again ends the failure its words spoke of.
             (Some(board), Some(first)) if first.outcome.is_ok() => {
-                board.forget(&round.chain.name);
+                board.recovered(&round.chain.name);
                 None
             }
-            (Some(board), _) => board.get(&round.chain.name).filter(|w| applies(w, &round)),
+            (Some(board), _) => board
+                .words(&round.chain.name)
+                .filter(|w| applies(w, &round)),
             (None, _) => None,
         };
         let (up, verdict, changes) = tracked.tracker.update(

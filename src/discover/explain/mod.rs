@@ -25,7 +25,7 @@ use serde::Serialize;
 use super::model::net::Network;
 use super::model::{Entry, FoundChain, NetLb, NetMember, NetPath};
 use crate::config::{Cidr, Kind};
-use crate::facts::{Direction, EdgeVerdict, Purpose};
+use crate::facts::{Direction, EdgeState, EdgeVerdict, Purpose};
 use rules::{Nacl, NaclVerdict, Party, SecurityGroup, EPHEMERAL};
 
 /// What `explain` prints: `{"chains": [{"name", "kind", "edges": [...]}]}`.
@@ -40,6 +40,20 @@ impl Explained {
         self.chains
             .iter()
             .all(|c| c.edges.iter().all(|e| e.allowed))
+    }
+
+    /// Some edge is missing a rule or denied by a NACL.
+    pub fn blocked(&self) -> bool {
+        self.chains
+            .iter()
+            .any(|c| c.edges.iter().any(|e| e.state.blocks()))
+    }
+
+    /// Some edge could not be judged: what it needs was not read.
+    pub fn unknown(&self) -> bool {
+        self.chains
+            .iter()
+            .any(|c| c.edges.iter().any(|e| e.state == EdgeState::Unknown))
     }
 }
 
@@ -56,11 +70,15 @@ pub struct ChainExplained {
 }
 
 /// A sender or receiver, for the rules and for people.
+#[derive(Clone)]
 struct Side {
     party: Party,
     /// In words: "the NLB orders-nlb's addresses 10.0.1.10, 10.0.2.10".
     desc: String,
     subnets: Vec<String>,
+    /// Objects whose reading this side depends on (its interface, its subnets): when one was
+    /// not read, what a check of this side would say is unknown.
+    depends: Vec<String>,
 }
 
 /// Judges every edge of `chain` against `net`.
@@ -125,10 +143,19 @@ pub fn judge(chain: &FoundChain, net: &Network) -> ChainExplained {
         let own = lb_side(lb, net, &mut out.notes);
         // The client's address reaches the targets only through an NLB that preserves it, and
         // never over PrivateLink.
-        let client = (lb.network && tg.preserve_client_ip && i == 0)
+        // A target rule that references the NLB's security group admits the NLB's traffic
+        // "even if you enable client IP preservation" (docs.aws.amazon.com/
+        // elasticloadbalancing/latest/network/load-balancer-security-groups.html): the
+        // client's packets count as coming from the NLB's groups too.
+        let client: Option<Side> = (lb.network && tg.preserve_client_ip && i == 0)
             .then_some(())
             .and(link.as_ref())
-            .filter(|_| matches!(path.entry, Entry::V2 { .. }));
+            .filter(|_| matches!(path.entry, Entry::V2 { .. }))
+            .map(|c| {
+                let mut c = c.clone();
+                c.party.groups.extend(lb.security_groups.iter().cloned());
+                c
+            });
         let dests: Vec<(String, Side, u16)> = if tg.target_type == "alb" {
             match path.lbs.get(i + 1) {
                 Some(alb) => vec![(alb.hop.clone(), lb_side(alb, net, &mut out.notes), tg.port)],
@@ -145,7 +172,7 @@ pub fn judge(chain: &FoundChain, net: &Network) -> ChainExplained {
                 .collect()
         };
         for (to, dest, port) in &dests {
-            let (source, sender) = match client {
+            let (source, sender) = match &client {
                 Some(c) => (c, false),
                 None => (&own, true),
             };
@@ -190,35 +217,143 @@ pub fn judge(chain: &FoundChain, net: &Network) -> ChainExplained {
     out
 }
 
-/// A VPC link v1 into its NLB: only the NLB's own security groups can stop it.
+/// A VPC link v1 into its NLB: only the NLB's own security groups can stop it. Which addresses
+/// the VPC endpoint sends from is API Gateway's and not documented, so only a rule open to every
+/// address (0.0.0.0/0) is read as admitting it: an inference, not AWS's word.
 fn privatelink(out: &mut ChainExplained, nlb: &NetLb, net: &Network) {
     if nlb.security_groups.is_empty() || !nlb.enforce_privatelink {
         return;
     }
-    let groups = groups_of(&nlb.security_groups, net);
     let anyone = Party {
         addresses: Cidr::parse("0.0.0.0/0").into_iter().collect(),
         groups: Vec::new(),
     };
-    let allowing = rules::ingress(&groups, &anyone, nlb.listener_port);
+    let judged = judge_groups(
+        net,
+        &nlb.security_groups,
+        &anyone,
+        nlb.listener_port,
+        false,
+        &[],
+    );
+    let fix = (judged.state == EdgeState::Missing).then(|| {
+        format!(
+            "aws elbv2 set-security-groups --load-balancer-arn {} --security-groups {} --enforce-security-group-inbound-rules-on-private-link-traffic off",
+            nlb.arn,
+            nlb.security_groups.join(" ")
+        )
+    });
     out.edges.push(EdgeVerdict {
         from: "gateway".into(),
         to: nlb.hop.clone(),
         port: nlb.listener_port,
         purpose: Purpose::Traffic,
         direction: Direction::Ingress,
-        source: "API Gateway over PrivateLink (the VPC endpoint's addresses are AWS's, not the account's)".into(),
-        allowed: allowing.is_some(),
-        rule: allowing.map(|a| describe(&a)),
-        fix: None,
+        source: "API Gateway over PrivateLink (the VPC endpoint's addresses are AWS's and not documented: only a rule open to 0.0.0.0/0 is read as admitting them, an inference)".into(),
+        state: judged.state,
+        allowed: judged.state == EdgeState::Allowed,
+        rule: judged.rule,
+        fix,
+        unknown: judged.unknown,
+        stale: judged.stale,
     });
-    if let Some(last) = out.edges.last_mut().filter(|e| !e.allowed) {
-        last.fix = Some(format!(
-            "aws elbv2 set-security-groups --load-balancer-arn {} --security-groups {} --enforce-security-group-inbound-rules-on-private-link-traffic off",
-            nlb.arn,
-            nlb.security_groups.join(" ")
-        ));
+}
+
+/// What a check of security groups found.
+struct Judged {
+    state: EdgeState,
+    rule: Option<String>,
+    unknown: Option<String>,
+    stale: Option<String>,
+}
+
+/// Judges the rules of `groups` (inbound, or outbound with `outbound`) for `peer` on `port`.
+/// Allowed as soon as one rule that was read allows it: security groups only add. Otherwise
+/// unknown when a group, a prefix list its rules name, or anything in `depends` (the peer's
+/// interface and subnets) was not read; missing only when everything was.
+fn judge_groups(
+    net: &Network,
+    groups: &[String],
+    peer: &Party,
+    port: u16,
+    outbound: bool,
+    depends: &[String],
+) -> Judged {
+    let read = groups_of(groups, net);
+    let allowing = if outbound {
+        rules::egress(&read, peer, port)
+    } else {
+        rules::ingress(&read, peer, port)
+    };
+    let lists = read
+        .iter()
+        .flat_map(|g| if outbound { &g.egress } else { &g.ingress })
+        .flat_map(|p| p.prefix_lists.iter().cloned());
+    let needed: Vec<String> = groups
+        .iter()
+        .cloned()
+        .chain(lists)
+        .chain(depends.iter().cloned())
+        .collect();
+    let stale = stale_of(net, &needed);
+    match allowing {
+        Some(a) => Judged {
+            state: EdgeState::Allowed,
+            rule: Some(describe(&a)),
+            unknown: None,
+            stale,
+        },
+        None => match unread_of(net, &needed) {
+            Some(why) => Judged {
+                state: EdgeState::Unknown,
+                rule: None,
+                unknown: Some(why),
+                stale,
+            },
+            None => Judged {
+                state: EdgeState::Missing,
+                rule: None,
+                unknown: None,
+                stale,
+            },
+        },
     }
+}
+
+/// What of `ids` could not be read and why, in one sentence; `None` when all were.
+fn unread_of(net: &Network, ids: &[String]) -> Option<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for id in ids {
+        if let Some(why) = net.unread(id) {
+            let what = format!("{} ({why})", id.trim_start_matches("nacl:"));
+            if !seen.contains(&what) {
+                seen.push(what);
+            }
+        }
+    }
+    (!seen.is_empty()).then(|| format!("could not be read: {}", seen.join("; ")))
+}
+
+/// Which of `ids` were judged on an earlier walk's reading, and how old it is.
+fn stale_of(net: &Network, ids: &[String]) -> Option<String> {
+    let now = std::time::SystemTime::now();
+    let mut seen: Vec<String> = Vec::new();
+    for id in ids {
+        if let Some((at, why)) = net.stale.get(id) {
+            let age = now.duration_since(*at).unwrap_or_default();
+            let what = format!(
+                "{} as read {} ago (not now: {why})",
+                id.trim_start_matches("nacl:"),
+                crate::config::duration::format_duration(std::time::Duration::from_secs(
+                    age.as_secs()
+                ))
+            );
+            if !seen.contains(&what) {
+                seen.push(what);
+            }
+        }
+    }
+    (!seen.is_empty()).then(|| seen.join("; "))
 }
 
 fn groups_of<'a>(ids: &[String], net: &'a Network) -> Vec<&'a SecurityGroup> {
@@ -263,6 +398,7 @@ fn link_side(path: &NetPath, net: &Network) -> Option<Side> {
             groups: security_groups.clone(),
         },
         subnets: subnets.clone(),
+        depends: subnets.clone(),
     })
 }
 
@@ -304,6 +440,7 @@ fn lb_side(lb: &NetLb, net: &Network, notes: &mut Vec<String>) -> Side {
             groups: lb.security_groups.clone(),
         },
         subnets: lb.subnets.clone(),
+        depends: lb.subnets.clone(),
     }
 }
 
@@ -328,6 +465,11 @@ fn member_side(m: &NetMember, net: &Network) -> Side {
             addresses: ip.map(Cidr::host).into_iter().collect(),
             groups: host.map(|h| h.groups.clone()).unwrap_or_default(),
         },
+        // Its groups and subnet come from its interface: not read, they are unknown.
+        depends: std::iter::once(m.id.clone())
+            .chain(m.ip.clone())
+            .chain(subnet.clone())
+            .collect(),
         subnets: subnet.into_iter().collect(),
     }
 }
@@ -363,58 +505,77 @@ struct Flow<'a> {
 }
 
 fn flow(out: &mut ChainExplained, net: &Network, f: Flow<'_>) {
-    let base = |direction, allowed, rule, fix| EdgeVerdict {
+    let base = |direction, j: Judged, fix| EdgeVerdict {
         from: f.from.to_string(),
         to: f.to.to_string(),
         port: f.port,
         purpose: f.purpose,
         direction,
         source: f.source.desc.clone(),
-        allowed,
-        rule,
+        state: j.state,
+        allowed: j.state == EdgeState::Allowed,
+        rule: j.rule,
         fix,
+        unknown: j.unknown,
+        stale: j.stale,
     };
     // The destination's security groups, inbound (an NLB without any has none to check).
     if !f.dest.party.groups.is_empty() {
-        let groups = groups_of(&f.dest.party.groups, net);
-        match rules::ingress(&groups, &f.source.party, f.port) {
-            Some(a) => out
-                .edges
-                .push(base(Direction::Ingress, true, Some(describe(&a)), None)),
-            None => {
-                let fix = ingress_fix(&f.dest.party.groups[0], &f.source.party, f.port);
-                out.edges
-                    .push(base(Direction::Ingress, false, None, Some(fix)));
-            }
-        }
+        let j = judge_groups(
+            net,
+            &f.dest.party.groups,
+            &f.source.party,
+            f.port,
+            false,
+            &f.source.depends,
+        );
+        let fix = (j.state == EdgeState::Missing)
+            .then(|| ingress_fix(&f.dest.party.groups[0], &f.source.party, f.port));
+        out.edges.push(base(Direction::Ingress, j, fix));
     }
     // The source's security groups, outbound.
     if f.sender && !f.source.party.groups.is_empty() {
-        let groups = groups_of(&f.source.party.groups, net);
-        match rules::egress(&groups, &f.dest.party, f.port) {
-            Some(a) => out
-                .edges
-                .push(base(Direction::Egress, true, Some(describe(&a)), None)),
-            None => {
-                let fix = egress_fix(&f.source.party.groups[0], &f.dest.party, f.port);
-                out.edges
-                    .push(base(Direction::Egress, false, None, Some(fix)));
-            }
-        }
+        let j = judge_groups(
+            net,
+            &f.source.party.groups,
+            &f.dest.party,
+            f.port,
+            true,
+            &f.dest.depends,
+        );
+        let fix = (j.state == EdgeState::Missing)
+            .then(|| egress_fix(&f.source.party.groups[0], &f.dest.party, f.port));
+        out.edges.push(base(Direction::Egress, j, fix));
     }
     // The network ACLs, both subnets, both ways.
     if let Some(verdict) = nacls(net, &f) {
-        out.edges.push(verdict_row(
-            base(Direction::Nacl, true, None, None),
-            verdict,
-        ));
+        let needed: Vec<String> = f
+            .dest
+            .subnets
+            .iter()
+            .chain(f.source.subnets.iter().filter(|_| f.sender))
+            .flat_map(|s| [s.clone(), format!("nacl:{s}")])
+            .collect();
+        let row = base(
+            Direction::Nacl,
+            Judged {
+                state: EdgeState::Allowed,
+                rule: None,
+                unknown: None,
+                stale: stale_of(net, &needed),
+            },
+            None,
+        );
+        out.edges.push(verdict_row(row, verdict));
     }
 }
 
-/// A NACL check's outcome: the entries that allowed each part, or the first that did not.
+/// A NACL check's outcome: the entries that allowed each part, the first that did not, or
+/// what could not be read (a NACL denies in order, so one not read leaves the flow unknown).
 enum NaclOutcome {
     Allowed(Vec<String>),
     Denied { rule: String, fix: String },
+    Unknown(String),
 }
 
 fn verdict_row(mut row: EdgeVerdict, outcome: NaclOutcome) -> EdgeVerdict {
@@ -423,9 +584,15 @@ fn verdict_row(mut row: EdgeVerdict, outcome: NaclOutcome) -> EdgeVerdict {
             row.rule = Some(entries.join("; "));
         }
         NaclOutcome::Denied { rule, fix } => {
+            row.state = EdgeState::Denied;
             row.allowed = false;
             row.rule = Some(rule);
             row.fix = Some(fix);
+        }
+        NaclOutcome::Unknown(why) => {
+            row.state = EdgeState::Unknown;
+            row.allowed = false;
+            row.unknown = Some(why);
         }
     }
     row
@@ -484,6 +651,23 @@ fn nacls(net: &Network, f: &Flow<'_>) -> Option<NaclOutcome> {
             }),
         }
     };
+    // A subnet, or the NACL guarding it, that could not be read.
+    let mut unread: Vec<String> = Vec::new();
+    let mut note_unread = |subnet: &str| {
+        for id in [subnet.to_string(), format!("nacl:{subnet}")] {
+            if net.unread(&id).is_some() && !unread.contains(&id) {
+                unread.push(id);
+            }
+        }
+    };
+    for subnet in f
+        .dest
+        .subnets
+        .iter()
+        .chain(f.source.subnets.iter().filter(|_| f.sender))
+    {
+        note_unread(subnet);
+    }
     let mut run = || -> Result<(), NaclOutcome> {
         for subnet in &f.dest.subnets {
             let peers = outside(subnet, &f.source.party.addresses);
@@ -508,6 +692,9 @@ fn nacls(net: &Network, f: &Flow<'_>) -> Option<NaclOutcome> {
     };
     let outcome = run();
     match outcome {
+        Ok(()) if !unread.is_empty() => Some(NaclOutcome::Unknown(
+            unread_of(net, &unread).unwrap_or_default(),
+        )),
         Ok(()) if !asked => None,
         Ok(()) => {
             // One line whatever the peers: the NACLs and the entries that let it through.

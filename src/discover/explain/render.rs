@@ -8,16 +8,23 @@ use super::Explained;
 pub fn table(explained: &Explained) -> String {
     let mut out = String::new();
     for chain in &explained.chains {
-        let missing = chain.edges.iter().filter(|e| !e.allowed).count();
+        let blocked = chain.edges.iter().filter(|e| e.state.blocks()).count();
+        let unknown = chain
+            .edges
+            .iter()
+            .filter(|e| e.state == crate::facts::EdgeState::Unknown)
+            .count();
         let _ = writeln!(
             out,
             "chain {} ({})  {}",
             chain.name,
             chain.kind,
-            match missing {
-                0 if chain.edges.is_empty() => "nothing to check".to_string(),
-                0 => "every edge allowed".to_string(),
-                n => format!("{n} check(s) fail"),
+            match (blocked, unknown) {
+                (0, 0) if chain.edges.is_empty() => "nothing to check".to_string(),
+                (0, 0) => "every edge allowed".to_string(),
+                (0, u) => format!("{u} check(s) could not be judged"),
+                (n, 0) => format!("{n} check(s) fail"),
+                (n, u) => format!("{n} check(s) fail, {u} could not be judged"),
             }
         );
         let edge_w = chain
@@ -51,6 +58,12 @@ pub fn table(explained: &Explained) -> String {
             }
             if let Some(fix) = &e.fix {
                 let _ = writeln!(out, "{pad}fix: {fix}");
+            }
+            if let Some(why) = &e.unknown {
+                let _ = writeln!(out, "{pad}{why}");
+            }
+            if let Some(stale) = &e.stale {
+                let _ = writeln!(out, "{pad}judged on {stale}");
             }
         }
         for note in &chain.notes {

@@ -54,6 +54,9 @@ pub struct Metrics {
     link_status: IntGaugeVec,
     target_health: IntGaugeVec,
     rule_missing: IntGaugeVec,
+    rule_unknown: IntGaugeVec,
+    /// The gateway log lookups' counts, when the agent runs them.
+    gateway_logs: Mutex<Option<(Arc<crate::facts::LookupCounts>, IntCounterVec)>>,
     /// The fact series exported per chain (label values), to remove those that went away.
     fact_series: Mutex<BTreeMap<String, FactSeries>>,
     chain_up: IntGaugeVec,
@@ -247,10 +250,23 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let rule_unknown = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hopwatch_path_rule_unknown",
+                    "1 for each check of a discovered chain's path that could not be judged: a security group, prefix list, subnet or NACL it needs could not be read (throttled, denied, an outage). Never a fault.",
+                ),
+                &["chain", "from", "to", "port", "purpose"],
+            )
+            .expect("valid"),
+        );
         Metrics {
             registry,
             hops: Mutex::default(),
             rule_missing,
+            rule_unknown,
+            gateway_logs: Mutex::default(),
             lag,
             schedule,
             cloudwatch: Mutex::default(),
@@ -339,12 +355,65 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let duration = reg(
+            &self.registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "hopwatch_discovery_duration_seconds",
+                    "How long each discovery walk took, one observation per walk (_count: the walks), those cut off by their deadline included.",
+                )
+                .buckets(vec![0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+            )
+            .expect("valid"),
+        );
+        let calls = reg(
+            &self.registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "hopwatch_discovery_calls_total",
+                    "Control-plane calls discovery made, every attempt, by AWS service, operation and result (ok, throttled, denied, not_found, error): what the account's quotas are spent on.",
+                ),
+                &["service", "operation", "result"],
+            )
+            .expect("valid"),
+        );
+        let rejected = reg(
+            &self.registry,
+            IntCounter::new(
+                "hopwatch_discovery_chains_rejected_total",
+                "Chains discovery found that failed validation and were left out (each is logged); the user's own chains are never affected.",
+            )
+            .expect("valid"),
+        );
         let mut watched = self.discovery.lock().unwrap_or_else(|e| e.into_inner());
         *watched = Some(DiscoveryFamilies {
             stats,
             last_success,
             errors,
+            duration,
+            calls,
+            rejected,
         });
+    }
+
+    /// Exports the gateway log lookups (`hopwatch_gateway_log_lookups_total{result}`), read on
+    /// every scrape. Called once, when the agent runs them.
+    pub fn watch_gateway_logs(&self, counts: Arc<crate::facts::LookupCounts>) {
+        let lookups = reg(
+            &self.registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "hopwatch_gateway_log_lookups_total",
+                    "Lookups of a failed gateway request in API Gateway's own logs (FilterLogEvents), by result: found, not_found (still absent after retry_for), error, skipped (the chain had one less than min_interval ago).",
+                ),
+                &["result"],
+            )
+            .expect("valid"),
+        );
+        for result in crate::facts::LookupResult::ALL {
+            lookups.with_label_values(&[result.as_str()]);
+        }
+        *self.gateway_logs.lock().unwrap_or_else(|e| e.into_inner()) = Some((counts, lookups));
     }
 
     /// Exports what discovery says of a chain: its link's status, its targets' health.
@@ -394,7 +463,7 @@ impl Metrics {
                     now.targets.push(labels);
                 }
             }
-            for e in facts.path.iter().filter(|e| !e.allowed) {
+            for e in facts.path.iter().filter(|e| e.state.blocks()) {
                 let labels = [
                     e.from.clone(),
                     e.to.clone(),
@@ -406,6 +475,24 @@ impl Metrics {
                         .with_label_values(&[chain, &labels[0], &labels[1], &labels[2], &labels[3]])
                         .set(1);
                     now.missing.push(labels);
+                }
+            }
+            for e in facts
+                .path
+                .iter()
+                .filter(|e| e.state == crate::facts::EdgeState::Unknown)
+            {
+                let labels = [
+                    e.from.clone(),
+                    e.to.clone(),
+                    e.port.to_string(),
+                    e.purpose.as_str().to_string(),
+                ];
+                if !now.unknown.contains(&labels) {
+                    self.rule_unknown
+                        .with_label_values(&[chain, &labels[0], &labels[1], &labels[2], &labels[3]])
+                        .set(1);
+                    now.unknown.push(labels);
                 }
             }
         }
@@ -440,6 +527,13 @@ impl Metrics {
             if !now.is_some_and(|n| n.missing.contains(m)) {
                 let _ = self
                     .rule_missing
+                    .remove_label_values(&[chain, &m[0], &m[1], &m[2], &m[3]]);
+            }
+        }
+        for m in &before.unknown {
+            if !now.is_some_and(|n| n.unknown.contains(m)) {
+                let _ = self
+                    .rule_unknown
                     .remove_label_values(&[chain, &m[0], &m[1], &m[2], &m[3]]);
             }
         }
@@ -629,8 +723,25 @@ impl Metrics {
             for (service, n) in d.stats.errors() {
                 catch_up(&d.errors.with_label_values(&[&service]), n);
             }
+            for took in d.stats.take_durations() {
+                d.duration.observe(took);
+            }
+            for ((service, operation, result), n) in d.stats.calls() {
+                catch_up(&d.calls.with_label_values(&[service, operation, result]), n);
+            }
+            catch_up(&d.rejected, d.stats.rejected_total());
         }
         drop(discovery);
+        if let Some((counts, family)) = self
+            .gateway_logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            for (result, n) in counts.snapshot() {
+                catch_up(&family.with_label_values(&[result]), n);
+            }
+        }
         let watched = self.cloudwatch.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(cw) = watched.as_ref() {
             let now = cw.stats.snapshot();
@@ -702,6 +813,9 @@ struct DiscoveryFamilies {
     stats: Arc<DiscoveryStats>,
     last_success: prometheus::Gauge,
     errors: IntCounterVec,
+    duration: Histogram,
+    calls: IntCounterVec,
+    rejected: IntCounter,
 }
 
 /// The fact series one chain has: its link, and (hop, target, state, reason) per target.
@@ -713,6 +827,8 @@ struct FactSeries {
     targets: Vec<[String; 4]>,
     /// (from, to, port, purpose) of each missing rule.
     missing: Vec<[String; 4]>,
+    /// (from, to, port, purpose) of each check that could not be judged.
+    unknown: Vec<[String; 4]>,
 }
 
 /// The CloudWatch publisher's families and the counters they are read from.
