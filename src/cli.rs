@@ -578,17 +578,37 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 None => print!("{text}"),
             }
             say_walk_errors("discover", &estate.errors, " (the walk went on without it)");
+            for u in &estate.unbuilt {
+                eprintln!(
+                    "hopwatch discover: not probed: {} {}: {}",
+                    u.api, u.route, u.why
+                );
+            }
+            for w in &estate.warnings {
+                eprintln!("hopwatch discover: warning: {w}");
+            }
             eprintln!(
-                "hopwatch discover: {} chain(s) in {}",
+                "hopwatch discover: {} chain(s) in {}{}",
                 estate.chains.len(),
-                estate.region
+                estate.region,
+                if estate.unbuilt.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} integration(s) not probed", estate.unbuilt.len())
+                }
             );
-            // Nothing found, or a walk that missed part of the region, is not a clean result.
-            Ok(if estate.errors.is_empty() && !estate.chains.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            // Nothing found, a walk that missed part of the region, or an integration that
+            // could not be made a chain is not a clean result.
+            Ok(
+                if estate.errors.is_empty()
+                    && estate.unbuilt.is_empty()
+                    && !estate.chains.is_empty()
+                {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                },
+            )
         }
     }
 }

@@ -446,6 +446,20 @@ pub fn read_answer(
         }
     }
     let message = evidence.message.as_deref();
+    // API Gateway puts its request id on every answer, its own and those it passes through
+    // (x-amzn-RequestId on REST; apigw-requestid on HTTP APIs, observed on every answer in
+    // field reports, not a documented rule): one with neither id never went through an
+    // integration. Read it by its status, as the gateway's (LocalStack answers an undeployed
+    // stage so; AWS with 403 Missing Authentication Token).
+    let no_id = evidence.request_id.is_none() && evidence.extended_request_id.is_none();
+    if no_id {
+        if let Some(answer) = gateway_answer(status, evidence.error_type.as_deref(), message) {
+            return Answered::Gateway {
+                answer,
+                by: "no request id: API Gateway marks every answer it passes through with one",
+            };
+        }
+    }
     if api != Api::Http && evidence.error_type.is_some() {
         if evidence.remapped {
             return Answered::Backend {
@@ -1522,6 +1536,8 @@ mod tests {
             message,
             content_type: (!content_type.is_empty()).then(|| content_type.to_string()),
             remapped,
+            // Every answer through API Gateway carries its request id.
+            request_id: Some("3b0a9c9e-5f6b-4a7e-9d41-0c1f2e3d4a5b".to_string()),
             ..Evidence::default()
         }
     }
@@ -2009,6 +2025,32 @@ mod tests {
             };
             assert_eq!(got, *want, "{name}: {status} {kind:?} {body}");
         }
+    }
+
+    /// An answer without any request id never went through an integration: it is read as the
+    /// gateway's, by its status (a hop with the gateway role is API Gateway, whatever the kind).
+    #[test]
+    fn an_answer_without_a_request_id_is_the_gateways() {
+        let mut e = seen(
+            None,
+            r#"{"message":"The API id 'x' does not correspond to a deployed API Gateway API"}"#,
+            JSON,
+            false,
+        );
+        e.request_id = None;
+        let code = |api, e: &Evidence| match read_answer(api, 404, e, false, None) {
+            Answered::Gateway { answer, .. } => Some(answer.code),
+            Answered::Backend { .. } => None,
+        };
+        assert_eq!(code(Api::Rest, &e), Some(ReasonCode::GatewayNoRoute));
+        assert_eq!(code(Api::Http, &e), Some(ReasonCode::GatewayNoRoute));
+        assert_eq!(code(Api::Either, &e), Some(ReasonCode::GatewayNoRoute));
+        e.request_id = Some("r-1".into());
+        assert_eq!(
+            code(Api::Rest, &e),
+            None,
+            "with its id, the application's answer"
+        );
     }
 
     /// The gateway's log decides where it was read: AWS's words outrank the headers.

@@ -480,12 +480,12 @@ async fn localstack_rest_api_passes_the_applications_answers_through_and_marks_i
         assert_eq!(hop_status(&chain, 1), Some(500), "{chain:#}");
     }
 
-    // LOCALSTACK DEVIATION, recorded (not a hopwatch rule): a stage that is not deployed is
-    // answered by router.py's create_not_found_response before the handler chain, 404 with
-    // none of a gateway's marks (no x-amzn-ErrorType, no x-amzn-RequestId). AWS answers 403
-    // MissingAuthenticationTokenException. hopwatch, following the evidence, reads LocalStack's
-    // answer as passed through from the backend: backend_status, not gateway_no_route. If
-    // hopwatch ever takes an answer without any request id as no pass-through, this flips.
+    // LOCALSTACK DEVIATION, recorded: a stage that is not deployed is answered by router.py's
+    // create_not_found_response before the handler chain, 404 with none of a gateway's marks
+    // (no x-amzn-ErrorType, no x-amzn-RequestId). AWS answers 403
+    // MissingAuthenticationTokenException. An answer without any request id never went
+    // through an integration (API Gateway marks every answer it passes through with one), so
+    // hopwatch reads it as the gateway's, by its status: gateway_no_route.
     {
         let _echo = echo(backend, None, None).await;
         let missing = format!("/_aws/execute-api/{id}/nostage/orders");
@@ -503,8 +503,8 @@ async fn localstack_rest_api_passes_the_applications_answers_through_and_marks_i
         let gateway = format!("http://{}{missing}", ls.addr);
         let chain = check(&dir.0, chain_config(&gateway, "GET", backend, "/")).await;
         assert_eq!(
-            chain["reason_code"], "backend_status",
-            "KNOWN MISREADING of LocalStack's unmarked 404: {chain:#}"
+            chain["reason_code"], "gateway_no_route",
+            "LocalStack's unmarked 404 is the gateway's: {chain:#}"
         );
     }
 

@@ -706,7 +706,7 @@ impl World {
                         }
                     }
                 } else {
-                    let listener = super::read::elb::lb_of_listener(uri)
+                    let listener = super::model::aws::lb_of_listener(uri)
                         .and_then(|lb| self.listeners.get(&lb))
                         .and_then(|ls| ls.iter().find(|l| l.arn == uri));
                     let Some(listener) = listener else {

@@ -236,14 +236,15 @@ struct Bucket {
 /// The first pause after a throttled answer.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest pause.
-const MAX_BACKOFF: Duration = Duration::from_secs(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// Attempts of one call while it is throttled or fails on the way (a timeout, a 5xx).
-const ATTEMPTS: u32 = 4;
+const ATTEMPTS: u32 = 3;
 
 impl Bucket {
     fn new(rate: f64, now: Instant) -> Self {
-        // A burst of one second's worth: a walk never starts with more than that at once.
-        let burst = rate.max(1.0);
+        // No burst: calls are spread evenly, so no second (sliding, not just on the clock's
+        // seconds) ever holds more than `rate` of them, the first second of a walk included.
+        let burst = 1.0;
         Bucket {
             rate,
             burst,
@@ -321,6 +322,9 @@ pub struct Budget {
     rates: Rates,
     /// Calls by (service, operation, result).
     counts: Mutex<BTreeMap<(Service, &'static str, &'static str), u64>>,
+    /// Services that still throttled a call after every retry, this walk: not asked again
+    /// until the next walk (what they would have said is taken from the last walk, or unknown).
+    gave_up: Mutex<std::collections::BTreeSet<Service>>,
 }
 
 /// What a bucket is for: a whole service, or `GetResources` within API Gateway.
@@ -337,7 +341,16 @@ impl Budget {
             buckets: Mutex::new(BTreeMap::new()),
             rates,
             counts: Mutex::new(BTreeMap::new()),
+            gave_up: Mutex::new(std::collections::BTreeSet::new()),
         }
+    }
+
+    /// A walk starts: every service may be asked again.
+    pub fn new_walk(&self) {
+        self.gave_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// The rates it spends.
@@ -403,7 +416,9 @@ impl Budget {
 
     /// Makes one call through the budget: a token per attempt, retried while AWS throttles
     /// (after the pause the bucket takes) or the call fails on the way (a timeout, no answer),
-    /// at most [`ATTEMPTS`] times. Access denied and not found are answers, never retried.
+    /// at most [`ATTEMPTS`] times. Access denied and not found are answers, never retried. A
+    /// service that still throttles after every retry is not asked again this walk: the rest
+    /// of its calls fail at once as throttled, without spending the account's quota.
     pub async fn call<T, F, Fut>(
         &self,
         service: Service,
@@ -414,6 +429,22 @@ impl Budget {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, CallError>>,
     {
+        if self
+            .gave_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&service)
+        {
+            return Err(CallError {
+                service,
+                operation,
+                kind: Kind::Throttled,
+                message: format!(
+                    "not asked: {} throttled this walk's calls; asked again at the next walk",
+                    service.as_str()
+                ),
+            });
+        }
         let mut tries = 0;
         loop {
             tries += 1;
@@ -424,6 +455,13 @@ impl Budget {
             match result {
                 Err(e) if matches!(e.kind, Kind::Throttled | Kind::Other) && tries < ATTEMPTS => {
                     tracing::debug!(service = service.as_str(), operation, error = %e.message, tries, "discovery: retrying a call");
+                }
+                Err(e) if e.kind == Kind::Throttled => {
+                    self.gave_up
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(service);
+                    return Err(e);
                 }
                 done => return done,
             }
@@ -512,17 +550,22 @@ mod tests {
     fn a_bucket_spends_its_rate_and_pauses_when_throttled() {
         let t0 = Instant::now();
         let mut b = Bucket::new(5.0, t0);
-        for _ in 0..5 {
-            assert!(b.take(t0).is_ok());
-        }
-        let wait = b.take(t0).expect_err("empty");
-        assert!(wait <= Duration::from_millis(200), "{wait:?}");
+        assert!(b.take(t0).is_ok());
+        let wait = b.take(t0).expect_err("no burst");
+        assert!(
+            wait.abs_diff(Duration::from_millis(200)) < Duration::from_micros(1),
+            "{wait:?}"
+        );
         assert!(b.take(t0 + Duration::from_millis(200)).is_ok());
         b.throttled(t0 + Duration::from_millis(200));
         let paused = b.take(t0 + Duration::from_millis(300)).expect_err("paused");
         assert_eq!(paused, Duration::from_millis(400));
         b.throttled(t0 + Duration::from_millis(800));
         assert_eq!(b.backoff, Duration::from_secs(2), "doubles");
+        for _ in 0..10 {
+            b.throttled(t0);
+        }
+        assert_eq!(b.backoff, MAX_BACKOFF, "up to a bound");
         b.succeeded();
         assert_eq!(b.backoff, FIRST_BACKOFF);
     }
@@ -596,5 +639,24 @@ mod tests {
             counts[&(Service::Ec2, "DescribeSubnets", "throttled")],
             u64::from(ATTEMPTS)
         );
+        // Given up for the rest of the walk: not asked, not counted, throttled at once.
+        let skipped = budget
+            .call(Service::Ec2, "DescribeNetworkAcls", || async {
+                Ok::<(), CallError>(())
+            })
+            .await;
+        assert!(
+            skipped.is_err_and(|e| e.kind == Kind::Throttled && e.message.contains("not asked"))
+        );
+        assert!(!budget
+            .counts()
+            .contains_key(&(Service::Ec2, "DescribeNetworkAcls", "ok")));
+        budget.new_walk();
+        assert!(budget
+            .call(Service::Ec2, "DescribeNetworkAcls", || async {
+                Ok::<(), CallError>(())
+            })
+            .await
+            .is_ok());
     }
 }

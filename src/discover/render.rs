@@ -154,6 +154,16 @@ pub fn config(estate: &Estate, header: &Header) -> String {
         };
         comment(&mut out, "", &format!("NOTE: {what}"));
     }
+    for w in &estate.warnings {
+        comment(&mut out, "", &format!("WARNING: {w}"));
+    }
+    for u in &estate.unbuilt {
+        comment(
+            &mut out,
+            "",
+            &format!("NOT PROBED: {} {}: {}", u.api, u.route, u.why),
+        );
+    }
     if estate.chains.is_empty() {
         out.push_str("#\n# No API in this region has an integration through a VPC link.\n");
     }

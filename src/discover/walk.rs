@@ -448,7 +448,7 @@ async fn load_balancing(w: &mut Walk<'_>, world: &mut World, memory: &mut Memory
     }
     for (_, d) in &world.http {
         for i in &d.integrations {
-            wanted.extend(super::read::elb::lb_of_listener(&i.uri));
+            wanted.extend(super::model::aws::lb_of_listener(&i.uri));
         }
     }
     let mut done_lbs: BTreeSet<String> = BTreeSet::new();

@@ -212,3 +212,30 @@ pub struct Dated<T> {
     pub value: T,
     pub read_at: SystemTime,
 }
+
+/// The load balancer a listener belongs to, from the listener's ARN:
+/// `…:listener/app/NAME/LB-ID/LISTENER-ID` → `…:loadbalancer/app/NAME/LB-ID`
+/// (docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-listeners.html:
+/// the ARN formats). No call needed.
+pub fn lb_of_listener(listener_arn: &str) -> Option<String> {
+    let (head, rest) = listener_arn.split_once(":listener/")?;
+    let (lb, _listener_id) = rest.rsplit_once('/')?;
+    Some(format!("{head}:loadbalancer/{lb}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_names_its_load_balancer() {
+        assert_eq!(
+            lb_of_listener("arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/orders-alb/50dc6c495c0c9188/f2f7dc8efc522ab2").as_deref(),
+            Some("arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/orders-alb/50dc6c495c0c9188")
+        );
+        assert_eq!(
+            lb_of_listener("arn:aws:servicediscovery:us-east-1:1:service/srv-1"),
+            None
+        );
+    }
+}
