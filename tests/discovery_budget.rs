@@ -473,3 +473,40 @@ rest.create_deployment(restApiId=api, stageName="prod")
     drop(run);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The benchmark the docs quote (by hand: `cargo test --test discovery_budget -- --ignored
+/// --nocapture`): an estate of 200 APIs at the default rate, the first walk's time and calls,
+/// then the calls of each steady walk.
+#[test]
+#[ignore = "by hand: a benchmark of a few minutes"]
+fn budget_of_200_apis() {
+    let Some((ns, moto, _)) = setup("budget_of_200_apis") else {
+        return;
+    };
+    let apis = 200;
+    let estate = moto.estate(apis, &["127.0.0.5", "127.0.0.6"]);
+    let proxy = FaultProxy::start(&moto);
+    let dir = std::env::temp_dir().join(format!("hopwatch-budget-200-{}", std::process::id()));
+    let started = Instant::now();
+    let run = agent(&ns, &dir, &discovery_config(&proxy.endpoint, ""));
+    let first = wait_metrics(&ns, "the first walk", 600, |m| apigateway_calls(m).0 >= 1.0);
+    let first_took = started.elapsed();
+    let (_, first_calls) = apigateway_calls(&first);
+    let all_first: f64 = sum(&first, "hopwatch_discovery_calls_total{", &[]);
+    let at_three = wait_metrics(&ns, "two steady walks", 600, |m| {
+        apigateway_calls(m).0 >= 3.0
+    });
+    let calls = proxy.calls();
+    drop(run);
+    let (walks, total) = apigateway_calls(&at_three);
+    let all: f64 = sum(&at_three, "hopwatch_discovery_calls_total{", &[]);
+    println!(
+        "estate: {}\nfirst walk: {:.1} s, {first_calls} API Gateway calls, {all_first} calls in all\nsteady walks: {:.1} API Gateway calls each, {:.1} calls in all each\nbusiest second of API Gateway calls: {}",
+        serde_json::json!({"apis": apis, "rest": estate["rest_apis"], "http": estate["http_apis"], "stages": estate["stages"], "integrations": estate["integrations"], "load_balancers": estate["load_balancers"]}),
+        first_took.as_secs_f64(),
+        (total - first_calls) / (walks - 1.0),
+        (all - all_first) / (walks - 1.0),
+        moto::max_per_second(&calls, "apigateway")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -621,3 +621,195 @@ fn soak() {
     println!("soak {}", verdict(pass));
     assert!(pass, "the soak failed: see the figures above");
 }
+
+/// `/metrics` of an agent listening on 127.0.0.1:9464 inside `ns`, as text.
+fn metrics_in(ns: &common::Netns) -> String {
+    let out = ns
+        .command("curl")
+        .args(["-sf", "--max-time", "3", "http://127.0.0.1:9464/metrics"])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default()
+}
+
+/// The sum of a family's samples in an exposition.
+fn family_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The churn soak (issue 22): the agent with `[discovery] refresh = "1s"` watches a moto estate
+/// (tests/moto/fixture.py) while tests/moto/churn.py creates and deletes ten REST APIs every
+/// 3 s, adds and removes a stage, deregisters and registers a target and revokes and authorizes
+/// a security-group rule. Everything runs in a network namespace of its own (the estate names
+/// AWS host names and private addresses). Fails unless, from the end of warm-up (half the run,
+/// minute 2 of the default 4) to the end, RSS grew under 5 %, the open fds did not grow, and,
+/// once the churn stops and its APIs are deleted, no series of a removed chain is left.
+/// `scripts/soak --churn [--minutes 4]` runs it in release.
+#[test]
+#[ignore = "the churn soak runs for minutes: scripts/soak --churn"]
+fn churn() {
+    let run = Duration::from_secs(
+        std::env::var("HOPWATCH_SOAK_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(240),
+    );
+    let warmup = run / 2;
+    assert!(
+        common::can_use_namespaces(),
+        "the churn soak needs root and ip netns"
+    );
+    let python =
+        common::moto::python().expect("a Python with moto (.venv-moto, scripts/test makes it)");
+    let ns = common::Netns::new("churn");
+    let moto = common::moto::Moto::start(python.clone(), Some(&ns));
+    moto.fixture(["127.0.0.5", "127.0.0.6"]);
+    ns.exec(&["ip", "addr", "add", "127.0.0.5/8", "dev", "lo"]);
+    let _targets: Vec<Kill> = ["127.0.0.5:80", "127.0.0.6:80"]
+        .iter()
+        .map(|a| {
+            Kill(
+                ns.command(BIN)
+                    .args(["echo", "--listen", a])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("echo"),
+            )
+        })
+        .collect();
+    let dir = TempDir(std::env::temp_dir().join(format!("hopwatch-churn-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let config = dir.0.join("churn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nlisten = \"127.0.0.1:9464\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\n[discovery]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\nrefresh = \"1s\"\nmax_calls_per_second = 10\n",
+            moto.endpoint
+        ),
+    )
+    .expect("config");
+    let log = std::fs::File::create(dir.0.join("agent.log")).expect("log");
+    let agent = Kill(
+        ns.command(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start hopwatch run"),
+    );
+    // `ip netns exec` execs the program: this PID is the agent's.
+    let pid = agent.0.id().to_string();
+    let churner = Kill(
+        ns.command(python.to_str().unwrap_or("python3"))
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto/churn.py"))
+            .args(["--endpoint", &moto.endpoint])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("churn.py"),
+    );
+    let started = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while family_sum(
+        &metrics_in(&ns),
+        "hopwatch_discovery_duration_seconds_count",
+    ) < 1.0
+    {
+        assert!(Instant::now() < deadline, "no walk within 60 s");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // RSS, fds, series and walks every 2 s.
+    let mut samples: Vec<(Duration, u64, usize, usize, f64, f64)> = Vec::new();
+    let mut warm: Option<(u64, usize)> = None;
+    while started.elapsed() < run {
+        let text = metrics_in(&ns);
+        let series = text.lines().filter(|l| !l.starts_with('#')).count();
+        if let (Some(rss), Some(n)) = (rss_kb(&pid), fds(&pid)) {
+            samples.push((
+                started.elapsed(),
+                rss,
+                n,
+                series,
+                family_sum(&text, "hopwatch_discovery_duration_seconds_count"),
+                family_sum(&text, "hopwatch_discovery_errors_total"),
+            ));
+        }
+        if warm.is_none() && started.elapsed() >= warmup {
+            warm = Some((rss_kb(&pid).unwrap_or(0), fds_at_rest(&pid)));
+        }
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+    let end_rss = rss_kb(&pid).unwrap_or(0);
+    let end_fds = fds_at_rest(&pid);
+    drop(churner);
+    // The churn's APIs deleted: their chains and every series of them must go.
+    moto.boto(
+        "for a in rest.get_rest_apis(limit=500)['items']:\n    if a['name'].startswith('churn-'):\n        rest.delete_rest_api(restApiId=a['id'])\n",
+    );
+    let walks = family_sum(
+        &metrics_in(&ns),
+        "hopwatch_discovery_duration_seconds_count",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let left = loop {
+        let text = metrics_in(&ns);
+        let churned: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("chain=\"churn-"))
+            .map(str::to_string)
+            .collect();
+        if churned.is_empty()
+            && family_sum(&text, "hopwatch_discovery_duration_seconds_count") >= walks + 2.0
+        {
+            break churned;
+        }
+        if Instant::now() > deadline {
+            break churned;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    drop(agent);
+
+    let (warm_rss, warm_fds) = warm.unwrap_or((0, 0));
+    let max_rss = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    println!("churn soak: {:?} of churn, warm-up {:?}", run, warmup);
+    println!("  t(s)   RSS     fds  series  walks  discovery errors");
+    for s in samples.iter().step_by(15) {
+        println!(
+            "  {:>4}  {:>8}  {:>3}  {:>6}  {:>5}  {}",
+            s.0.as_secs(),
+            mb(s.1),
+            s.2,
+            s.3,
+            s.4,
+            s.5
+        );
+    }
+    let growth = pct(warm_rss, end_rss);
+    println!(
+        "  RSS at warm-up {} -> end {} ({growth:+.1} %), max {}; fds at rest {} -> {}; series of removed chains left: {}",
+        mb(warm_rss),
+        mb(end_rss),
+        mb(max_rss),
+        warm_fds,
+        end_fds,
+        left.len()
+    );
+    assert!(
+        growth < RSS_GROWTH_LIMIT,
+        "RSS grew {growth:.1} % after warm-up"
+    );
+    assert!(
+        end_fds <= warm_fds,
+        "open fds grew: {warm_fds} -> {end_fds}"
+    );
+    assert!(left.is_empty(), "series of removed chains left: {left:?}");
+}
