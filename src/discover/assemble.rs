@@ -863,5 +863,7 @@ pub fn assemble(world: &World, ask: &Ask) -> Assembled {
     out
 }
 
+pub mod listener;
+
 #[cfg(test)]
 mod tests;

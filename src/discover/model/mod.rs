@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod net;
+pub mod rules;
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@ pub mod ec2;
 pub mod elb;
 pub mod http;
 pub mod rest;
+pub mod rules;
 
 use std::time::Duration;
 

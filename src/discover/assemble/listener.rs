@@ -1,0 +1,1 @@
+//! Which rule of an ALB listener a request meets (being written).

@@ -1,0 +1,1 @@
+//! An ALB listener's rules as `DescribeRules` describes them (being written).

@@ -1,0 +1,1 @@
+//! `DescribeRules` (being written).
