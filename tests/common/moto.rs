@@ -353,3 +353,30 @@ pub fn max_in_window(calls: &[Call], service: &str, window: Duration) -> usize {
 pub fn max_per_second(calls: &[Call], service: &str) -> usize {
     max_in_window(calls, service, Duration::from_secs(1))
 }
+
+impl Moto {
+    /// Builds the API shapes of tests/moto/routes.py (proxy, rules, post-only, private, tls,
+    /// stagevars, domain, over a VPC link v1 to an NLB and a v2 to two ALBs) with `targets` as
+    /// the two target addresses; what was made, as JSON, with `moto_differs` (what moto stores
+    /// or answers otherwise than AWS).
+    pub fn routes(&self, targets: [&str; 2]) -> serde_json::Value {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/moto/routes.py");
+        let out = self
+            .command(&self.python)
+            .arg(script)
+            .args([
+                "--endpoint",
+                &self.endpoint,
+                "--targets",
+                &targets.join(","),
+            ])
+            .output()
+            .expect("run routes.py");
+        assert!(
+            out.status.success(),
+            "routes.py failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("routes.py prints JSON")
+    }
+}
