@@ -169,9 +169,18 @@ struct WalkArgs {
     /// Only this stage (repeatable; default: every stage).
     #[arg(long = "stage", value_name = "NAME")]
     stages: Vec<String>,
-    /// The path to probe (default: the route's own when it has no parameters, else /).
+    /// The path to probe on every chain, over each route's own (default: the route's own,
+    /// its parameters filled from --path-param, a greedy {proxy+} given a child path).
     #[arg(long)]
     path: Option<String>,
+    /// Also probe routes that take only these methods (POST, PUT, PATCH, DELETE), with a body to
+    /// edit; without it such a route's chain is written commented out.
+    #[arg(long, value_delimiter = ',', value_name = "METHOD")]
+    methods: Vec<String>,
+    /// The value of a path parameter (repeatable): `id=42` fills `{id}`, `proxy=health` the
+    /// child path of a greedy `{proxy+}`.
+    #[arg(long = "path-param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    path_params: Vec<(String, String)>,
 }
 
 impl From<WalkArgs> for crate::discover::Options {
@@ -182,6 +191,12 @@ impl From<WalkArgs> for crate::discover::Options {
             apis: a.apis,
             stages: a.stages,
             path: a.path,
+            methods: a
+                .methods
+                .into_iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect(),
+            path_params: a.path_params.into_iter().collect(),
             shard: crate::config::Shard::WHOLE,
         }
     }
@@ -228,6 +243,13 @@ fn parse_delay(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
 }
 
 fn parse_wait(text: &str) -> Result<Duration, String> {
@@ -532,6 +554,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     options.stages = d.stages;
                 }
                 options.path = options.path.or(d.path);
+                if options.methods.is_empty() {
+                    options.methods = d.methods;
+                }
+                if options.path_params.is_empty() {
+                    options.path_params = d.path_params;
+                }
             }
             let estate = crate::discover::walk_once(&options).await;
             let explained = crate::discover::explain::Explained {
@@ -583,6 +611,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     "hopwatch discover: not probed: {} {}: {}",
                     u.api, u.route, u.why
                 );
+            }
+            for c in &estate.chains {
+                if let Some(why) = &c.disabled {
+                    eprintln!(
+                        "hopwatch discover: written commented out: {}: {why}",
+                        c.name
+                    );
+                }
             }
             for w in &estate.warnings {
                 eprintln!("hopwatch discover: warning: {w}");

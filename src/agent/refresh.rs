@@ -134,6 +134,11 @@ pub fn merge(
         if config.chains.iter().any(|c| c.name == found.name) {
             continue;
         }
+        // A route the agent may only probe when the user opts in (`[discovery] methods`).
+        if let Some(why) = &found.disabled {
+            tracing::debug!(chain = %found.name, why = %why, "discovery: a found chain is not run");
+            continue;
+        }
         let raw = crate::discover::render::raw_chain(found);
         match crate::config::check_chain("discovery", raw, &config.agent) {
             Ok(chain) => {

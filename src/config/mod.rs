@@ -190,6 +190,10 @@ pub struct Discovery {
     pub apis: Vec<String>,
     pub stages: Vec<String>,
     pub path: Option<String>,
+    /// Non-idempotent methods routes may be probed with (opted into).
+    pub methods: Vec<String>,
+    /// Values of path parameters, by name.
+    pub path_params: std::collections::BTreeMap<String, String>,
     pub refresh: Duration,
     /// Most API Gateway calls per second, for the whole group of agents.
     pub max_calls_per_second: f64,
@@ -219,6 +223,9 @@ impl Default for GatewayLogLookup {
         }
     }
 }
+
+/// Methods a route may be probed with only when the user opts in: they change state.
+pub const OPT_IN_METHODS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
 
 /// Default `[discovery] refresh`.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
@@ -326,6 +333,8 @@ pub struct Hop {
     pub url: HopUrl,
     pub method: Method,
     pub headers: Vec<Header>,
+    /// A request body and its `Content-Type`; `None`: no body.
+    pub body: Option<(bytes::Bytes, HeaderValue)>,
     pub expect_status: StatusSet,
     pub expect_body: Option<Pattern>,
     pub timeout: Duration,
@@ -440,6 +449,7 @@ impl Hop {
             url,
             method: Method::GET,
             headers: Vec::new(),
+            body: None,
             expect_status: StatusSet::success(),
             expect_body: None,
             timeout,
@@ -535,9 +545,20 @@ pub struct HopUrl {
     /// `Host` header value: host, plus the port when it is not the scheme's default.
     pub authority: String,
     pub path_and_query: String,
-    /// `cloudmap://NAMESPACE/SERVICE[/path]`: (namespace, service), found through Cloud Map's
+    /// `cloudmap://NAMESPACE/SERVICE[/path][?key=value&...]`: found through Cloud Map's
     /// `DiscoverInstances` rather than DNS (HTTP namespaces have none).
-    pub cloudmap: Option<(String, String)>,
+    pub cloudmap: Option<CloudMapName>,
+}
+
+/// A Cloud Map service as a `cloudmap://` URL names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloudMapName {
+    pub namespace: String,
+    pub service: String,
+    /// Attributes instances must have, sent as `DiscoverInstances` `QueryParameters`: what an
+    /// HTTP API integration URI's query string (`…/srv-x?stage=prod`) asks API Gateway to
+    /// filter on (http-api-develop-integrations-private.html).
+    pub query: Vec<(String, String)>,
 }
 
 impl HopUrl {
@@ -545,6 +566,7 @@ impl HopUrl {
     /// "url (...) ".
     pub fn parse(text: &str) -> Result<HopUrl, &'static str> {
         if let Some(rest) = text.strip_prefix("cloudmap://") {
+            let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
             let mut parts = rest.splitn(3, '/');
             let namespace = parts.next().unwrap_or("");
             let service = parts.next().unwrap_or("");
@@ -552,6 +574,14 @@ impl HopUrl {
                 return Err("must name a namespace and a service: cloudmap://NAMESPACE/SERVICE");
             }
             let path = format!("/{}", parts.next().unwrap_or(""));
+            let query: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            if query.iter().any(|(k, _)| k.is_empty()) {
+                return Err(
+                    "has a query parameter without a name (cloudmap://NS/SERVICE?attribute=value)",
+                );
+            }
             return Ok(HopUrl {
                 text: text.to_string(),
                 tls: false,
@@ -559,7 +589,11 @@ impl HopUrl {
                 port: 80,
                 authority: namespace.to_string(),
                 path_and_query: path,
-                cloudmap: Some((namespace.to_string(), service.to_string())),
+                cloudmap: Some(CloudMapName {
+                    namespace: namespace.to_string(),
+                    service: service.to_string(),
+                    query,
+                }),
             });
         }
         // `http:///x` has an empty authority, which `Uri` refuses as a whole.

@@ -60,9 +60,15 @@ pub struct RawDiscovery {
     pub apis: Option<Vec<Spanned<String>>>,
     /// Only these stages; default: every stage.
     pub stages: Option<Vec<Spanned<String>>>,
-    /// The path probed on each discovered chain; default: the route's own when it has no
-    /// parameters, else `/`.
+    /// The path probed on every discovered chain, over each route's own (its parameters filled,
+    /// a greedy `{proxy+}` given a child path).
     pub path: Option<Spanned<String>>,
+    /// Methods a route that changes state may be probed with, opted into: `["POST", "PUT"]`.
+    /// Such a chain is written with `method` and a `body` to edit; without the opt-in it is
+    /// written commented out. Default: none (routes are probed with GET).
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// Values of path parameters (`{id}` in `/orders/{id}`, `proxy` for a greedy `{proxy+}`).
+    pub path_params: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     /// Time between walks (default `"5m"`, at least `"1s"`). A walk of an unchanged estate
     /// makes one API Gateway call per API and a few more.
     pub refresh: Option<Spanned<String>>,
@@ -165,6 +171,10 @@ pub struct RawHop {
     pub url: Spanned<String>,
     /// Upper-case HTTP method (default `"GET"`).
     pub method: Option<Spanned<String>>,
+    /// A request body, sent as written (a POST or PUT route that must not be probed empty).
+    pub body: Option<Spanned<String>>,
+    /// `Content-Type` of `body` (default `"application/json"`).
+    pub body_content_type: Option<Spanned<String>>,
     /// Request headers. Values may reference environment variables (`"${API_KEY}"`); such
     /// values are secrets, never logged, printed or exported.
     #[serde(default)]

@@ -86,9 +86,23 @@ fn hop(out: &mut String, h: &FoundHop) {
         let items: Vec<String> = v.iter().map(|s| quote(s)).collect();
         format!("[{}]", items.join(", "))
     });
-    if let Some(host) = &h.host_header {
-        comment(out, "  ", &host.because);
-        let _ = writeln!(out, "  headers = {{ host = {} }}", quote(&host.value));
+    setting(out, "method", &h.method, |v| quote(v));
+    if let Some(body) = &h.body {
+        comment(out, "  ", &body.because);
+        let _ = writeln!(out, "  body = {}", quote(&body.value.0));
+        let _ = writeln!(out, "  body_content_type = {}", quote(&body.value.1));
+    }
+    setting(out, "tls_server_name", &h.tls_server_name, |v| quote(v));
+    if !h.headers.is_empty() {
+        for (_, s) in &h.headers {
+            comment(out, "  ", &s.because);
+        }
+        let items: Vec<String> = h
+            .headers
+            .iter()
+            .map(|(k, s)| format!("{} = {}", quote(k), quote(&s.value)))
+            .collect();
+        let _ = writeln!(out, "  headers = {{ {} }}", items.join(", "));
     }
     for need in &h.needs {
         comment(out, "  ", need);
@@ -96,26 +110,52 @@ fn hop(out: &mut String, h: &FoundHop) {
 }
 
 fn chain(out: &mut String, c: &FoundChain) {
-    out.push_str("\n[[chain]]\n");
+    let mut text = String::from("\n[[chain]]\n");
     for note in &c.notes {
-        comment(out, "", note);
+        comment(&mut text, "", note);
     }
-    let _ = writeln!(out, "name = {}", quote(&c.name));
-    let _ = writeln!(out, "kind = {}", quote(c.kind.as_str()));
+    let _ = writeln!(text, "name = {}", quote(&c.name));
+    let _ = writeln!(text, "kind = {}", quote(c.kind.as_str()));
     for h in &c.hops {
-        hop(out, h);
+        hop(&mut text, h);
+    }
+    match &c.disabled {
+        None => out.push_str(&text),
+        // Written whole but commented out: uncommenting it (after reading why) is all a user
+        // does to run it.
+        Some(why) => {
+            out.push('\n');
+            comment(out, "", &format!("NOT RUN: {why}"));
+            for line in text.lines().skip(1) {
+                if line.is_empty() {
+                    out.push_str("#\n");
+                } else {
+                    let _ = writeln!(out, "# {line}");
+                }
+            }
+        }
     }
 }
 
 /// The config for `estate`.
 pub fn config(estate: &Estate, header: &Header) -> String {
     let mut out = String::new();
+    let off = estate
+        .chains
+        .iter()
+        .filter(|c| c.disabled.is_some())
+        .count();
     let _ = writeln!(
         out,
-        "# Written by `hopwatch discover` from {} ({} chain{}).",
+        "# Written by `hopwatch discover` from {} ({} chain{}{}).",
         estate.region,
         estate.chains.len(),
-        if estate.chains.len() == 1 { "" } else { "s" }
+        if estate.chains.len() == 1 { "" } else { "s" },
+        if off == 0 {
+            String::new()
+        } else {
+            format!(", {off} written commented out")
+        }
     );
     if let Some(url) = &header.endpoint_url {
         let _ = writeln!(out, "# Endpoint: {url}");
@@ -197,17 +237,19 @@ pub fn raw_chain(c: &FoundChain) -> crate::config::raw::RawChain {
                 name: at(h.name.clone()),
                 role: Some(at(h.role.as_str().to_string())),
                 url: at(h.url.clone()),
-                method: None,
+                method: h.method.as_ref().map(|s| at(s.value.clone())),
+                body: h.body.as_ref().map(|s| at(s.value.0.clone())),
+                body_content_type: h.body.as_ref().map(|s| at(s.value.1.clone())),
                 headers: h
-                    .host_header
+                    .headers
                     .iter()
-                    .map(|s| ("host".to_string(), at(s.value.clone())))
+                    .map(|(k, s)| (k.clone(), at(s.value.clone())))
                     .collect(),
                 expect_status: None,
                 expect_body: None,
                 timeout: None,
                 max_body: None,
-                tls_server_name: None,
+                tls_server_name: h.tls_server_name.as_ref().map(|s| at(s.value.clone())),
                 ca_file: None,
                 health_url: opt(&h.health_url),
                 expect_source: h

@@ -5,12 +5,16 @@
 //!    each in most accounts).
 //! 2. Per API this agent owns: its stages (one call). When no stage's deployment or update time
 //!    changed since the last walk, what the API serves is known already: nothing more is read.
-//!    Otherwise its resources (REST) or routes and integrations (HTTP API).
+//!    Otherwise its resources (REST) or routes and integrations (HTTP API), and what each
+//!    REST stage's deployment serves (`GetExport`).
 //! 3. The load balancers (one listing), then, for those the integrations name, their
-//!    attributes and listeners, the target groups those forward to, their attributes and
-//!    targets' health: each shared object once, however many chains use it.
-//! 4. Cloud Map services, the targets' interfaces, then the security groups, subnets, NACLs
-//!    and prefix lists along every path (EC2).
+//!    attributes, listeners and an ALB listener's rules, the target groups those forward to,
+//!    their attributes and targets' health: each shared object once, however many chains use
+//!    it.
+//! 4. Cloud Map services, the targets' interfaces.
+//! 5. Custom domains, when an API's default endpoint is off; execute-api VPC endpoints, when
+//!    an API is private.
+//! 6. The security groups, subnets, NACLs and prefix lists along every path (EC2).
 //!
 //! A fact that cannot be read this walk is taken from the last walk that read it ([`Memory`]),
 //! and said to be old; absent (a listing without it, a NotFound) it is gone. A failed call
@@ -22,8 +26,10 @@ use std::time::SystemTime;
 use super::assemble::{self, Ask, World};
 use super::call::{Budget, CallError};
 use super::model::aws::{
-    CloudMapService, Dated, HttpApi, HttpDetail, Lb, Link, Listener, RestApi, RestDetail, Stage, Tg,
+    CloudMapService, Dated, DomainMapping, HttpApi, HttpDetail, Lb, Link, Listener, RestApi,
+    RestDetail, Stage, Tg, Vpce,
 };
+use super::model::rules::{Action, ListenerRule};
 use super::model::{Estate, WalkError};
 use super::read::{self, ec2::NetMemory, Clients, Reader};
 use crate::config::Shard;
@@ -39,8 +45,12 @@ pub struct Options {
     pub apis: Vec<String>,
     /// Only these stages; empty: every stage.
     pub stages: Vec<String>,
-    /// The path to probe; `None`: the route's own where it has no parameters, else `/`.
+    /// The path to probe over every route's own.
     pub path: Option<String>,
+    /// Non-idempotent methods routes may be probed with.
+    pub methods: Vec<String>,
+    /// Values of path parameters.
+    pub path_params: BTreeMap<String, String>,
     /// The APIs of this agent's shard: each of a group's agents reads in detail only the
     /// APIs it owns (by API id), and spends its share of the rate.
     pub shard: Shard,
@@ -54,6 +64,8 @@ impl Default for Options {
             apis: Vec::new(),
             stages: Vec::new(),
             path: None,
+            methods: Vec::new(),
+            path_params: BTreeMap::new(),
             shard: Shard::WHOLE,
         }
     }
@@ -68,6 +80,8 @@ impl From<&crate::config::Discovery> for Options {
             apis: d.apis.clone(),
             stages: d.stages.clone(),
             path: d.path.clone(),
+            methods: d.methods.clone(),
+            path_params: d.path_params.clone(),
             shard: Shard::WHOLE,
         }
     }
@@ -88,6 +102,9 @@ pub struct Memory {
     lbs: Option<Dated<BTreeMap<String, Lb>>>,
     lb_attributes: HashMap<String, Dated<BTreeMap<String, String>>>,
     listeners: HashMap<String, Dated<Vec<Listener>>>,
+    rules: HashMap<String, Dated<Vec<ListenerRule>>>,
+    domains: Option<Dated<Vec<DomainMapping>>>,
+    vpc_endpoints: Option<Dated<Vec<Vpce>>>,
     tgs: HashMap<String, Dated<Tg>>,
     cloudmap: HashMap<String, Dated<CloudMapService>>,
     net: NetMemory,
@@ -215,7 +232,9 @@ pub async fn walk(
     // 2. Each API's stages; its detail only when they changed.
     for api in rest_apis.iter().filter(|a| wanted(&a.id)) {
         let stages = read::rest::stages(&w.r, &api.id).await;
-        if let Some((detail, fresh)) = rest_detail(&mut w, api, stages, memory).await {
+        if let Some((detail, fresh)) =
+            rest_detail(&mut w, api, stages, &options.stages, memory).await
+        {
             apis_seen.push((api.id.clone(), fresh));
             world.rest.push((api.clone(), detail));
         }
@@ -261,16 +280,45 @@ pub async fn walk(
     w.errors.extend(errors);
     world.hosts = network.hosts.clone();
 
+    // 5. How callers reach the APIs: custom domains, read only when an API's default
+    // endpoint is off; execute-api VPC endpoints, only when an API is private.
+    let disabled = world.rest.iter().any(|(a, _)| a.default_endpoint_disabled)
+        || world.http.iter().any(|(a, _)| a.default_endpoint_disabled);
+    if disabled {
+        let rest = read::rest::domains(&w.r).await;
+        let http = match &rest {
+            Ok(_) => Some(read::http::domains(&w.r).await),
+            Err(_) => None,
+        };
+        let read = match (rest, http) {
+            (Ok(mut rest), Some(Ok(http))) => {
+                rest.extend(http);
+                Ok(rest)
+            }
+            (Err(e), _) | (_, Some(Err(e))) => Err(e),
+            (Ok(_), None) => Ok(Vec::new()),
+        };
+        world.domains = w.listed(read, &mut memory.domains).unwrap_or_default();
+    }
+    if world.rest.iter().any(|(a, _)| a.private) {
+        let read = read::ec2::vpc_endpoints(&w.r).await;
+        world.vpc_endpoints = w
+            .listed(read, &mut memory.vpc_endpoints)
+            .unwrap_or_default();
+    }
+
     let assembled = assemble::assemble(
         &world,
         &Ask {
             stages: options.stages.clone(),
             path: options.path.clone(),
+            methods: options.methods.clone(),
+            path_params: options.path_params.clone(),
         },
     );
     let mut chains = assembled.chains;
 
-    // 5. The security groups and NACLs along every path: each chain's edges, judged once here
+    // 6. The security groups and NACLs along every path: each chain's edges, judged once here
     // and carried as facts (explain prints them; the agent quotes and exports them).
     let paths: Vec<&super::model::NetPath> = chains.iter().map(|c| &c.net).collect();
     let failures = read::ec2::network(&w.r, &paths, &mut memory.net, &mut network).await;
@@ -303,6 +351,7 @@ async fn rest_detail(
     w: &mut Walk<'_>,
     api: &RestApi,
     stages: Result<Vec<Stage>, CallError>,
+    stages_wanted: &[String],
     memory: &mut Memory,
 ) -> Option<(RestDetail, bool)> {
     let stages = match stages {
@@ -327,7 +376,12 @@ async fn rest_detail(
     }
     match read::rest::methods(&w.r, &api.id).await {
         Ok(methods) => {
-            let detail = RestDetail { stages, methods };
+            let deployed = deployed(w, api, &stages, stages_wanted).await;
+            let detail = RestDetail {
+                stages,
+                methods,
+                deployed,
+            };
             memory.rest.insert(
                 api.id.clone(),
                 (
@@ -352,6 +406,32 @@ async fn rest_detail(
                 .map(|(_, d)| (d.value.clone(), false))
         }
     }
+}
+
+/// What each stage's deployment serves (`GetExport`), for the stages asked for. An export
+/// without integrations (an implementation that leaves the extension out) says the others
+/// would hold none either: the rest are not asked. A stage not here is judged on the working
+/// copy, and the chain says so.
+async fn deployed(
+    w: &mut Walk<'_>,
+    api: &RestApi,
+    stages: &[Stage],
+    wanted: &[String],
+) -> BTreeMap<String, Vec<super::model::aws::RestMethod>> {
+    let mut out = BTreeMap::new();
+    for stage in stages
+        .iter()
+        .filter(|s| wanted.is_empty() || wanted.contains(&s.name))
+    {
+        match read::rest::export(&w.r, &api.id, &stage.name).await {
+            Ok(Some(methods)) => {
+                out.insert(stage.name.clone(), methods);
+            }
+            Ok(None) => break,
+            Err(e) => w.failed(&e),
+        }
+    }
+    out
 }
 
 /// What an HTTP API serves: read again only when its stages changed.
@@ -468,8 +548,17 @@ async fn load_balancing(w: &mut Walk<'_>, world: &mut World, memory: &mut Memory
             }
             let listeners = read::elb::listeners(&w.r, arn).await;
             if let Some(ls) = w.one(arn, listeners, &mut memory.listeners) {
+                let alb = world.lbs.get(arn).is_some_and(|lb| !lb.network);
                 for l in &ls {
                     tg_arns.extend(l.forward.iter().cloned());
+                    // An ALB routes by its listener's rules, not its default action alone.
+                    if alb {
+                        let rules = read::rules::rules(&w.r, &l.arn).await;
+                        if let Some(rules) = w.one(&l.arn, rules, &mut memory.rules) {
+                            tg_arns.extend(rules.iter().flat_map(forwarded));
+                            world.rules.insert(l.arn.clone(), rules);
+                        }
+                    }
                 }
                 world.listeners.insert(arn.clone(), ls);
             }
@@ -524,4 +613,15 @@ async fn load_balancing(w: &mut Walk<'_>, world: &mut World, memory: &mut Memory
             world.tgs.insert(arn, tg);
         }
     }
+}
+
+/// The target groups a rule's forward actions name.
+fn forwarded(rule: &ListenerRule) -> Vec<String> {
+    rule.actions
+        .iter()
+        .flat_map(|a| match a {
+            Action::Forward(groups) => groups.iter().map(|(arn, _)| arn.clone()).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
 }

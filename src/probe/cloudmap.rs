@@ -111,23 +111,25 @@ impl CloudMap {
             .await
     }
 
-    /// `DiscoverInstances` for `service` in `namespace` (its default health filter: healthy
-    /// instances), within `timeout`.
+    /// `DiscoverInstances` for the service `name` names (its default health filter: healthy
+    /// instances; its query as `QueryParameters`), within `timeout`.
     pub async fn discover(
         &self,
-        namespace: &str,
-        service: &str,
+        name: &crate::config::CloudMapName,
         default_port: u16,
         timeout: Duration,
     ) -> Discovered {
         let call = async {
-            self.client()
+            let mut request = self
+                .client()
                 .await
                 .discover_instances()
-                .namespace_name(namespace)
-                .service_name(service)
-                .send()
-                .await
+                .namespace_name(&name.namespace)
+                .service_name(&name.service);
+            for (k, v) in &name.query {
+                request = request.query_parameters(k, v);
+            }
+            request.send().await
         };
         match tokio::time::timeout(timeout, call).await {
             Err(_) => Discovered::Failed(

@@ -21,7 +21,7 @@ use http::header::{HeaderName, CONNECTION, HOST, USER_AGENT};
 
 const TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 use http::{HeaderMap, Request};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -410,7 +410,7 @@ impl Drop for ConnTask {
 
 /// A kept-alive connection, for hops with `reuse_connections`.
 struct Kept {
-    sender: http1::SendRequest<Empty<Bytes>>,
+    sender: http1::SendRequest<Full<Bytes>>,
     first_byte: Arc<FirstByte>,
     remote: SocketAddr,
     task: ConnTask,
@@ -457,11 +457,9 @@ impl Prober {
     /// `cloudmap://` hop, the instances `DiscoverInstances` returns. Bounded by the hop's
     /// timeout; `None` when nothing came back.
     pub async fn addresses(&self, hop: &Hop) -> Option<Vec<SocketAddr>> {
-        if let Some((namespace, service)) = &hop.url.cloudmap {
+        if let Some(name) = &hop.url.cloudmap {
             // Boxed: an SDK call's future is large, and every hop's would carry it inline.
-            let discover = self
-                .cloudmap
-                .discover(namespace, service, hop.url.port, hop.timeout);
+            let discover = self.cloudmap.discover(name, hop.url.port, hop.timeout);
             return match Box::pin(discover).await {
                 cloudmap::Discovered::Instances(a) if !a.is_empty() => Some(a),
                 _ => None,
@@ -482,10 +480,11 @@ impl Prober {
     async fn discover(&self, hop: &Hop, trace: String) -> ProbeResult {
         let started_at = SystemTime::now();
         let start = Instant::now();
-        let (namespace, service) = hop.url.cloudmap.clone().unwrap_or_default();
+        let name = hop.url.cloudmap.clone().unwrap_or_default();
+        let (namespace, service) = (&name.namespace, &name.service);
         let found = self
             .cloudmap
-            .discover(&namespace, &service, hop.url.port, hop.timeout)
+            .discover(&name, hop.url.port, hop.timeout)
             .await;
         let (outcome, status, detail) = match found {
             cloudmap::Discovered::Instances(a) if a.is_empty() => (
@@ -659,7 +658,7 @@ impl Prober {
         hop: &Hop,
         close: bool,
         trace: &str,
-    ) -> Result<Request<Empty<Bytes>>, Failure> {
+    ) -> Result<Request<Full<Bytes>>, Failure> {
         let mut builder = Request::builder()
             .method(hop.method.clone())
             .uri(hop.url.path_and_query.as_str());
@@ -683,11 +682,19 @@ impl Prober {
         if let Ok(trace) = http::HeaderValue::from_str(trace) {
             headers.insert(TRACE_ID, trace);
         }
+        if let Some((_, content_type)) = &hop.body {
+            headers.insert(http::header::CONTENT_TYPE, content_type.clone());
+        }
         // Configured headers last, so a user can override Host, User-Agent or the trace id.
         for header in &hop.headers {
             headers.insert(header.name.clone(), header.value.clone());
         }
-        builder.body(Empty::new()).map_err(|e| {
+        let body = hop
+            .body
+            .as_ref()
+            .map(|(b, _)| b.clone())
+            .unwrap_or_default();
+        builder.body(Full::new(body)).map_err(|e| {
             Failure(
                 Outcome::Protocol,
                 format!("request could not be built: {e}"),
@@ -700,7 +707,7 @@ impl Prober {
         &self,
         hop: &Hop,
         marks: &mut Marks,
-    ) -> Result<(http1::SendRequest<Empty<Bytes>>, ConnTask, SocketAddr), Failure> {
+    ) -> Result<(http1::SendRequest<Full<Bytes>>, ConnTask, SocketAddr), Failure> {
         marks.stage = Stage::Dns;
         let addr = match hop.url.ip() {
             Some(ip) => SocketAddr::new(ip, hop.url.port),
@@ -750,7 +757,7 @@ impl Prober {
         tcp: TcpStream,
         addr: SocketAddr,
         marks: &mut Marks,
-    ) -> Result<(http1::SendRequest<Empty<Bytes>>, ConnTask, SocketAddr), Failure> {
+    ) -> Result<(http1::SendRequest<Full<Bytes>>, ConnTask, SocketAddr), Failure> {
         if !hop.url.tls {
             let (sender, task) = handshake(tcp, marks.first_byte.clone()).await?;
             marks.stage = Stage::Exchange;
@@ -815,7 +822,7 @@ impl Marks {
 async fn handshake<S>(
     stream: S,
     first_byte: Arc<FirstByte>,
-) -> Result<(http1::SendRequest<Empty<Bytes>>, ConnTask), Failure>
+) -> Result<(http1::SendRequest<Full<Bytes>>, ConnTask), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -847,9 +854,9 @@ struct Exchange {
 }
 
 async fn exchange(
-    sender: &mut http1::SendRequest<Empty<Bytes>>,
+    sender: &mut http1::SendRequest<Full<Bytes>>,
     task: &mut ConnTask,
-    request: Request<Empty<Bytes>>,
+    request: Request<Full<Bytes>>,
     hop: &Hop,
 ) -> Result<Exchange, Failure> {
     let response = match sender.send_request(request).await {

@@ -66,6 +66,36 @@ impl Checker<'_> {
             }
         }
 
+        let body = match (&raw.body, &raw.body_content_type) {
+            (None, None) => None,
+            (None, Some(t)) => {
+                self.report(
+                    &t.span(),
+                    scope,
+                    "body_content_type is the type of body: set body too".to_string(),
+                );
+                None
+            }
+            (Some(b), t) => {
+                let text = t
+                    .as_ref()
+                    .map_or("application/json", |t| t.get_ref().as_str());
+                match HeaderValue::from_str(text) {
+                    Ok(v) if !text.is_empty() => {
+                        Some((bytes::Bytes::from(b.get_ref().clone().into_bytes()), v))
+                    }
+                    _ => {
+                        self.report(
+                            &t.as_ref().map_or(b.span(), Spanned::span),
+                            scope,
+                            format!("body_content_type ({text:?}) is not a valid header value"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+
         let expect_status = raw
             .expect_status
             .as_ref()
@@ -233,6 +263,7 @@ impl Checker<'_> {
             url: url?,
             method,
             headers,
+            body,
             expect_status,
             expect_body,
             timeout,

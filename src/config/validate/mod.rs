@@ -440,6 +440,35 @@ impl<'a> Checker<'a> {
                 );
             }
         }
+        let mut methods = Vec::new();
+        for m in raw.methods.iter().flatten() {
+            let text = m.get_ref();
+            if OPT_IN_METHODS.contains(&text.as_str()) {
+                methods.push(text.clone());
+            } else {
+                self.report(
+                    &m.span(),
+                    scope,
+                    format!(
+                        "methods entry ({text:?}) must be one of {}: GET and HEAD are probed anyway, and OPTIONS is answered by the gateway itself (CORS), so nothing behind it would be tested",
+                        OPT_IN_METHODS.join(", ")
+                    ),
+                );
+            }
+        }
+        let mut path_params = std::collections::BTreeMap::new();
+        for (name, value) in raw.path_params.iter().flat_map(|p| p.get_ref().iter()) {
+            let v = value.get_ref();
+            if v.is_empty() || v.contains(['?', '#', ' ']) || v.contains("${") {
+                self.report(
+                    &value.span(),
+                    scope,
+                    format!("path_params.{name} ({v:?}) must be a non-empty path piece without spaces, '?', '#' or ${{...}}"),
+                );
+            } else {
+                path_params.insert(name.clone(), v.clone());
+            }
+        }
         let list = |l: &Option<Vec<Spanned<String>>>| -> Vec<String> {
             l.iter().flatten().map(|s| s.get_ref().clone()).collect()
         };
@@ -449,6 +478,8 @@ impl<'a> Checker<'a> {
             apis: list(&raw.apis),
             stages: list(&raw.stages),
             path: raw.path.as_ref().map(|p| p.get_ref().clone()),
+            methods,
+            path_params,
             refresh,
             max_calls_per_second,
         })

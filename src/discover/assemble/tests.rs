@@ -141,6 +141,7 @@ fn world() -> World {
                 timeout_ms: Some(12_000),
                 ..RestMethod::default()
             }],
+            deployed: Default::default(),
         },
     ));
     w.http.push((

@@ -837,6 +837,7 @@ mod tests {
             ],
             facts: Default::default(),
             api_id: "x".into(),
+            disabled: None,
             net: NetPath {
                 entry: Entry::V2 {
                     id: "vl-1".into(),

@@ -97,7 +97,11 @@ pub struct RestMethod {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestDetail {
     pub stages: Vec<Stage>,
+    /// The working copy's methods (`GetResources`).
     pub methods: Vec<RestMethod>,
+    /// By stage: what the stage's deployment serves (`GetExport` with the integrations
+    /// extension), where it could be read; a stage absent here is judged on the working copy.
+    pub deployed: BTreeMap<String, Vec<RestMethod>>,
 }
 
 /// An HTTP API route.
@@ -204,6 +208,26 @@ pub struct CloudMapService {
     pub namespace: String,
     /// `ip:port` of each registered instance.
     pub instances: Vec<String>,
+}
+
+/// A custom domain's mapping to an API stage: REST base path mappings, HTTP API mappings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainMapping {
+    pub domain: String,
+    /// The base path (REST) or mapping key (HTTP API); empty for `(none)`.
+    pub base_path: String,
+    pub api_id: String,
+    pub stage: String,
+}
+
+/// An interface VPC endpoint of `execute-api`: how a private REST API is reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vpce {
+    pub id: String,
+    /// Its own DNS names (`vpce-….execute-api.REGION.vpce.amazonaws.com`).
+    pub dns_names: Vec<String>,
+    /// Private DNS on: `{api}.execute-api.{region}.amazonaws.com` resolves to it in its VPC.
+    pub private_dns: bool,
 }
 
 /// A fact with when it was read, for the walks after it.

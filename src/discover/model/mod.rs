@@ -81,6 +81,9 @@ pub struct FoundChain {
     pub api_id: String,
     /// The network path the gateway's traffic takes, for `explain`.
     pub net: NetPath,
+    /// Why the chain is written commented out and not run (a route the agent may only probe
+    /// when the user opts in); `None`: it runs.
+    pub disabled: Option<String>,
 }
 
 /// The network path of a chain as the walk read it: what `explain` judges against the
@@ -179,8 +182,16 @@ pub struct FoundHop {
     pub expect_source: Option<Setting<Vec<String>>>,
     /// The VPC link generation, on the gateway hop of a `rest-nlb` chain.
     pub vpc_link: Option<Setting<crate::config::VpcLink>>,
-    /// A `Host` header the hop needs (a private API reached through a VPC endpoint by name).
-    pub host_header: Option<Setting<String>>,
+    /// Request headers the hop needs: the `Host` the gateway sends its integration, the
+    /// `x-apigw-api-id` of a private API reached through its VPC endpoint's own name.
+    pub headers: Vec<(String, Setting<String>)>,
+    /// The method probed, when not `GET` (a route that takes only `POST`, opted into).
+    pub method: Option<Setting<String>>,
+    /// The body a non-idempotent route is probed with, and its content type.
+    pub body: Option<Setting<(String, String)>>,
+    /// The TLS server name the integration verifies (the integration URI's host, or an HTTP
+    /// API's `tlsConfig.serverNameToVerify`).
+    pub tls_server_name: Option<Setting<String>>,
     /// Gateway: how long API Gateway waits for the integration (`timeoutInMillis`).
     pub integration_timeout: Option<Setting<Duration>>,
     /// Gateway: the stage's access log group, its format, and its execution log group.
@@ -207,7 +218,10 @@ impl FoundHop {
             send_proxy_protocol: None,
             expect_source: None,
             vpc_link: None,
-            host_header: None,
+            headers: Vec::new(),
+            method: None,
+            body: None,
+            tls_server_name: None,
             integration_timeout: None,
             access_log_group: None,
             access_log_format: None,

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use super::super::call::{from_aws, CallError, Service};
 use super::super::ec2::{filter_params, Node};
-use super::super::model::aws::Dated;
+use super::super::model::aws::{Dated, Vpce};
 use super::super::model::net::{Host, Nacl, NaclEntry, Network, Permission, SecurityGroup, Subnet};
 use super::super::model::{Entry, NetPath, WalkError};
 use super::Reader;
@@ -548,6 +548,34 @@ async fn prefix_lists(
             }
         }
     }
+}
+
+/// The region's execute-api interface endpoints: how private REST APIs are reached
+/// (`DescribeVpcEndpoints`, service `com.amazonaws.REGION.execute-api`;
+/// apigateway/latest/developerguide/apigateway-private-api-test-invoke-url.html).
+pub async fn vpc_endpoints(r: &Reader<'_>) -> Result<Vec<Vpce>, CallError> {
+    let service = vec![format!("com.amazonaws.{}.execute-api", r.c.region)];
+    let found = listing(
+        r,
+        "DescribeVpcEndpoints",
+        "service-name",
+        &service,
+        "vpcEndpointSet",
+    )
+    .await?;
+    Ok(found
+        .iter()
+        .filter_map(|e| {
+            Some(Vpce {
+                id: e.text("vpcEndpointId")?.to_string(),
+                dns_names: e
+                    .items("dnsEntrySet")
+                    .filter_map(|d| d.text("dnsName").map(str::to_string))
+                    .collect(),
+                private_dns: e.text("privateDnsEnabled") == Some("true"),
+            })
+        })
+        .collect())
 }
 
 /// An instance's or interface's address, subnet and groups.

@@ -5,7 +5,9 @@
 use aws_sdk_apigatewayv2::types::ConnectionType;
 
 use super::super::call::{from_sdk, CallError, Service};
-use super::super::model::aws::{AccessLog, HttpApi, HttpIntegration, HttpRoute, Link, Stage};
+use super::super::model::aws::{
+    AccessLog, DomainMapping, HttpApi, HttpIntegration, HttpRoute, Link, Stage,
+};
 use super::{epoch, Reader};
 
 const API: Service = Service::ApiGateway;
@@ -188,4 +190,47 @@ pub async fn integrations(r: &Reader<'_>, api: &str) -> Result<Vec<HttpIntegrati
             })
         })
         .collect())
+}
+
+/// Every custom domain's API mappings (HTTP APIs).
+pub async fn domains(r: &Reader<'_>) -> Result<Vec<DomainMapping>, CallError> {
+    let names = r
+        .budget
+        .paged(API, "GetDomainNames", |token| async move {
+            let page =
+                r.c.http
+                    .get_domain_names()
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk(API, "GetDomainNames", &e))?;
+            Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
+        })
+        .await?;
+    let mut out = Vec::new();
+    for domain in names.iter().filter_map(|d| d.domain_name()) {
+        let mappings = r
+            .budget
+            .paged(API, "GetApiMappings", |token| async move {
+                let page =
+                    r.c.http
+                        .get_api_mappings()
+                        .domain_name(domain)
+                        .set_next_token(token)
+                        .send()
+                        .await
+                        .map_err(|e| from_sdk(API, "GetApiMappings", &e))?;
+                Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
+            })
+            .await?;
+        for m in &mappings {
+            out.push(DomainMapping {
+                domain: domain.to_string(),
+                base_path: m.api_mapping_key().unwrap_or_default().to_string(),
+                api_id: m.api_id().unwrap_or_default().to_string(),
+                stage: m.stage().unwrap_or_default().to_string(),
+            });
+        }
+    }
+    Ok(out)
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use aws_sdk_apigateway::types::{ConnectionType, EndpointType};
 
 use super::super::call::{from_sdk, CallError, Service};
-use super::super::model::aws::{AccessLog, Link, RestApi, RestMethod, Stage};
+use super::super::model::aws::{AccessLog, DomainMapping, Link, RestApi, RestMethod, Stage};
 use super::{epoch, Reader};
 
 const API: Service = Service::ApiGateway;
@@ -183,4 +183,146 @@ pub async fn methods(r: &Reader<'_>, api: &str) -> Result<Vec<RestMethod>, CallE
         }
     }
     Ok(out)
+}
+
+/// Every custom domain's base path mappings: what a caller uses when an API's default
+/// endpoint is disabled.
+pub async fn domains(r: &Reader<'_>) -> Result<Vec<DomainMapping>, CallError> {
+    let names = r
+        .budget
+        .paged(API, "GetDomainNames", |position| async move {
+            let page =
+                r.c.rest
+                    .get_domain_names()
+                    .set_position(position)
+                    .limit(500)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk(API, "GetDomainNames", &e))?;
+            Ok((page.items().to_vec(), next(page.items(), page.position())))
+        })
+        .await?;
+    let mut out = Vec::new();
+    for domain in names.iter().filter_map(|d| d.domain_name()) {
+        let mappings = r
+            .budget
+            .paged(API, "GetBasePathMappings", |position| async move {
+                let page =
+                    r.c.rest
+                        .get_base_path_mappings()
+                        .domain_name(domain)
+                        .set_position(position)
+                        .limit(500)
+                        .send()
+                        .await
+                        .map_err(|e| from_sdk(API, "GetBasePathMappings", &e))?;
+                Ok((page.items().to_vec(), next(page.items(), page.position())))
+            })
+            .await?;
+        for m in &mappings {
+            out.push(DomainMapping {
+                domain: domain.to_string(),
+                // "(none)" is the empty base path (apigateway/latest/api/API_BasePathMapping.html).
+                base_path: m
+                    .base_path()
+                    .filter(|p| *p != "(none)")
+                    .unwrap_or_default()
+                    .to_string(),
+                api_id: m.rest_api_id().unwrap_or_default().to_string(),
+                stage: m.stage().unwrap_or_default().to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What a stage's deployment serves: `GetExport` of the stage as OpenAPI 3 JSON with the
+/// `integrations` extension (apigateway/latest/developerguide/api-gateway-export-api.html).
+/// `Ok(None)`: the export holds no integration (an implementation that leaves the extension
+/// out), so the working copy is what can be read. The export fails for models that are not
+/// `application/json`; the caller falls back then too.
+pub async fn export(
+    r: &Reader<'_>,
+    api: &str,
+    stage: &str,
+) -> Result<Option<Vec<RestMethod>>, CallError> {
+    let out = r
+        .budget
+        .call(API, "GetExport", || async {
+            r.c.rest
+                .get_export()
+                .rest_api_id(api)
+                .stage_name(stage)
+                .export_type("oas30")
+                .parameters("extensions", "integrations")
+                .accepts("application/json")
+                .send()
+                .await
+                .map_err(|e| from_sdk(API, "GetExport", &e))
+        })
+        .await?;
+    let body = out.body().map(|b| b.as_ref()).unwrap_or_default();
+    Ok(exported_methods(body))
+}
+
+/// The methods of an exported definition whose integration goes through a VPC link; `None`
+/// when the document carries no `x-amazon-apigateway-integration` at all.
+pub fn exported_methods(body: &[u8]) -> Option<Vec<RestMethod>> {
+    let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let paths = doc.get("paths")?.as_object()?;
+    let mut any = false;
+    let mut out = Vec::new();
+    for (path, item) in paths {
+        let Some(methods) = item.as_object() else {
+            continue;
+        };
+        for (verb, op) in methods {
+            let Some(i) = op.get("x-amazon-apigateway-integration") else {
+                continue;
+            };
+            any = true;
+            if i.get("connectionType").and_then(|c| c.as_str()) != Some("VPC_LINK") {
+                continue;
+            }
+            let text =
+                |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+            let verb = match verb.as_str() {
+                "x-amazon-apigateway-any-method" => "ANY".to_string(),
+                v => v.to_ascii_uppercase(),
+            };
+            let security = op.get("security").and_then(|s| s.as_array());
+            out.push(RestMethod {
+                path: path.clone(),
+                method: verb,
+                uri: text(i.get("uri")),
+                connection_id: text(i.get("connectionId")),
+                integration_target: text(i.get("integrationTarget")),
+                timeout_ms: i.get("timeoutInMillis").and_then(|t| t.as_i64()),
+                insecure_skip_verification: i
+                    .get("tlsConfig")
+                    .and_then(|t| t.get("insecureSkipVerification"))
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
+                request_parameters: i
+                    .get("requestParameters")
+                    .and_then(|p| p.as_object())
+                    .map(|p| {
+                        p.iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                api_key_required: security
+                    .is_some_and(|s| s.iter().any(|x| x.get("api_key").is_some())),
+                authorization: op
+                    .get("x-amazon-apigateway-auth")
+                    .and_then(|a| a.get("type"))
+                    .and_then(|t| t.as_str())
+                    .map(|t| t.to_ascii_uppercase())
+                    .filter(|t| t != "NONE"),
+                authorization_scopes: Vec::new(),
+            });
+        }
+    }
+    any.then_some(out)
 }
