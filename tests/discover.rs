@@ -756,3 +756,184 @@ fn check_names_where_the_rules_and_the_probes_disagree() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A discovered config's chain by name: its hops as the loader reads them.
+fn chain_of<'a>(config: &'a hopwatch::config::Config, name: &str) -> &'a hopwatch::config::Chain {
+    config
+        .chains
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| c.as_ref())
+        .unwrap_or_else(|| panic!("no chain {name} in the discovered config"))
+}
+
+/// The API shapes users build (tests/moto/routes.py), each discovered as the request AWS would
+/// forward: what routes.py says each API sends its backend is what the hops behind the gateway
+/// are probed with; what cannot be probed is named, never dropped.
+#[test]
+fn discover_sends_each_route_the_request_aws_would_forward() {
+    let Some(python) = moto::python() else {
+        return moto::skip("discover_sends_each_route_the_request_aws_would_forward");
+    };
+    let moto = Moto::start(python, None);
+    let r = moto.routes(["127.0.0.5", "127.0.0.6"]);
+    // Two more: a route that takes only POST on the rules ALB's /prod/* path, and a REST
+    // resource with a path parameter.
+    let alb_listener = r["alb"]["listener"].as_str().expect("alb listener");
+    let link_v2 = r["links"]["v2"].as_str().expect("v2 link");
+    let nlb_dns = r["nlb"]["dns"].as_str().expect("nlb dns");
+    moto.boto(&format!(
+        "a = http.create_api(Name='submit', ProtocolType='HTTP')['ApiId']\n\
+         i = http.create_integration(ApiId=a, IntegrationType='HTTP_PROXY', IntegrationMethod='ANY', ConnectionType='VPC_LINK', ConnectionId='{link_v2}', IntegrationUri='{alb_listener}', PayloadFormatVersion='1.0')['IntegrationId']\n\
+         http.create_route(ApiId=a, RouteKey='POST /submit', Target=f'integrations/{{i}}')\n\
+         http.create_stage(ApiId=a, StageName='prod', AutoDeploy=True)\n\
+         p = rest.create_rest_api(name='params')['id']\n\
+         root = [x for x in rest.get_resources(restApiId=p)['items'] if x['path'] == '/'][0]['id']\n\
+         o = rest.create_resource(restApiId=p, parentId=root, pathPart='orders')['id']\n\
+         oid = rest.create_resource(restApiId=p, parentId=o, pathPart='{{id}}')['id']\n\
+         rest.put_method(restApiId=p, resourceId=oid, httpMethod='GET', authorizationType='NONE', requestParameters={{'method.request.path.id': True}})\n\
+         rest.put_integration(restApiId=p, resourceId=oid, httpMethod='GET', type='HTTP_PROXY', integrationHttpMethod='GET', uri='http://{nlb_dns}/orders/{{id}}', connectionType='VPC_LINK', connectionId='{link_v1}', requestParameters={{'integration.request.path.id': 'method.request.path.id'}})\n\
+         d = rest.create_deployment(restApiId=p, stageName='prod')\n",
+        link_v1 = r["links"]["v1"].as_str().expect("v1 link"),
+    ));
+
+    let (code, text, stderr) = discover(&moto, &[]);
+    let config = match hopwatch::config::load_str("discovered.toml", &text, &|_| None) {
+        Ok(c) => c,
+        Err(e) => panic!("the discovered config does not load:\n{e}\n{text}"),
+    };
+    let urls: Vec<&str> = config
+        .chains
+        .iter()
+        .flat_map(|c| c.hops.iter().map(|h| h.url.text.as_str()))
+        .collect();
+    assert!(
+        urls.iter().all(|u| !u.contains('{') && !u.contains("%7B")),
+        "a written URL holds a template: {urls:?}"
+    );
+    assert!(!text.contains("vpce.amazonaws.com"), "{text}");
+
+    // Every API whose request reaches a backend, per routes.py: the gateway hop is entered at
+    // the request's host and path, the load balancer and the target are asked the path the
+    // backend receives.
+    for (key, api) in r["apis"].as_object().expect("apis") {
+        let stage = api["stage"].as_str().expect("stage");
+        let name = format!(
+            "{}-{}",
+            api["name"].as_str().unwrap_or(key),
+            if stage == "$default" {
+                "default"
+            } else {
+                stage
+            }
+        );
+        let forwarded = api["requests"]
+            .as_array()
+            .expect("requests")
+            .iter()
+            .find(|q| q.get("backend").is_some() && q.get("answered_by").is_none());
+        let Some(q) = forwarded else { continue };
+        if q["method"] != "GET" {
+            continue;
+        }
+        let chain = chain_of(&config, &name);
+        let gateway = &chain.hops[0];
+        assert_eq!(
+            gateway.url.text,
+            format!(
+                "https://{}{}",
+                q["host"].as_str().unwrap(),
+                q["path"].as_str().unwrap()
+            ),
+            "{name}: the gateway is entered where callers enter it\n{text}"
+        );
+        let backend = &q["backend"];
+        let lb = &chain.hops[1];
+        let port = backend["port"].as_u64().unwrap_or(80);
+        let scheme = backend["scheme"].as_str().unwrap_or("http");
+        assert_eq!(
+            lb.url.text,
+            format!(
+                "{scheme}://{}:{port}{}",
+                backend["host"].as_str().unwrap(),
+                backend["path"].as_str().unwrap()
+            ),
+            "{name}: the load balancer gets the request the gateway sends\n{text}"
+        );
+        assert_eq!(
+            lb.tls_server_name.as_deref(),
+            backend["sni"].as_str(),
+            "{name}: the TLS name the integration verifies\n{text}"
+        );
+        let target = chain.hops.last().expect("target");
+        assert!(
+            target.url.text.ends_with(backend["path"].as_str().unwrap()),
+            "{name}: the target gets the path the gateway sends: {}\n{text}",
+            target.url.text
+        );
+    }
+
+    // The proxy-only API: never its root, and why the child was chosen.
+    let proxy = chain_of(&config, "proxy-prod");
+    assert!(!proxy.hops[0].url.text.ends_with("/prod/"), "{text}");
+    assert!(text.contains("{proxy+} is given \"health\""), "{text}");
+    // The ALB routes by rule: the rule that takes the request is named.
+    let rules_rule = r["apis"]["rules"]["requests"][0]["backend"]["rule"]
+        .as_str()
+        .expect("rule arn");
+    assert!(
+        text.contains(&format!("listener rule {rules_rule}")),
+        "{text}"
+    );
+    // Private API over its endpoint's alias; a custom domain where the default endpoint is off.
+    assert!(text.contains("vpcEndpointIds"), "{text}");
+    assert!(
+        text.contains("callers use the custom domain pay.example.com"),
+        "{text}"
+    );
+    // Stage variables were resolved: the chain exists with the resolved backend.
+    assert!(text.contains("stageVariables"), "{text}");
+
+    // Named and not written as a chain: the POST route of post-only ends in the ALB's fixed
+    // 404 (its stage sends no /prod prefix), a path parameter without a value.
+    assert_eq!(
+        code, 1,
+        "integrations not probed must fail discover:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("not probed: post-only") && stderr.contains("fixed 404"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not probed: params") && stderr.contains("--path-param id=VALUE"),
+        "{stderr}"
+    );
+    // A POST-only route is written commented out until opted into, and not loaded.
+    assert!(
+        stderr.contains("written commented out: submit-prod"),
+        "{stderr}"
+    );
+    assert!(config.chains.iter().all(|c| c.name != "submit-prod"));
+    assert!(text.contains("# NOT RUN: "), "{text}");
+    assert!(text.contains("# name = \"submit-prod\""), "{text}");
+
+    // Opted in: POST with a body, at every hop; the parameter filled.
+    let (_, text, stderr) = discover(&moto, &["--methods", "POST", "--path-param", "id=42"]);
+    let config = match hopwatch::config::load_str("discovered.toml", &text, &|_| None) {
+        Ok(c) => c,
+        Err(e) => panic!("the discovered config does not load:\n{e}\n{text}\n{stderr}"),
+    };
+    let submit = chain_of(&config, "submit-prod");
+    for h in &submit.hops {
+        assert_eq!(h.method, http::Method::POST, "{}: {text}", h.name);
+        assert!(h.body.is_some(), "{}: a body is sent\n{text}", h.name);
+    }
+    assert!(submit.hops[1].url.text.ends_with("/prod/submit"), "{text}");
+    let params = chain_of(&config, "params-prod");
+    assert!(
+        params.hops[0].url.text.ends_with("/prod/orders/42"),
+        "{text}"
+    );
+    assert!(params.hops[1].url.text.ends_with("/orders/42"), "{text}");
+    assert!(!stderr.contains("not probed: params"), "{stderr}");
+}

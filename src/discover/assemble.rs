@@ -755,7 +755,9 @@ impl World {
     /// usually MOCK).
     fn method_for(route_method: &str, ask: &Ask) -> Result<(String, Option<String>), String> {
         match route_method {
-            "GET" | "HEAD" | "ANY" => Ok(("GET".to_string(), None)),
+            "GET" | "ANY" => Ok(("GET".to_string(), None)),
+            // A route that takes only HEAD answers GET with the gateway's own 404.
+            "HEAD" => Ok(("HEAD".to_string(), None)),
             "OPTIONS" => Err("OPTIONS is answered by the gateway itself (CORS preflight): nothing behind it would be tested".to_string()),
             m if ask.methods.iter().any(|o| o == m) => Ok((m.to_string(), None)),
             m => Ok((m.to_string(), Some(format!(
@@ -877,9 +879,22 @@ impl World {
                             "the integration URI's {{{n}}} has no value in the parameter mapping"
                         )
                     })?;
-                (gateway, backend, said.into_iter().collect())
+                (gateway, backend, said.into_iter().collect::<Vec<_>>())
             }
         };
+        for (what, raw, resolved) in [
+            ("integration URI", &m.uri, &uri),
+            ("VPC link id", &m.connection_id, &connection),
+        ] {
+            if let (Some(raw), Some(resolved)) = (raw, resolved) {
+                if raw.contains("${stageVariables.") {
+                    notes.push(format!(
+                        "the {what} {raw} is {resolved} with stage {}'s stageVariables",
+                        stage.name
+                    ));
+                }
+            }
+        }
         let v2 = m.integration_target.is_some();
         let (path, because) = if v2 {
             let (p, prefixed) = request::prefixed_path(
@@ -902,11 +917,9 @@ impl World {
         };
         let uri_host = parsed.as_ref().and_then(|u| u.host().map(str::to_string));
         let https = parsed.as_ref().and_then(|u| u.scheme_str()) == Some("https");
-        let body = disabled
-            .is_none()
-            .then_some(())
-            .filter(|_| method != "GET")
-            .map(|_| ("{}".to_string(), "application/json".to_string()));
+        // Written on a chain left commented out too: uncommenting it is all it takes.
+        let body = (method != "GET" && method != "HEAD")
+            .then(|| ("{}".to_string(), "application/json".to_string()));
         let sent = Sent {
             method: method.clone(),
             path,
@@ -939,7 +952,7 @@ impl World {
         gateway.integration_timeout =
             timeout_setting(m.timeout_ms, &format!("{} {}", m.method, m.path));
         log_settings(&mut gateway, id, stage, true, &mut Vec::new());
-        opted(&mut gateway, &method, &sent);
+        opted(&mut gateway, &method, &sent, disabled.is_none());
         if m.insecure_skip_verification {
             gateway.notes.push("the integration skips TLS verification (tlsConfig.insecureSkipVerification); the agent verifies: set ca_file on the hop behind to the certificate's CA".to_string());
         }
@@ -1083,11 +1096,9 @@ impl World {
         } else {
             format!("the gateway sends {sent_path}; what Host it sends is not documented: set headers = {{ host = ... }} where a listener rule matches on it")
         };
-        let body = disabled
-            .is_none()
-            .then_some(())
-            .filter(|_| method != "GET")
-            .map(|_| ("{}".to_string(), "application/json".to_string()));
+        // Written on a chain left commented out too: uncommenting it is all it takes.
+        let body = (method != "GET" && method != "HEAD")
+            .then(|| ("{}".to_string(), "application/json".to_string()));
         let sent = Sent {
             method: method.clone(),
             path: sent_path,
@@ -1121,7 +1132,7 @@ impl World {
             &format!("integration {}", integration.id),
         );
         log_settings(&mut gateway, id, stage, false, &mut Vec::new());
-        opted(&mut gateway, &method, &sent);
+        opted(&mut gateway, &method, &sent, disabled.is_none());
         if route.api_key_required {
             gateway.needs.push(
                 "this route requires an API key: add headers = { x-api-key = \"${API_KEY}\" }"
@@ -1291,11 +1302,15 @@ fn said(hop: &mut FoundHop, sent: &Sent, own_host: &str) {
 }
 
 /// The gateway hop of an opted-in method: its method and body.
-fn opted(gateway: &mut FoundHop, method: &str, sent: &Sent) {
+fn opted(gateway: &mut FoundHop, method: &str, sent: &Sent, opted_in: bool) {
     if method != "GET" {
         gateway.method = Some(Setting::new(
             method.to_string(),
-            "the route takes only this method, opted into (--methods)",
+            if opted_in {
+                "the route takes only this method, opted into (--methods)"
+            } else {
+                "the route takes only this method"
+            },
         ));
         if let Some(body) = &sent.body {
             gateway.body = Some(Setting::new(

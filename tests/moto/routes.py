@@ -419,11 +419,12 @@ def main():
         "routes": [{"method": "GET", "path": "/orders"}],
         "integration": {"type": "HTTP_PROXY", "connection_type": "VPC_LINK", "link": v1["id"],
                         "uri": f"http://{nlb_dns}/orders"},
-        # Private DNS is off: clients call the endpoint-specific name AWS gives each API
-        # (<api>-<vpce>.execute-api.<region>.vpce.amazonaws.com), or the endpoint's own DNS
-        # name with Host (or x-apigw-api-id) naming the API.
+        # Private DNS is off: clients call the Route 53 alias AWS gives each API for an
+        # endpoint in its vpcEndpointIds, https://{rest-api-id}-{vpce-id}.execute-api.{region}.amazonaws.com/{stage}
+        # (apigateway-private-api-test-invoke-url.html; no ".vpce." in it), or the endpoint's
+        # own DNS name with Host (or x-apigw-api-id) naming the API.
         "requests": [
-            {"method": "GET", "host": f"{private}-{vpce}.execute-api.{REGION}.vpce.amazonaws.com", "path": "/prod/orders",
+            {"method": "GET", "host": f"{private}-{vpce}.execute-api.{REGION}.amazonaws.com", "path": "/prod/orders",
              "via_vpc_endpoint": vpce,
              "backend": {"host": nlb_dns, "path": "/orders", "listener": nlb_listener, "tg": nlb_tg}},
             {"method": "GET", "host": private_host, "path": "/prod/orders", "from": "outside the VPC endpoint",
