@@ -224,3 +224,89 @@ async fn mutual_tls_with_without_and_with_a_stranger_certificate() {
         stranger.detail
     );
 }
+
+/// A server that answers 200 with the request it read, head and body, as text.
+async fn recording_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut read = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The head, then as many body bytes as Content-Length says.
+                let (head_end, length) = loop {
+                    let Ok(n) = conn.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    read.extend_from_slice(&buf[..n]);
+                    if let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&read[..end]).to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    }
+                };
+                while read.len() < head_end + length {
+                    let Ok(n) = conn.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    read.extend_from_slice(&buf[..n]);
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    read.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+                let _ = conn.write_all(&read).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A route that takes only POST, opted into: the method, the body and its type go out as
+/// configured, with a Content-Length, as API Gateway would forward them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_goes_out_with_its_method_and_type() {
+    let addr = recording_server().await;
+    let hop = common::hop(
+        &format!("http://{addr}/prod/orders"),
+        "method = \"POST\"\nbody = '{\"sku\":\"probe\"}'\nbody_content_type = \"application/json; charset=utf-8\"",
+    );
+    let r = prober().probe(&hop, None).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.detail);
+    let seen = String::from_utf8_lossy(&r.body).to_string();
+    assert!(seen.starts_with("POST /prod/orders HTTP/1.1\r\n"), "{seen}");
+    let lower = seen.to_ascii_lowercase();
+    assert!(
+        lower.contains("\r\ncontent-type: application/json; charset=utf-8\r\n"),
+        "{seen}"
+    );
+    assert!(lower.contains("\r\ncontent-length: 15\r\n"), "{seen}");
+    assert!(seen.ends_with("\r\n\r\n{\"sku\":\"probe\"}"), "{seen}");
+
+    // Without a type, JSON is said.
+    let hop = common::hop(
+        &format!("http://{addr}/prod/orders"),
+        "method = \"PUT\"\nbody = \"{}\"",
+    );
+    let r = prober().probe(&hop, None).await;
+    let seen = String::from_utf8_lossy(&r.body).to_ascii_lowercase();
+    assert!(seen.starts_with("put /prod/orders"), "{seen}");
+    assert!(
+        seen.contains("\r\ncontent-type: application/json\r\n"),
+        "{seen}"
+    );
+}

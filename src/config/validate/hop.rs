@@ -76,6 +76,16 @@ impl Checker<'_> {
                 );
                 None
             }
+            (Some(b), _) if method == Method::GET || method == Method::HEAD => {
+                // A GET with a body is undefined (RFC 9110 §9.3.1): proxies may drop it, and no
+                // route is probed with one.
+                self.report(
+                    &b.span(),
+                    scope,
+                    format!("body is sent only with a method that takes one (POST, PUT, PATCH, DELETE), not {method}: set method"),
+                );
+                None
+            }
             (Some(b), t) => {
                 let text = t
                     .as_ref()
