@@ -347,3 +347,62 @@ fn stages_paths_and_names() {
         "a $default stage has no prefix"
     );
 }
+
+/// A Cloud Map integration's attribute filter stays on the cloudmap hop (sent as
+/// DiscoverInstances QueryParameters); the path carries the stage, as for every private
+/// integration of an HTTP API; a HEAD-only route is probed with HEAD.
+#[test]
+fn cloud_map_filters_and_the_stage_reach_the_hops_behind() {
+    let mut w = world();
+    w.rest.clear();
+    let service = "arn:aws:servicediscovery:us-east-1:1:service/srv-cat";
+    w.cloudmap.insert(
+        "srv-cat".into(),
+        CloudMapService {
+            id: "srv-cat".into(),
+            name: "catalog".into(),
+            namespace: "shop".into(),
+            instances: vec!["10.0.1.40:8080".into()],
+        },
+    );
+    let (_, d) = &mut w.http[0];
+    d.routes = vec![HttpRoute {
+        key: "HEAD /items".into(),
+        integration_id: Some("i1".into()),
+        ..HttpRoute::default()
+    }];
+    d.integrations[0].uri = format!("{service}?stage=prod&zone=a");
+    let out = assemble(&w, &Ask::default());
+    assert!(out.unbuilt.is_empty(), "{:?}", out.unbuilt);
+    let c = &out.chains[0];
+    assert_eq!(
+        urls(c),
+        [
+            (
+                "gateway".into(),
+                "https://h1.execute-api.us-east-1.amazonaws.com/prod/items".into()
+            ),
+            (
+                "cloudmap".into(),
+                "cloudmap://shop/catalog/prod/items?stage=prod&zone=a".into()
+            ),
+            ("target".into(), "http://10.0.1.40:8080/prod/items".into()),
+        ]
+    );
+    assert_eq!(
+        c.hops[0].method.as_ref().map(|m| m.value.as_str()),
+        Some("HEAD")
+    );
+    assert!(c.hops.iter().all(|h| h.body.is_none()));
+    // The filter as the probe reads it.
+    let url = crate::config::HopUrl::parse(&c.hops[1].url).expect("cloudmap url");
+    let name = url.cloudmap.expect("a cloudmap name");
+    assert_eq!(
+        name.query,
+        [
+            ("stage".to_string(), "prod".to_string()),
+            ("zone".to_string(), "a".to_string())
+        ]
+    );
+    assert_eq!(url.path_and_query, "/prod/items");
+}
