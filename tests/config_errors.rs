@@ -283,3 +283,52 @@ fn secrets_never_appear_in_debug_output() {
     let header = &config.chains[0].hops[0].headers;
     assert!(header.iter().any(|h| h.value.is_sensitive()));
 }
+
+/// `auth` as written loads into its checked settings: SigV4's default signing name, OAuth 2.0
+/// scopes as a set, basic client authentication by default, and the client secret kept from
+/// `Debug` (and so from the exported config hash) while a changed secret still changes the chain.
+#[test]
+fn auth_loads_with_its_defaults_and_hides_the_client_secret() {
+    use hopwatch::config::{Auth, TokenClientAuth};
+    let text = |secret_var: &str| {
+        format!(
+            "[[chain]]\nname = \"a\"\nkind = \"custom\"\n[[chain.hop]]\nname = \"gw\"\nrole = \"gateway\"\nurl = \"https://abc.execute-api.eu-west-1.amazonaws.com/prod/x\"\nauth = {{ sigv4 = {{ region = \"eu-west-1\" }} }}\n[[chain.hop]]\nname = \"t\"\nrole = \"target\"\nurl = \"http://127.0.0.1:1/\"\nauth = {{ oauth2 = {{ token_url = \"http://127.0.0.1:9/token\", client_id = \"abc\", client_secret = \"${{{secret_var}}}\", scopes = [\"b/w\", \"a/r\", \"b/w\"] }} }}\n"
+        )
+    };
+    let env = |name: &str| match name {
+        "API_KEY" => Some(SECRET.to_string()),
+        "OTHER" => Some("another-secret".to_string()),
+        _ => None,
+    };
+    let config = load_str("auth.toml", &text("API_KEY"), &env).expect("valid");
+    let hops = &config.chains[0].hops;
+    match &hops[0].auth {
+        Some(Auth::SigV4(s)) => {
+            assert_eq!(
+                (s.region.as_str(), s.service.as_str()),
+                ("eu-west-1", "execute-api")
+            );
+            assert!(s.role_arn.is_none() && s.external_id.is_none());
+        }
+        other => panic!("gateway auth: {other:?}"),
+    }
+    match &hops[1].auth {
+        Some(Auth::OAuth2(o)) => {
+            assert_eq!(o.scopes, ["a/r", "b/w"]);
+            assert_eq!(o.client_auth, TokenClientAuth::Basic);
+            assert_eq!(o.client_secret.expose(), SECRET);
+        }
+        other => panic!("target auth: {other:?}"),
+    }
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains(SECRET),
+        "Debug leaks the client secret: {shown}"
+    );
+    assert!(shown.contains("client_secret: <redacted>"), "{shown}");
+    let other = load_str("auth.toml", &text("OTHER"), &env).expect("valid");
+    assert_ne!(
+        config.chains[0], other.chains[0],
+        "a changed client secret is a changed chain (a reload restarts it)"
+    );
+}

@@ -363,6 +363,95 @@ pub struct Hop {
     pub integration_timeout: Option<Duration>,
     /// Gateway hops: where API Gateway logs its requests; `None` when no group is configured.
     pub logs: Option<GatewayLogs>,
+    /// How its probes authenticate; `None`: they send only the configured headers.
+    pub auth: Option<Auth>,
+}
+
+/// How a hop's probes authenticate, as the API's callers do. Plain settings: the credentials
+/// themselves are got by the agent at run time (`crate::auth`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Auth {
+    /// AWS Signature Version 4, as an `AWS_IAM` method or route requires.
+    SigV4(SigV4),
+    /// An OAuth 2.0 access token from the client credentials grant (RFC 6749 §4.4), as a JWT
+    /// or Cognito authorizer requires.
+    OAuth2(OAuth2),
+}
+
+/// Default `auth.sigv4.service`: API Gateway's signing name.
+pub const DEFAULT_SIGV4_SERVICE: &str = "execute-api";
+
+/// `auth.sigv4`, checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SigV4 {
+    /// The signing region (`eu-west-1`).
+    pub region: String,
+    /// The signing name (`execute-api`).
+    pub service: String,
+    /// The role assumed with the default chain's credentials, when set.
+    pub role_arn: Option<String>,
+    /// The external id sent with AssumeRole; only with `role_arn`.
+    pub external_id: Option<String>,
+}
+
+impl SigV4 {
+    /// What the AWS credentials depend on (the signing name does not): hops that differ only
+    /// in their service share one credentials cache.
+    pub fn credentials_key(&self) -> (String, Option<String>, Option<String>) {
+        (
+            self.region.clone(),
+            self.role_arn.clone(),
+            self.external_id.clone(),
+        )
+    }
+}
+
+/// `auth.oauth2`, checked. Equal settings share one token (the agent caches one per value).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OAuth2 {
+    pub token_url: HopUrl,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Sorted and without duplicates (a scope list is a set, RFC 6749 §3.3), so hops that list
+    /// the same scopes in another order share a token.
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    pub client_auth: TokenClientAuth,
+}
+
+closed_enum!(
+    /// How an OAuth 2.0 client authenticates to the token endpoint (RFC 6749 §2.3.1).
+    TokenClientAuth {
+        /// HTTP Basic with the form-urlencoded id and secret (what the RFC says servers must
+        /// support; Cognito takes both).
+        Basic = "basic",
+        /// `client_id` and `client_secret` as form parameters of the request body.
+        Body = "body",
+    }
+);
+
+/// A secret value from the config (an OAuth 2.0 client secret, a token). Compared by value, so
+/// a reload sees a changed one, but never shown: `Debug` prints `<redacted>`, and there is no
+/// `Display`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The value, to send where it belongs and nowhere else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Where a stage's API Gateway logs go, so a failed probe's request can be looked up.
@@ -465,6 +554,7 @@ impl Hop {
             facts: HopFacts::default(),
             integration_timeout: None,
             logs: None,
+            auth: None,
         }
     }
 }
@@ -535,7 +625,7 @@ impl fmt::Debug for Header {
 }
 
 /// A parsed hop URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HopUrl {
     /// The URL as written, for output.
     pub text: String,
@@ -551,7 +641,7 @@ pub struct HopUrl {
 }
 
 /// A Cloud Map service as a `cloudmap://` URL names it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct CloudMapName {
     pub namespace: String,
     pub service: String,

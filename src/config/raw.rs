@@ -232,6 +232,58 @@ pub struct RawHop {
     /// gateway hops of REST APIs: the stage's execution log group,
     /// `API-Gateway-Execution-Logs_{restApiId}/{stage}`, when execution logging is on.
     pub execution_log_group: Option<Spanned<String>>,
+    /// How the probe authenticates, as the API's callers do: `{ sigv4 = { ... } }` (AWS_IAM
+    /// routes) or `{ oauth2 = { ... } }` (JWT and Cognito authorizers). Exactly one of the two.
+    pub auth: Option<Spanned<RawAuth>>,
+}
+
+/// `auth` of a hop: one way of authenticating its probes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Sign every probe with AWS Signature Version 4 (an `AWS_IAM` method or route).
+    pub sigv4: Option<Spanned<RawSigV4>>,
+    /// Send an OAuth 2.0 access token got with the client credentials grant (RFC 6749 §4.4):
+    /// a JWT authorizer of an HTTP API, or a Cognito authorizer with scopes of a REST API.
+    pub oauth2: Option<Spanned<RawOAuth2>>,
+}
+
+/// `auth.sigv4`: AWS Signature Version 4, credentials from the SDK's default chain.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigV4 {
+    /// The region the API is in, part of the signature's scope: `"eu-west-1"`.
+    pub region: Spanned<String>,
+    /// The signing name (default `"execute-api"`, API Gateway's).
+    pub service: Option<Spanned<String>>,
+    /// A role to assume (STS AssumeRole) with the default chain's credentials, and sign as;
+    /// the session is renewed before it expires. Default: sign with the default chain's own.
+    pub role_arn: Option<Spanned<String>>,
+    /// The external id the role's trust policy requires (`sts:ExternalId`); needs `role_arn`.
+    pub external_id: Option<Spanned<String>>,
+}
+
+/// `auth.oauth2`: the client credentials grant; the token is cached, shared by every hop with
+/// the same settings and refreshed ahead of its expiry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    /// The token endpoint: `https://DOMAIN.auth.REGION.amazoncognito.com/oauth2/token` for
+    /// Cognito. `https://` (http:// only to a loopback address).
+    pub token_url: Spanned<String>,
+    /// The client's id (a Cognito app client's id).
+    pub client_id: Spanned<String>,
+    /// The client's secret. A secret: write `"${ENV_VAR}"` and keep it out of the file; it is
+    /// never logged, printed or exported.
+    pub client_secret: Spanned<String>,
+    /// Scopes to ask for (`["orders/read"]`, a Cognito resource server's `IDENTIFIER/SCOPE`);
+    /// default: none, the server's default scopes.
+    pub scopes: Option<Vec<Spanned<String>>>,
+    /// An `audience` parameter for servers that take one (Auth0, Okta); Cognito ignores it.
+    pub audience: Option<Spanned<String>>,
+    /// How the client authenticates to the token endpoint: `"basic"` (default; HTTP Basic,
+    /// RFC 6749 §2.3.1) or `"body"` (`client_id` and `client_secret` in the form).
+    pub client_auth: Option<Spanned<String>>,
 }
 
 /// One entry of `expect_status`: `200` or `"2xx"`.

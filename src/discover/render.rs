@@ -280,6 +280,7 @@ pub fn raw_chain(c: &FoundChain) -> crate::config::raw::RawChain {
                 access_log_group: opt(&h.access_log_group),
                 access_log_format: opt(&h.access_log_format),
                 execution_log_group: opt(&h.execution_log_group),
+                auth: None,
             })
         })
         .collect();

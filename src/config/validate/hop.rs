@@ -263,6 +263,7 @@ impl Checker<'_> {
         let client_auth = self.client_auth(raw, url.as_ref(), scope);
         let facts = self.facts(raw, role, limits.kind, scope);
         let (integration_timeout, logs) = self.gateway(raw, role, limits.kind, scope);
+        let auth = self.auth(raw, url.as_ref(), scope, env);
 
         if self.problems.len() > before {
             return None;
@@ -289,6 +290,7 @@ impl Checker<'_> {
             facts,
             integration_timeout,
             logs,
+            auth,
         })
     }
 

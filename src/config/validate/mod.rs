@@ -5,6 +5,7 @@
 //! are counted, not threaded through as flags.
 
 mod agent;
+mod auth;
 mod chain;
 mod cloudwatch;
 mod hop;
@@ -226,7 +227,15 @@ impl<'a> Checker<'a> {
         }
         let names_its_key =
             message.starts_with("unknown key") || message.starts_with("missing key");
-        let message = if names_its_key || keys.is_empty() {
+        // An unknown or missing key is named by serde alone; nested inside a hop's table
+        // (`auth.sigv4`), the path says where.
+        let nested = keys.first().is_some_and(|k| k == "auth");
+        if names_its_key {
+            // The path ends in the unknown key itself; the message names it already.
+            let named = message.split('`').nth(1).unwrap_or("");
+            keys.retain(|k| k != named);
+        }
+        let message = if keys.is_empty() || (names_its_key && !nested) {
             message
         } else {
             format!("{}: {message}", keys.join(".").replace(".[", "["))
