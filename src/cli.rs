@@ -456,7 +456,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(EXIT_USAGE));
                 }
             }
-            let prober = crate::agent::prober_for(&config)?;
+            let prober = crate::agent::prober_for(&config, &crate::auth::Registry::new())?;
             let report =
                 crate::check::check(&config, &prober, chain.as_deref(), &facts, log_wait).await;
             if json {

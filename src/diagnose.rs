@@ -103,13 +103,17 @@ pub enum ReasonCode {
     CloudmapNoInstances,
     /// Cloud Map's `DiscoverInstances` failed (namespace or service not found, access denied).
     CloudmapError,
+    /// The agent could not get the credentials a hop's `auth` needs (no AWS credentials, a
+    /// failed AssumeRole, a token endpoint that refused or failed), so it did not send the
+    /// probe: the agent's own failure, which says nothing of the chain.
+    AgentCredentials,
     /// None of the above.
     Unknown,
 }
 
 impl ReasonCode {
     /// Every code, in the order of the README's table.
-    pub const ALL: [ReasonCode; 21] = [
+    pub const ALL: [ReasonCode; 22] = [
         ReasonCode::GatewayUnreachable,
         ReasonCode::GatewayRefused,
         ReasonCode::GatewayNoRoute,
@@ -130,6 +134,7 @@ impl ReasonCode {
         ReasonCode::Tls,
         ReasonCode::CloudmapNoInstances,
         ReasonCode::CloudmapError,
+        ReasonCode::AgentCredentials,
         ReasonCode::Unknown,
     ];
 
@@ -156,6 +161,7 @@ impl ReasonCode {
             ReasonCode::Tls => "tls",
             ReasonCode::CloudmapNoInstances => "cloudmap_no_instances",
             ReasonCode::CloudmapError => "cloudmap_error",
+            ReasonCode::AgentCredentials => "agent_credentials",
             ReasonCode::Unknown => "unknown",
         }
     }
@@ -1103,6 +1109,10 @@ fn with_facts(
     text: Option<String>,
     facts: &ChainFacts,
 ) -> (Option<ReasonCode>, Option<String>) {
+    if code == Some(ReasonCode::AgentCredentials) {
+        // Nothing was sent: what AWS says of the chain explains nothing of it.
+        return (code, text);
+    }
     let mut code = code;
     let mut text = text.unwrap_or_default();
     let gateway_integration = broken == 0
@@ -1241,7 +1251,10 @@ fn judge_alone(
     let broken = if own { Some(0) } else { location.broken };
     let judged = broken.filter(|b| *b < results.len()).map(|b| {
         let next_passes = b + 1 < pass.len() && pass[b + 1];
-        if chain.hops[b].role == Role::Gateway && b == 0 {
+        if results[b].outcome == Outcome::AgentCredentials {
+            // Never read as the gateway's refusal or the link's failure: nothing was sent.
+            agent_reason(chain, b, &results[b])
+        } else if chain.hops[b].role == Role::Gateway && b == 0 {
             gateway_reason(&round, next_passes)
         } else if next_passes {
             hop_reason(&round, b)
@@ -1259,6 +1272,24 @@ fn judge_alone(
     }
 }
 
+/// A hop the agent did not probe, for want of its credentials.
+fn agent_reason(chain: &Chain, b: usize, r: &ProbeResult) -> (ReasonCode, String) {
+    let hop = &chain.hops[b];
+    let method = match &hop.auth {
+        Some(crate::config::Auth::SigV4(_)) => "auth.sigv4",
+        Some(crate::config::Auth::OAuth2(_)) => "auth.oauth2",
+        None => "auth",
+    };
+    (
+        ReasonCode::AgentCredentials,
+        format!(
+            "{}: {}; the agent has no credentials for {method}, so it sent nothing: the agent's own failure, which says nothing of the chain (fix the agent's credentials, role or client)",
+            hop.name,
+            r.detail.as_deref().unwrap_or("not sent")
+        ),
+    )
+}
+
 /// Why a blind spot is one: users pass through it, the agent can't reach it.
 pub fn blind_spot_reason(chain: &Chain, hop: usize, result: &ProbeResult) -> String {
     let outer = chain.hops[..hop]
@@ -1268,6 +1299,9 @@ pub fn blind_spot_reason(chain: &Chain, hop: usize, result: &ProbeResult) -> Str
         .next()
         .unwrap_or("the gateway");
     let this = &chain.hops[hop];
+    if result.outcome == Outcome::AgentCredentials {
+        return agent_reason(chain, hop, result).1;
+    }
     let why = match result.outcome {
         Outcome::Tls => tls_hint(this, result),
         Outcome::Reset => proxy_hint(chain, hop).unwrap_or_else(|| {
@@ -1493,6 +1527,78 @@ mod tests {
     fn judged(chain: &Chain, results: Vec<ProbeResult>) -> Verdict {
         let pass: Vec<bool> = results.iter().map(|r| r.outcome.is_ok()).collect();
         judge(chain, &pass, &results)
+    }
+
+    fn not_sent(why: &str) -> ProbeResult {
+        ProbeResult {
+            detail: Some(format!("not sent: {why}")),
+            ..r(Outcome::AgentCredentials)
+        }
+    }
+
+    /// A probe the agent could not authenticate is the agent's failure: `agent_credentials`
+    /// wherever the pattern puts it (the gateway with everything behind passing, the last hop
+    /// with nothing passing, an inner hop as a blind spot), never the gateway's refusal, the
+    /// link's failure or the target's, whatever discovery says of the link. A real fault
+    /// behind an unprobed gateway is still found.
+    #[test]
+    fn a_probe_not_sent_for_want_of_credentials_blames_the_agent() {
+        let mut chain = t2();
+        chain.hops[0].auth = Some(crate::config::Auth::SigV4(crate::config::SigV4 {
+            region: "eu-west-1".into(),
+            service: "execute-api".into(),
+            role_arn: None,
+            external_id: None,
+        }));
+        let refused = "the token endpoint https://idp/token refused the client: 401 invalid_client";
+        let ok = || r(Outcome::Ok);
+        let v = judged(&chain, vec![not_sent(refused), ok(), ok(), ok()]);
+        assert_eq!(
+            (v.up, v.broken, v.code),
+            (false, Some(0), Some(ReasonCode::AgentCredentials))
+        );
+        let text = v.reason.unwrap_or_default();
+        assert!(
+            text.starts_with("gateway: not sent: the token endpoint"),
+            "{text}"
+        );
+        assert!(
+            text.contains("auth.sigv4") && text.contains("agent's own failure"),
+            "{text}"
+        );
+
+        // An INACTIVE link read by discovery does not turn it into link_failed.
+        let facts = ChainFacts {
+            link: Some(crate::facts::LinkFact {
+                id: "vpcl-1".into(),
+                status: LinkStatus::Inactive,
+                message: None,
+            }),
+            ..ChainFacts::default()
+        };
+        let results = vec![not_sent(refused), ok(), ok(), ok()];
+        let pass: Vec<bool> = results.iter().map(|r| r.outcome.is_ok()).collect();
+        let v = judge_with(&chain, &pass, &results, Some(&facts), None);
+        assert_eq!(v.code, Some(ReasonCode::AgentCredentials));
+
+        // Every hop unprobed: the last one is blamed, for the agent's credentials.
+        let all: Vec<ProbeResult> = (0..4).map(|_| not_sent("no AWS credentials")).collect();
+        assert_eq!(judged(&chain, all).code, Some(ReasonCode::AgentCredentials));
+
+        // The gateway unprobed and the NLB dropping while the ALB answers: the NLB's fault is
+        // real evidence, and it is what is blamed.
+        let v = judged(
+            &chain,
+            vec![not_sent(refused), r(Outcome::ConnectTimeout), ok(), ok()],
+        );
+        assert_eq!((v.broken, v.code), (Some(1), Some(ReasonCode::SgDrop)));
+
+        // An inner hop unprobed while the gateway passes: a blind spot, said to be the agent's.
+        let results = vec![ok(), not_sent(refused), ok(), ok()];
+        let v = judged(&chain, results.clone());
+        assert!(v.up && v.blind_spots == [1]);
+        let why = blind_spot_reason(&chain, 1, &results[1]);
+        assert!(why.contains("agent's own failure"), "{why}");
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //!
 //! The stages, in the order data flows through them (see the README's Architecture section):
 //! [`config`] → [`schedule`] → [`probe`] → [`diagnose`] / [`record`] → [`export`], with the
-//! commands ([`agent`], [`check`], [`demo`], [`cli`]) on top. A module imports only stages
-//! before it; `tests/layers.rs` checks that.
+//! commands ([`agent`], [`check`], [`demo`], [`cli`]) on top; [`auth`], below the probe, holds
+//! the agent's own credentials for hops that authenticate. A module imports only stages before
+//! it; `tests/layers.rs` checks that.
 
 pub mod agent;
+pub mod auth;
 pub mod aws;
 pub mod check;
 pub mod cli;

@@ -23,20 +23,21 @@ const LAYERS: &[(&str, u8)] = &[
     ("aws", 0),    // the AWS SDK config every client loads
     ("wire", 0),   // the echo's reply, shared by the responder and the reader
     ("facts", 0),  // what AWS says of a chain: plain data discovery writes, the record reads
-    ("probe", 1),  // one HTTP(S) probe
+    ("auth", 1),   // the agent's own credentials (SigV4, OAuth 2.0 tokens), handed to the probe
     ("source", 1), // what a target saw, read from an echo reply
-    ("schedule", 2),
-    ("ecs", 2),  // task metadata, read with the prober
-    ("echo", 2), // the responder
-    ("diagnose", 3),
-    ("record", 4),
-    ("export", 5),
-    ("discover", 6),   // walks AWS into an estate, a config and facts
-    ("gatewaylog", 6), // what API Gateway logged of a request, read from CloudWatch Logs
-    ("agent", 7),
-    ("check", 7),
-    ("demo", 7),
-    ("cli", 8),
+    ("probe", 2),  // one HTTP(S) probe
+    ("schedule", 3),
+    ("ecs", 3),  // task metadata, read with the prober
+    ("echo", 3), // the responder
+    ("diagnose", 4),
+    ("record", 5),
+    ("export", 6),
+    ("discover", 7),   // walks AWS into an estate, a config and facts
+    ("gatewaylog", 7), // what API Gateway logged of a request, read from CloudWatch Logs
+    ("agent", 8),
+    ("check", 8),
+    ("demo", 8),
+    ("cli", 9),
 ];
 
 /// Inside `export`, sinks may read each other's plain data in one direction only: the
@@ -818,7 +819,7 @@ fn the_scan_sees_an_upward_import() {
     );
     assert_eq!(
         judged(code, "probe"),
-        ["code:1: probe (layer 1) imports export (layer 5): crate::export::prometheus::Metrics"]
+        ["code:1: probe (layer 2) imports export (layer 6): crate::export::prometheus::Metrics"]
     );
 }
 
@@ -841,9 +842,9 @@ fn the_scan_sees_a_grouped_upward_import() {
     assert_eq!(
         judged(code, "record"),
         [
-            "code:4: record (layer 4) imports export (layer 5): crate::export::prometheus::self",
-            "code:4: record (layer 4) imports export (layer 5): crate::export::prometheus::Metrics",
-            "code:4: record (layer 4) imports export (layer 5): crate::export::log",
+            "code:4: record (layer 5) imports export (layer 6): crate::export::prometheus::self",
+            "code:4: record (layer 5) imports export (layer 6): crate::export::prometheus::Metrics",
+            "code:4: record (layer 5) imports export (layer 6): crate::export::log",
         ]
     );
 }
@@ -866,11 +867,11 @@ fn the_scan_resolves_super_paths() {
     // In src/a/b.rs super::super is the crate root; in src/a/mod.rs super is.
     assert_eq!(
         judged("use super::super::export::Sink;\n", "record::window"),
-        ["code:1: record (layer 4) imports export (layer 5): super::super::export::Sink"]
+        ["code:1: record (layer 5) imports export (layer 6): super::super::export::Sink"]
     );
     assert_eq!(
         judged("fn f() { super::export::log::x(); }\n", "record"),
-        ["code:1: record (layer 4) imports export (layer 5): super::export::log::x"]
+        ["code:1: record (layer 5) imports export (layer 6): super::export::log::x"]
     );
     // Going above the crate root leaves the crate: not a path this test can judge.
     assert!(targets(&scan("use super::super::x;", &module("probe"))).is_empty());

@@ -186,7 +186,8 @@ async fn probe(url: &str, extra: String) -> hopwatch::probe::ProbeResult {
     let config = common::config(&format!(
         "[[chain]]\nname = \"x\"\nkind = \"custom\"\n[[chain.hop]]\nname = \"h\"\nrole = \"target\"\nurl = \"{url}\"\n{extra}"
     ));
-    let prober = hopwatch::agent::prober_for(&config).expect("prober");
+    let prober =
+        hopwatch::agent::prober_for(&config, &hopwatch::auth::Registry::new()).expect("prober");
     prober.probe(&config.chains[0].hops[0], None).await
 }
 

@@ -126,6 +126,8 @@ pub struct Running {
     /// Where this agent probes from, and its zone when ECS says (decided at start).
     vantage: String,
     az: String,
+    /// The credentials caches of hops with `auth`, shared by every prober of this agent.
+    auth: crate::auth::Registry,
 }
 
 /// One chain's scheduling task and the switch that stops it.
@@ -196,7 +198,7 @@ impl Running {
     /// leaves the others running with their series and histograms. Fails, changing nothing,
     /// when the new config can't be used (a `ca_file` that doesn't load).
     pub fn reload(&mut self, config: Config) -> anyhow::Result<Reloaded> {
-        let prober = prober_for(&config)?;
+        let prober = prober_for(&config, &self.auth)?;
         let mut done = Reloaded::default();
         if config.agent.listen != self.config.agent.listen {
             done.need_restart.push("[agent] listen");
@@ -256,8 +258,10 @@ impl Running {
 }
 
 /// Builds the prober for a config: loads every `ca_file` and client certificate once; its
-/// `cloudmap://` hops ask Cloud Map where `[discovery]` says (else the SDK's default chain).
-pub fn prober_for(config: &Config) -> anyhow::Result<Prober> {
+/// `cloudmap://` hops ask Cloud Map where `[discovery]` says (else the SDK's default chain); its
+/// hops with `auth` get their credentials from `auth`'s caches (one per setting, kept across
+/// reloads for the settings that stay).
+pub fn prober_for(config: &Config, auth: &crate::auth::Registry) -> anyhow::Result<Prober> {
     let hops = config.chains.iter().flat_map(|c| c.hops.iter());
     let tls = TlsConfigs::for_hops(hops).map_err(anyhow::Error::msg)?;
     let endpoint = config
@@ -265,7 +269,12 @@ pub fn prober_for(config: &Config) -> anyhow::Result<Prober> {
         .as_ref()
         .map(cloudmap_endpoint)
         .unwrap_or_default();
-    Ok(Prober::with_cloudmap(tls, endpoint))
+    let auths = config
+        .chains
+        .iter()
+        .flat_map(|c| c.hops.iter())
+        .filter_map(|h| h.auth.as_ref());
+    Ok(Prober::with_cloudmap(tls, endpoint).with_auth(auth.handles(auths)))
 }
 
 fn cloudmap_endpoint(discovery: &crate::config::Discovery) -> crate::probe::cloudmap::Endpoint {
@@ -315,9 +324,11 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let metrics_addr = listener.local_addr()?;
-    let prober = prober_for(&config)?;
+    let auth = crate::auth::Registry::new();
+    let prober = prober_for(&config, &auth)?;
     let counters = Arc::new(Counters::default());
     let metrics = Arc::new(Metrics::new(counters.clone()));
+    metrics.watch_auth(auth.counts());
     metrics.config_loaded(true);
     // Off ECS this reads nothing: the host name only.
     let identity = crate::ecs::identity(&prober).await;
@@ -406,6 +417,7 @@ pub async fn start(
         cloudwatch,
         vantage: vantage.clone(),
         az,
+        auth,
     };
     for chain in running.config.chains.clone() {
         let task = running.spawn_chain(chain.clone(), &prober);

@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::auth::{AuthError, Authorization, Sent};
 use crate::config::Hop;
 
 /// What a probe came to. A small closed set: metrics are labelled with it, never with error
@@ -60,11 +61,15 @@ pub enum Outcome {
     TooLarge,
     /// A `cloudmap://` hop: Cloud Map's `DiscoverInstances` answered with no instance.
     NoInstances,
+    /// Not sent: the agent could not get the credentials the hop's `auth` needs (no AWS
+    /// credentials, AssumeRole failed, the token endpoint refused or failed). The agent's
+    /// failure, not the hop's.
+    AgentCredentials,
 }
 
 impl Outcome {
     /// Every class, in a stable order (for pre-registering series and for docs).
-    pub const ALL: [Outcome; 12] = [
+    pub const ALL: [Outcome; 13] = [
         Outcome::Ok,
         Outcome::Dns,
         Outcome::ConnectRefused,
@@ -77,11 +82,13 @@ impl Outcome {
         Outcome::Protocol,
         Outcome::TooLarge,
         Outcome::NoInstances,
+        Outcome::AgentCredentials,
     ];
 
     /// Every class in the order of its name: the order CloudWatch datums and EMF's `Results`
     /// list them in.
-    pub const BY_NAME: [Outcome; 12] = [
+    pub const BY_NAME: [Outcome; 13] = [
+        Outcome::AgentCredentials,
         Outcome::BodyMismatch,
         Outcome::ConnectRefused,
         Outcome::ConnectTimeout,
@@ -116,6 +123,7 @@ impl Outcome {
             Outcome::Protocol => "protocol",
             Outcome::TooLarge => "too_large",
             Outcome::NoInstances => "no_instances",
+            Outcome::AgentCredentials => "agent_credentials",
         }
     }
 
@@ -429,6 +437,8 @@ pub struct Prober {
     tls: tls::TlsConfigs,
     user_agent: http::HeaderValue,
     cloudmap: Arc<cloudmap::CloudMap>,
+    /// The credentials of hops with `auth` (none: such a hop's probe is not sent).
+    auth: crate::auth::Handles,
 }
 
 /// Why a probe stopped early: its class, a human detail, and the TLS alert the peer sent, if
@@ -450,7 +460,15 @@ impl Prober {
                 env!("CARGO_PKG_VERSION")
             )),
             cloudmap: Arc::new(cloudmap::CloudMap::new(endpoint)),
+            auth: crate::auth::Handles::default(),
         }
+    }
+
+    /// The same prober, authenticating the hops with `auth` from `handles` (made by the
+    /// agent's [`crate::auth::Registry`], so every prober of the agent shares its caches).
+    pub fn with_auth(mut self, handles: crate::auth::Handles) -> Self {
+        self.auth = handles;
+        self
     }
 
     /// Every address of a hop: its host's DNS answers (each load balancer node), or, for a
@@ -538,6 +556,19 @@ impl Prober {
             // task that large (a heap that fragmented to twice its size at 10,000 hops).
             return Box::pin(self.discover(hop, trace)).await;
         }
+        // Credentials first, outside the probe's own clock: a wait on a token endpoint is not
+        // the hop's latency. Cached, this takes microseconds; it waits (at most the hop's
+        // timeout) only when nothing usable is cached. Boxed, as the Cloud Map call above.
+        let authorization = match &hop.auth {
+            None => None,
+            Some(auth) => {
+                let asked = Instant::now();
+                match Box::pin(self.auth.authorize(auth, hop.timeout)).await {
+                    Ok(authorization) => Some(authorization),
+                    Err(error) => return not_sent(started_at, asked.elapsed(), &error, trace),
+                }
+            }
+        };
         let start = Instant::now();
         let mut marks = Marks {
             start,
@@ -550,7 +581,7 @@ impl Prober {
             remote: None,
         };
         let deadline = tokio::time::Instant::from_std(start + hop.timeout);
-        let work = self.run(hop, reuse, &mut marks, &trace);
+        let work = self.run(hop, reuse, &mut marks, &trace, authorization.as_ref());
         let outcome = tokio::time::timeout_at(deadline, work).await;
         let exchanged = matches!(outcome, Ok(Ok(_)));
         // A complete answer ended when its last bytes came off the socket.
@@ -617,6 +648,7 @@ impl Prober {
         reuse: Option<&HopConn>,
         marks: &mut Marks,
         trace: &str,
+        auth: Option<&Authorization<'_>>,
     ) -> Result<Exchange, Failure> {
         if let Some(conn) = reuse {
             let mut guard = conn.kept.lock().await;
@@ -628,15 +660,15 @@ impl Prober {
                     // Reused connections measure first byte on their own clock base.
                     marks.first_byte = kept.first_byte.clone();
                     marks.ready = Some(Instant::now());
-                    let request = self.request(hop, false, trace)?;
-                    return exchange(&mut kept.sender, &mut kept.task, request, hop).await;
+                    let (request, sent) = self.request(hop, false, trace, auth)?;
+                    return exchange(&mut kept.sender, &mut kept.task, request, hop, &sent).await;
                 }
                 *guard = None;
             }
             let (mut sender, mut task, remote) = self.connect(hop, marks).await?;
             marks.ready = Some(Instant::now());
-            let request = self.request(hop, false, trace)?;
-            let result = exchange(&mut sender, &mut task, request, hop).await;
+            let (request, sent) = self.request(hop, false, trace, auth)?;
+            let result = exchange(&mut sender, &mut task, request, hop, &sent).await;
             if result.is_ok() {
                 *guard = Some(Kept {
                     sender,
@@ -649,16 +681,19 @@ impl Prober {
         }
         let (mut sender, mut task, _) = self.connect(hop, marks).await?;
         marks.ready = Some(Instant::now());
-        let request = self.request(hop, true, trace)?;
-        exchange(&mut sender, &mut task, request, hop).await
+        let (request, sent) = self.request(hop, true, trace, auth)?;
+        exchange(&mut sender, &mut task, request, hop, &sent).await
     }
 
+    /// The request of one probe, authenticated when the hop has `auth`, and the secrets that
+    /// put on it (to keep out of what the probe reports).
     fn request(
         &self,
         hop: &Hop,
         close: bool,
         trace: &str,
-    ) -> Result<Request<Full<Bytes>>, Failure> {
+        auth: Option<&Authorization<'_>>,
+    ) -> Result<(Request<Full<Bytes>>, Sent), Failure> {
         let mut builder = Request::builder()
             .method(hop.method.clone())
             .uri(hop.url.path_and_query.as_str());
@@ -694,13 +729,22 @@ impl Prober {
             .as_ref()
             .map(|(b, _)| b.clone())
             .unwrap_or_default();
-        builder.body(Full::new(body)).map_err(|e| {
+        let mut request = builder.body(Full::new(body.clone())).map_err(|e| {
             Failure(
                 Outcome::Protocol,
                 format!("request could not be built: {e}"),
                 None,
             )
-        })
+        })?;
+        // Last: a signature covers the request as it will be sent (its Host, its headers, its
+        // body), dated now.
+        let sent = match auth {
+            None => Sent::default(),
+            Some(auth) => auth
+                .apply(&mut request, &body)
+                .map_err(|e| Failure(Outcome::AgentCredentials, format!("not sent: {e}"), None))?,
+        };
+        Ok((request, sent))
     }
 
     async fn connect(
@@ -858,6 +902,7 @@ async fn exchange(
     task: &mut ConnTask,
     request: Request<Full<Bytes>>,
     hop: &Hop,
+    sent: &Sent,
 ) -> Result<Exchange, Failure> {
     let response = match sender.send_request(request).await {
         Ok(response) => response,
@@ -874,6 +919,9 @@ async fn exchange(
     };
     let status = response.status().as_u16();
     let mut evidence = evidence(response.headers());
+    // A hop that hands back a token or a signature (in an error header) must not get it
+    // reported: the reason quotes evidence, and reasons are exported.
+    evidence.scrub(sent);
     let mut body = response.into_body();
     let mut buf = BytesMut::new();
     let mut too_large = false;
@@ -893,7 +941,11 @@ async fn exchange(
     let body = buf.freeze();
     if !hop.expect_status.contains(status) {
         if let Some((message, alone)) = error_message(&body) {
-            evidence.message = Some(message);
+            evidence.message = Some(if sent.overlaps(&message) {
+                REDACTED.to_string()
+            } else {
+                message
+            });
             evidence.message_only = alone;
         }
     }
@@ -926,6 +978,48 @@ async fn exchange(
         body,
         detail,
     })
+}
+
+/// What a scrubbed piece of evidence reads.
+const REDACTED: &str = "<redacted>";
+
+impl Evidence {
+    /// Replaces every piece of evidence that holds a secret the probe sent.
+    fn scrub(&mut self, sent: &Sent) {
+        for field in [
+            &mut self.server,
+            &mut self.error_type,
+            &mut self.request_id,
+            &mut self.extended_request_id,
+            &mut self.message,
+            &mut self.content_type,
+        ] {
+            if field.as_deref().is_some_and(|t| sent.overlaps(t)) {
+                *field = Some(REDACTED.to_string());
+            }
+        }
+    }
+}
+
+/// A probe the agent did not send: it has no credentials for the hop's `auth`.
+fn not_sent(
+    started_at: SystemTime,
+    waited: Duration,
+    error: &AuthError,
+    trace: String,
+) -> ProbeResult {
+    ProbeResult {
+        outcome: Outcome::AgentCredentials,
+        status: None,
+        total: waited,
+        phases: Phases::default(),
+        started_at,
+        remote: None,
+        evidence: Evidence::default(),
+        body: Bytes::new(),
+        detail: Some(format!("not sent: {error}")),
+        trace_id: trace,
+    }
 }
 
 fn evidence(headers: &HeaderMap) -> Evidence {

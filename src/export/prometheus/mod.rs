@@ -57,6 +57,8 @@ pub struct Metrics {
     rule_unknown: IntGaugeVec,
     /// The gateway log lookups' counts, when the agent runs them.
     gateway_logs: Mutex<Option<(Arc<crate::facts::LookupCounts>, IntCounterVec)>>,
+    /// The fetches of credentials for hops with `auth`, when the agent runs.
+    auth: Mutex<Option<(Arc<crate::auth::FetchCounts>, IntCounterVec)>>,
     /// The fact series exported per chain (label values), to remove those that went away.
     fact_series: Mutex<BTreeMap<String, FactSeries>>,
     chain_up: IntGaugeVec,
@@ -267,6 +269,7 @@ impl Metrics {
             rule_missing,
             rule_unknown,
             gateway_logs: Mutex::default(),
+            auth: Mutex::default(),
             lag,
             schedule,
             cloudwatch: Mutex::default(),
@@ -414,6 +417,28 @@ impl Metrics {
             lookups.with_label_values(&[result.as_str()]);
         }
         *self.gateway_logs.lock().unwrap_or_else(|e| e.into_inner()) = Some((counts, lookups));
+    }
+
+    /// Exports the fetches of the agent's own credentials (`hopwatch_auth_fetches_total{method,
+    /// result}`: 8 series per agent), read on every scrape. Called once, when the agent starts.
+    pub fn watch_auth(&self, counts: Arc<crate::auth::FetchCounts>) {
+        let fetches = reg(
+            &self.registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "hopwatch_auth_fetches_total",
+                    "Fetches of the agent's own credentials for hops with auth (AWS credentials for sigv4, access tokens for oauth2), by result: ok, refused (the token endpoint or STS said no), error, timeout. A failing refresh ahead of expiry shows here before any probe goes without credentials.",
+                ),
+                &["method", "result"],
+            )
+            .expect("valid"),
+        );
+        for method in crate::auth::Method::ALL {
+            for result in crate::auth::FetchResult::ALL {
+                fetches.with_label_values(&[method.as_str(), result.as_str()]);
+            }
+        }
+        *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Some((counts, fetches));
     }
 
     /// Exports what discovery says of a chain: its link's status, its targets' health.
@@ -740,6 +765,15 @@ impl Metrics {
         {
             for (result, n) in counts.snapshot() {
                 catch_up(&family.with_label_values(&[result]), n);
+            }
+        }
+        if let Some((counts, family)) = self.auth.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        {
+            for (method, result, n) in counts.snapshot() {
+                catch_up(
+                    &family.with_label_values(&[method.as_str(), result.as_str()]),
+                    n,
+                );
             }
         }
         let watched = self.cloudwatch.lock().unwrap_or_else(|e| e.into_inner());
