@@ -2,6 +2,7 @@
 //! specific (often broken) way, a plain HTTP GET, network namespaces, and waiting on conditions.
 #![allow(dead_code)]
 
+pub mod authgw;
 pub mod localstack;
 pub mod moto;
 
