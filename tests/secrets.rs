@@ -3,7 +3,9 @@
 //! level (human and JSON), `/metrics`, EMF lines, error messages of a broken config, nor in
 //! what `hopwatch echo` answers or logs. A unique value is planted in the environment and
 //! every channel is searched for it, with hops that pass and hops that fail every way (refused,
-//! silent, an unexpected status, a body that doesn't match, a response that isn't HTTP).
+//! silent, an unexpected status, a body that doesn't match, a response that isn't HTTP). The
+//! same for auth's secrets (issue 24): client secrets, access tokens, AWS secret keys and
+//! session tokens, and SigV4 signatures.
 
 mod common;
 
@@ -534,6 +536,203 @@ async fn errors_near_the_secret_do_not_quote_it() {
                 "{name} {command} names file:line:column:\n{stderr}"
             );
             assert_output_clean(&format!("{command} of {name}.toml"), &out, &secret);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Auth's secrets (issue 24) appear in no output either: the OAuth 2.0 client secret, the
+/// access tokens the endpoint issued, the AWS secret key and session token (static ones from
+/// the environment for `check`, ECS-style ones the default chain fetches for the agent), and
+/// every signature the gateway accepted. Hops hand the `Authorization` header and the session
+/// token back in the error headers a reason quotes (`/reflect`), a client is refused, and the
+/// agent logs at trace level, in JSON, with EMF on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_secrets_appear_in_no_output() {
+    use common::authgw::{self, Gateway};
+    let Some(python) = authgw::python() else {
+        return authgw::skip("auth_secrets_appear_in_no_output");
+    };
+    let base = planted();
+    let (secret_key, session_token, client_secret) = (
+        format!("{base}awssecret"),
+        format!("{base}sessiontoken"),
+        format!("{base}clientsecret"),
+    );
+    let key = format!("AKIDHOPWATCHSECRETS:{secret_key}:{session_token}");
+    let gw = Gateway::start(
+        &python,
+        &[
+            "--key",
+            &key,
+            "--client",
+            &format!("client:{client_secret}"),
+            "--token-lifetime",
+            "3",
+            "--creds-lifetime",
+            "3",
+        ],
+        None,
+    );
+    let dir = temp_dir("auth-secrets");
+    let emf = dir.join("emf.log");
+    let a = gw.addr;
+    let sigv4 = r#"auth = { sigv4 = { region = "eu-west-1" } }"#;
+    let oauth2 = |client: &str| {
+        format!(
+            r#"auth = {{ oauth2 = {{ token_url = "http://{a}/oauth2/token", client_id = "{client}", client_secret = "${{{VAR}}}", client_auth = "body" }} }}"#
+        )
+    };
+    let chain = |name: &str, path: &str, auth: &str| {
+        format!(
+            "[[chain]]\nname = \"{name}\"\nkind = \"custom\"\n  [[chain.hop]]\n  name = \"gateway\"\n  role = \"gateway\"\n  url = \"http://{a}{path}\"\n  {auth}\n  [[chain.hop]]\n  name = \"target\"\n  role = \"target\"\n  url = \"http://{a}/plain\"\n\n"
+        )
+    };
+    let config = format!(
+        "[agent]\ninterval = \"400ms\"\ntimeout = \"300ms\"\n\n{}{}{}{}{}[cloudwatch]\nmode = \"emf\"\nflush_interval = \"1s\"\nemf_output = \"{}\"\n",
+        chain("iam", "/signed/orders", sigv4),
+        chain("iam-reflect", "/reflect/orders", sigv4),
+        chain("jwt", "/bearer/orders", &oauth2("client")),
+        chain("jwt-reflect", "/reflect/orders", &oauth2("client")),
+        chain("jwt-refused", "/bearer/orders", &oauth2("stranger")),
+        emf.display(),
+    );
+    let config_path = dir.join("hopwatch.toml");
+    std::fs::write(&config_path, &config).expect("config");
+    let config_arg = config_path.display().to_string();
+    let run = |args: Vec<String>, ecs: bool| {
+        let mut command = Command::new(BIN);
+        command
+            .args(&args)
+            .env_clear()
+            .env(VAR, &client_secret)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "trace")
+            .stdin(Stdio::null());
+        if ecs {
+            command.env(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!("http://{a}/ecs-credentials"),
+            );
+        } else {
+            command
+                .env("AWS_ACCESS_KEY_ID", "AKIDHOPWATCHSECRETS")
+                .env("AWS_SECRET_ACCESS_KEY", &secret_key)
+                .env("AWS_SESSION_TOKEN", &session_token);
+        }
+        command
+    };
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    for args in [
+        vec!["validate", "--config", &config_arg],
+        vec!["check", "--config", &config_arg],
+        vec![
+            "--log-format",
+            "json",
+            "check",
+            "--json",
+            "--config",
+            &config_arg,
+        ],
+    ] {
+        let args: Vec<String> = args.into_iter().map(str::to_string).collect();
+        let out = run(args.clone(), false).output().expect("run");
+        for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            outputs.push((
+                format!("{} {stream}", args.join(" ")),
+                String::from_utf8_lossy(bytes).to_string(),
+            ));
+        }
+    }
+    let table = &outputs[2].1;
+    assert!(
+        table.contains("500 with x-amzn-ErrorType <redacted>"),
+        "the reflected Authorization is quoted redacted:\n{table}"
+    );
+    assert!(table.contains("agent_credentials"), "{table}");
+
+    // The agent, with ECS-style credentials (the default chain fetches them over HTTP).
+    let listen = refused_port();
+    let run_log = dir.join("run.log");
+    let mut agent = Kill(
+        run(
+            vec![
+                "--log-format".into(),
+                "json".into(),
+                "run".into(),
+                "--listen".into(),
+                listen.to_string(),
+                "--config".into(),
+                config_arg.clone(),
+            ],
+            true,
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&run_log).expect("run log"))
+        .spawn()
+        .expect("start the agent"),
+    );
+    let mut scrapes = String::new();
+    wait_for(
+        "a token refreshed, credentials renewed, EMF of every chain",
+        Duration::from_secs(30),
+        || {
+            if let Ok((200, m)) = http_get(listen, "/metrics") {
+                scrapes.push_str(&m);
+            }
+            let emf_text = std::fs::read_to_string(&emf).unwrap_or_default();
+            gw.count("token_fetches") >= 3
+                && gw.count("creds_issued") >= 2
+                && ["iam", "iam-reflect", "jwt", "jwt-reflect", "jwt-refused"]
+                    .iter()
+                    .all(|c| emf_text.contains(&format!("\"Chain\":\"{c}\"")))
+                && scrapes.contains("code=\"agent_credentials\"")
+        },
+    )
+    .await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &agent.0.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent.0.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "the agent did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    outputs.push((
+        "the agent's logs (trace, JSON)".into(),
+        std::fs::read_to_string(&run_log).unwrap_or_default(),
+    ));
+    outputs.push(("/metrics".into(), scrapes));
+    outputs.push((
+        "EMF lines".into(),
+        std::fs::read_to_string(&emf).unwrap_or_default(),
+    ));
+
+    let stats = gw.stats();
+    let list = |key: &str| -> Vec<String> {
+        stats[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let mut secrets = vec![
+        secret_key.clone(),
+        session_token.clone(),
+        client_secret.clone(),
+    ];
+    secrets.extend(list("issued_tokens"));
+    secrets.extend(list("signature_list"));
+    secrets.extend(list("issued_secrets"));
+    // Not vacuous: every kind was sent and accepted.
+    assert!(list("issued_tokens").len() >= 3, "{stats:#}");
+    assert!(list("signature_list").len() >= 2, "{stats:#}");
+    assert!(list("issued_secrets").len() >= 4, "{stats:#}");
+    assert!(stats["bearer_ok"].as_u64() > Some(0) && stats["token_refused"].as_u64() > Some(0));
+    for (channel, text) in &outputs {
+        for secret in &secrets {
+            assert_clean(channel, text, secret);
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

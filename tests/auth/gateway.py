@@ -108,6 +108,7 @@ class State:
             # What a leak would look like: every token issued and every signature accepted.
             "issued_tokens": [],
             "signature_list": [],
+            "issued_secrets": [],
         }
         self.seen_signatures = set()
         self.last_signed = None
@@ -357,6 +358,8 @@ class Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.keys[key_id] = (secret, token)
             state.stats["creds_issued"] += 1
+            if len(state.stats["issued_secrets"]) < 1000:
+                state.stats["issued_secrets"] += [secret, token]
         return self.answer(
             200,
             {
