@@ -37,7 +37,7 @@ fn promtool(args: &[&str]) -> String {
 fn alert_rules_check_and_their_unit_tests_pass() {
     let rules = deploy("prometheus/alerts.yml");
     let text = promtool(&["check", "rules", rules.to_str().unwrap_or_default()]);
-    assert!(text.contains("SUCCESS: 20 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 21 rules found"), "{text}");
     let tests = deploy("prometheus/alerts.test.yml");
     let text = promtool(&["test", "rules", tests.to_str().unwrap_or_default()]);
     assert!(text.contains("SUCCESS"), "{text}");
@@ -276,7 +276,7 @@ async fn every_metric_the_alerts_use_is_exported_with_its_labels() {
     }
     assert_eq!(
         exprs.len(),
-        20,
+        21,
         "one expression per alert and recording rule"
     );
     let checked = check_metrics(&exprs, &exported);
@@ -696,4 +696,68 @@ fn the_gateway_logs_policy_allows_filter_log_events_on_the_named_groups_only() {
     assert_eq!(actions, ["- logs:FilterLogEvents"]);
     assert!(block.contains("Resource: !Ref GatewayLogGroupArns"));
     assert!(block.contains("Condition: WithGatewayLogs"));
+}
+
+/// SigV4 probes (issue 24): the standalone policy allows `execute-api:Invoke` and nothing else,
+/// on routes named as AWS writes them (`arn:aws:execute-api:REGION:ACCOUNT:API_ID/STAGE/METHOD/
+/// PATH`); the probe role's trust policy lets the task role assume it with the external id; the
+/// template grants exactly those, on exactly the ARNs its parameters give, only when given.
+#[test]
+fn the_sigv4_policies_allow_invoke_and_assume_role_on_the_named_resources_only() {
+    let read = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(deploy(path)).expect("policy"))
+            .expect("policy JSON")
+    };
+    let invoke = read("iam/hopwatch-execute-api.json");
+    let statements = invoke["Statement"].as_array().expect("statements");
+    assert_eq!(statements.len(), 1);
+    assert_eq!(statements[0]["Action"], "execute-api:Invoke");
+    for r in statements[0]["Resource"].as_array().expect("resources") {
+        let r = r.as_str().unwrap_or("");
+        let parts: Vec<&str> = r.splitn(6, ':').collect();
+        assert_eq!(
+            parts.get(..3),
+            Some(&["arn", "aws", "execute-api"][..]),
+            "{r}"
+        );
+        let path = parts.get(5).copied().unwrap_or("");
+        assert!(
+            path.split('/').count() >= 4,
+            "API_ID/STAGE/METHOD/PATH: {r}"
+        );
+    }
+    let trust = read("iam/hopwatch-probe-role-trust.json");
+    let statement = &trust["Statement"][0];
+    assert_eq!(statement["Action"], "sts:AssumeRole");
+    assert!(statement["Condition"]["StringEquals"]["sts:ExternalId"].is_string());
+
+    let template =
+        std::fs::read_to_string(deploy("cloudformation/hopwatch.yaml")).expect("template");
+    for (resource, end, action, parameter, condition) in [
+        (
+            "ExecuteApiPolicy:",
+            "\n  ProbeRolesPolicy:",
+            "- execute-api:Invoke",
+            "Resource: !Ref ExecuteApiArns",
+            "Condition: WithExecuteApi",
+        ),
+        (
+            "ProbeRolesPolicy:",
+            "\n  # [discovery]",
+            "- sts:AssumeRole",
+            "Resource: !Ref ProbeRoleArns",
+            "Condition: WithProbeRoles",
+        ),
+    ] {
+        let block = &template[template.find(resource).expect(resource)..];
+        let block = &block[..block.find(end).unwrap_or(block.len())];
+        let actions: Vec<&str> = block
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("- ") && !l.contains(": ") && l.contains(':'))
+            .collect();
+        assert_eq!(actions, [action], "{resource}");
+        assert!(block.contains(parameter), "{resource}");
+        assert!(block.contains(condition), "{resource}");
+    }
 }
