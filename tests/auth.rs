@@ -655,3 +655,117 @@ kind = "custom"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reload keeps the cache of every setting that stays: a chain added with the same `oauth2`
+/// block (its scopes in another order) uses the token already fetched; a chain whose scopes
+/// change gets its own, once; the unchanged chain goes on with the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_token_of_settings_that_stay() {
+    let Some(python) = authgw::python() else {
+        return authgw::skip("a_reload_keeps_the_token_of_settings_that_stay");
+    };
+    let gw = Gateway::start(&python, &["--token-lifetime", "3600"], None);
+    let a = gw.addr;
+    let chain = |name: &str, scopes: &str| {
+        format!(
+            r#"
+[[chain]]
+name = "{name}"
+kind = "custom"
+  [[chain.hop]]
+  name = "gateway"
+  role = "gateway"
+  url = "http://{a}/bearer/{name}"
+  auth = {{ oauth2 = {{ token_url = "http://{a}/oauth2/token", client_id = "client", client_secret = "${{CLIENT_SECRET}}", scopes = [{scopes}] }} }}
+  [[chain.hop]]
+  name = "target"
+  role = "target"
+  url = "http://{a}/plain"
+"#
+        )
+    };
+    let head = "[agent]\ninterval = \"300ms\"\ntimeout = \"250ms\"\n";
+    let dir = temp_dir("reload");
+    let path = dir.join("hopwatch.toml");
+    std::fs::write(
+        &path,
+        format!("{head}{}", chain("first", r#""a/r", "b/w""#)),
+    )
+    .expect("config");
+    let listen = refused_port();
+    let agent = Kill(
+        Command::new(BIN)
+            .args(["run", "--listen", &listen.to_string(), "--config"])
+            .arg(&path)
+            .env_clear()
+            .env("CLIENT_SECRET", "secret")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the agent"),
+    );
+    let ok_probes = |chain: &str| -> f64 {
+        let Ok((_, m)) = http_get(listen, "/metrics") else {
+            return 0.0;
+        };
+        samples(&m, "hopwatch_probes_total")
+            .into_iter()
+            .filter(|(s, _)| {
+                s.contains(&format!("chain=\"{chain}\",hop=\"gateway\""))
+                    && s.contains("result=\"ok\"")
+            })
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let reload = |text: String| {
+        std::fs::write(&path, text).expect("config");
+        let status = Command::new("kill")
+            .args(["-HUP", &agent.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    wait_for("the first chain passing", Duration::from_secs(15), || {
+        ok_probes("first") >= 3.0
+    })
+    .await;
+    assert_eq!(gw.count("token_fetches"), 1);
+
+    reload(format!(
+        "{head}{}{}",
+        chain("first", r#""a/r", "b/w""#),
+        chain("second", r#""b/w", "a/r""#)
+    ));
+    wait_for("the added chain passing", Duration::from_secs(15), || {
+        ok_probes("second") >= 3.0
+    })
+    .await;
+    assert_eq!(
+        gw.count("token_fetches"),
+        1,
+        "the added chain shares the token"
+    );
+
+    reload(format!(
+        "{head}{}{}",
+        chain("first", r#""a/r""#),
+        chain("second", r#""b/w", "a/r""#)
+    ));
+    authgw::wait_count(&gw, "token_fetches", 2, Duration::from_secs(15)).await;
+    let before = (ok_probes("first"), ok_probes("second"));
+    wait_for(
+        "both chains passing after the reload",
+        Duration::from_secs(15),
+        || ok_probes("first") >= before.0 + 3.0 && ok_probes("second") >= before.1 + 3.0,
+    )
+    .await;
+    let stats = gw.stats();
+    assert_eq!(stats["token_fetches"], 2, "{stats:#}");
+    assert_eq!(
+        stats["token_scopes"],
+        serde_json::json!(["a/r b/w", "a/r"]),
+        "one token per distinct scope set: {stats:#}"
+    );
+    assert_eq!(stats["bearer_refused"], 0, "{stats:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
