@@ -180,3 +180,92 @@ pub fn sign<B>(
     }
     Ok(Sent(sent))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn settings(region: &str, service: &str) -> SigV4 {
+        SigV4 {
+            region: region.to_string(),
+            service: service.to_string(),
+            role_arn: None,
+            external_id: None,
+        }
+    }
+
+    /// AWS's SigV4 test suite, `get-vanilla`: the settings hopwatch signs with give AWS's own
+    /// published signature for its request (a `User-Agent` and a trace id are sent, unsigned).
+    #[test]
+    fn the_get_vanilla_vector_of_aws_test_suite() {
+        let credentials = Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            None,
+            None,
+            "test",
+        );
+        let mut request = http::Request::get("/")
+            .header("host", "example.amazonaws.com")
+            .header("user-agent", "hopwatch/test")
+            .header(
+                "x-amzn-trace-id",
+                "Root=1-00000000-000000000000000000000000",
+            )
+            .header("connection", "close")
+            .body(())
+            .expect("request");
+        let at = UNIX_EPOCH + Duration::from_secs(1_440_938_160); // 20150830T123600Z
+        let sent = sign(
+            &mut request,
+            b"",
+            &credentials,
+            &settings("us-east-1", "service"),
+            at,
+        )
+        .expect("signed");
+        let authorization = request.headers()["authorization"].to_str().expect("ascii");
+        assert_eq!(
+            authorization,
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+        );
+        assert_eq!(request.headers()["x-amz-date"], "20150830T123600Z");
+        assert!(request.headers()["authorization"].is_sensitive());
+        assert!(sent.overlaps(authorization));
+        assert!(sent.overlaps("5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"));
+    }
+
+    /// What signing costs a probe (`cargo test --lib signing_cost -- --nocapture`): with the
+    /// dependencies optimised as in every build here, 16 µs on the project's machine (2026-12-04),
+    /// beside the ~95 µs of CPU a probe costs.
+    #[test]
+    fn signing_cost() {
+        let credentials = Credentials::new("AKID", "secret", Some("token".into()), None, "test");
+        let settings = settings("eu-west-1", "execute-api");
+        let n = 2000;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let mut request = http::Request::get("/prod/orders?page=1&size=20")
+                .header("host", "abc123.execute-api.eu-west-1.amazonaws.com")
+                .header("user-agent", "hopwatch/test")
+                .header(
+                    "x-amzn-trace-id",
+                    "Root=1-00000000-000000000000000000000000",
+                )
+                .body(())
+                .expect("request");
+            sign(
+                &mut request,
+                b"",
+                &credentials,
+                &settings,
+                SystemTime::now(),
+            )
+            .expect("signed");
+        }
+        let per = start.elapsed() / n;
+        println!("signing one probe: {per:?}");
+        assert!(per < Duration::from_millis(2), "{per:?}");
+    }
+}
