@@ -100,6 +100,9 @@ pub struct HopReport {
     /// One probe per address of the hop's host; only with `per_address`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addresses: Option<Vec<AddressReport>>,
+    /// TLS hops whose handshake completed: the certificate chain's earliest `notAfter`.
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub certificate: Option<CertificateReport>,
     /// The hop's health-check port, probed in the same round; only when `health_url` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthReport>,
@@ -113,6 +116,32 @@ pub struct AddressReport {
     pub status: Option<u16>,
     pub duration_ms: f64,
     pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub certificate: Option<CertificateReport>,
+}
+
+/// When the certificates a hop presented stop being valid.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CertificateReport {
+    /// Unix time of the earliest `notAfter` in the chain presented.
+    pub tls_certificate_expiry: u64,
+    /// Days from the probe to it, to a tenth; negative once expired.
+    pub tls_certificate_days_left: f64,
+}
+
+impl CertificateReport {
+    fn new(not_after: Option<std::time::SystemTime>, at: std::time::SystemTime) -> Option<Self> {
+        let not_after = not_after?;
+        let epoch = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        let left = (epoch(not_after) - epoch(at)) / 86_400.0;
+        Some(CertificateReport {
+            tls_certificate_expiry: epoch(not_after) as u64,
+            tls_certificate_days_left: (left * 10.0).round() / 10.0,
+        })
+    }
 }
 
 /// A health-check probe.
@@ -169,6 +198,7 @@ impl ChainReport {
                 blind_spot: verdict.blind_spots.contains(&i),
                 source_expected: observation.source_expected.get(i).copied().flatten(),
                 source: observation.seen.get(i).cloned().flatten(),
+                certificate: CertificateReport::new(r.cert_not_after, r.started_at),
                 addresses: hop.per_address.then(|| {
                     probed
                         .addresses
@@ -182,6 +212,7 @@ impl ChainReport {
                             status: a.status,
                             duration_ms: ms(a.total),
                             detail: a.detail.clone(),
+                            certificate: CertificateReport::new(a.cert_not_after, a.started_at),
                         })
                         .collect()
                 }),
@@ -479,6 +510,24 @@ pub fn render_table(report: &Report) -> String {
                 },
             );
             let _ = writeln!(out, "{}", line.trim_end());
+            if let Some(c) = hop.certificate {
+                let _ = writeln!(
+                    out,
+                    "  {:<name_w$}  {}",
+                    "",
+                    if c.tls_certificate_days_left < 0.0 {
+                        format!(
+                            "certificate expired {:.1} days ago",
+                            -c.tls_certificate_days_left
+                        )
+                    } else {
+                        format!(
+                            "certificate expires in {:.1} days",
+                            c.tls_certificate_days_left
+                        )
+                    }
+                );
+            }
             for a in hop.addresses.iter().flatten().filter(|a| !a.result.is_ok()) {
                 let _ = writeln!(
                     out,

@@ -40,6 +40,8 @@ enum LogFormat {
 enum Command {
     /// Run the agent: probe every chain each interval and serve /metrics.
     Run {
+        /// The config file (or env:NAME, the TOML in an environment variable); SIGHUP or a
+        /// change to it reloads it.
         #[arg(long, short)]
         config: PathBuf,
         /// Overrides [agent] listen.
@@ -73,6 +75,7 @@ enum Command {
     /// Check a config file and print every problem in it (exit 0 or 2); with a shard, the
     /// chains it runs.
     Validate {
+        /// The config file (or env:NAME, the TOML in an environment variable).
         #[arg(long, short)]
         config: PathBuf,
         #[command(flatten)]
@@ -80,6 +83,7 @@ enum Command {
     },
     /// The responder to place at targets: answers with the source address it saw.
     Echo {
+        /// Where to answer: the target's traffic port (or a port of its own beside it).
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
         /// Artificial delay before each answer, e.g. "20ms" (at most 10s; off by default).
@@ -110,6 +114,7 @@ enum Command {
     /// Exit 0 when a running agent's /-/healthy answers 2xx, else 1: a container health check
     /// for images without curl.
     Health {
+        /// The agent's health URL.
         #[arg(long, default_value = "http://127.0.0.1:9464/-/healthy")]
         url: String,
     },
@@ -742,4 +747,44 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<ExitCode> {
     running.shutdown().await;
     chain.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `--help` is the reference a user reaches first: every command and every flag of every
+    /// command says what it is.
+    #[test]
+    fn every_flag_of_every_command_has_help() {
+        let mut missing = Vec::new();
+        let root = Cli::command();
+        let mut commands: Vec<&clap::Command> = vec![&root];
+        commands.extend(root.get_subcommands());
+        for command in commands {
+            let name = command.get_name();
+            if name != root.get_name()
+                && command
+                    .get_about()
+                    .is_none_or(|a| a.to_string().trim().is_empty())
+            {
+                missing.push(format!("{name} (the command itself)"));
+            }
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                // clap's own --help and --version carry their text.
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                if arg
+                    .get_help()
+                    .is_none_or(|h| h.to_string().trim().is_empty())
+                {
+                    missing.push(format!("{name} --{}", arg.get_long().unwrap_or(id)));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }

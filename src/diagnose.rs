@@ -1500,6 +1500,7 @@ mod tests {
             body: Default::default(),
             detail: None,
             trace_id: String::new(),
+            cert_not_after: None,
         }
     }
 

@@ -126,6 +126,7 @@ fn failed_task(err: &tokio::task::JoinError) -> ProbeResult {
         body: Default::default(),
         detail: Some(format!("probe task failed: {err}")),
         trace_id: String::new(),
+        cert_not_after: None,
     }
 }
 

@@ -46,6 +46,7 @@ fn result(at: SystemTime) -> ProbeResult {
         body: Default::default(),
         detail: None,
         trace_id: String::new(),
+        cert_not_after: None,
     }
 }
 

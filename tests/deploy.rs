@@ -84,6 +84,9 @@ async fn real_run() -> RealRun {
     let echo = refused_port();
     let _echo = echo_process(echo);
     let metrics = refused_port();
+    // A TLS hop, for the certificate series the expiry alert reads.
+    let (ca_file, chain, key) = common::tls::ca_and_leaf(&dir, (2031, 1, 1), (2030, 1, 1));
+    let portal = common::tls::serve(chain, &key).await;
     let emf = dir.join("emf.log");
     let config = dir.join("hopwatch.toml");
     std::fs::write(
@@ -110,13 +113,24 @@ kind = "custom"
   expect_source = ["10.9.9.9/32"]
   per_address = true
 
+[[chain]]
+name = "portal"
+kind = "custom"
+  [[chain.hop]]
+  name = "gateway"
+  role = "gateway"
+  url = "https://localhost:{portal_port}/"
+  ca_file = "{ca_file}"
+
 [cloudwatch]
 mode = "emf"
 flush_interval = "1s"
 emf_output = "{emf}"
 "#,
             gateway = refused_port(),
-            emf = emf.display()
+            emf = emf.display(),
+            portal_port = portal.port(),
+            ca_file = ca_file.display()
         ),
     )
     .expect("config");
@@ -147,6 +161,9 @@ emf_output = "{emf}"
                     .metrics
                     .contains("hopwatch_cloudwatch_last_success_timestamp_seconds 1")
                 && run.metrics.contains("hopwatch_probe_latency_seconds{")
+                && run
+                    .metrics
+                    .contains("hopwatch_tls_certificate_expiry_timestamp_seconds{")
                 && [
                     "Latency",
                     "Probes",

@@ -37,6 +37,15 @@ struct Expect {
     /// (hop, result, phrase): what check --json says of one hop's probe (its result class and
     /// a phrase of its detail).
     hop_result: Option<(&'static str, &'static str, &'static str)>,
+    /// (hop, status): the HTTP status check --json says the hop's probe got, and every
+    /// address of a `per_address` hop.
+    hop_status: Vec<(&'static str, u16)>,
+    /// (url, path): a GET from the agent's namespace reaches the echo at the end of the chain
+    /// as a request for `path` (what the gateway forwards).
+    path_seen: Option<(&'static str, &'static str)>,
+    /// (hop, url, code): check --json with that hop probed at `url` instead blames it with
+    /// this reason code.
+    elsewhere: Option<(&'static str, &'static str, &'static str)>,
 }
 
 struct Scenario {
@@ -330,6 +339,39 @@ fn run(topology: &str, scenarios: Vec<Scenario>) {
                 s.name
             );
         }
+        for (h, status) in &s.expect.hop_status {
+            let probe = hop(h);
+            assert_eq!(probe["status"], *status, "{topology}/{}: {probe:#}", s.name);
+            for a in probe["addresses"].as_array().into_iter().flatten() {
+                assert_eq!(a["status"], *status, "{topology}/{}: {h}: {a:#}", s.name);
+            }
+        }
+        if let Some((url, path)) = s.expect.path_seen {
+            let body = lab.get(url).unwrap_or_default();
+            let echo: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            assert_eq!(
+                echo["path"], path,
+                "{topology}/{}: GET {url} reached the target as {body:?}",
+                s.name
+            );
+        }
+        if let Some((h, url, code)) = s.expect.elsewhere {
+            let mut faults = s.faults.clone();
+            faults.agent_urls.retain(|(hop, _)| hop != h);
+            faults.agent_urls.push((h.to_string(), url.to_string()));
+            let doc = lab.check_config(&lab.agent_config_for(&faults));
+            let chain = &doc["chains"][0];
+            assert_eq!(
+                (
+                    chain["up"].as_bool(),
+                    chain["broken_hop"].as_str(),
+                    chain["reason_code"].as_str()
+                ),
+                (Some(false), Some(h), Some(code)),
+                "{topology}/{}: {h} probed at {url}: {chain:#}",
+                s.name
+            );
+        }
         if let Some((h, link)) = s.expect.proxy_src {
             let node = link.trim_end_matches("-link");
             let want = lab.topo.nodes[node]
@@ -532,6 +574,23 @@ fn app_fails_on_the_gateway_path(name: &'static str, prefix: &str) -> Scenario {
             "backend_status",
             "the integration answered 500 to the request the gateway forwarded",
         ),
+    }
+}
+
+/// A REST API that is one greedy resource, `ANY /{proxy+}` on stage prod integrated with
+/// `http://nlb.lab/api/{proxy}` (no method at the stage root), probed along the chain
+/// `hopwatch discover` writes for it: the gateway at a child path (`health`, never the root),
+/// the hops behind at the path the gateway sends for it (`/api/health`: a v1 link adds no
+/// stage).
+fn proxy_api() -> Faults {
+    Faults {
+        proxy_resource: Some(s("/api/{proxy}")),
+        agent_urls: vec![
+            (s("gateway"), s("http://api.lab/prod/health")),
+            (s("nlb"), s("http://nlb.lab/api/health")),
+            (s("target"), s("http://targets.lab/api/health")),
+        ],
+        ..f()
     }
 }
 
@@ -809,6 +868,39 @@ fn t1_rest_nlb() {
                     ("target", "target-b"),
                 ],
             ),
+            Scenario {
+                name: "proxy API (/{proxy+} -> /api/{proxy}), the chain discover writes",
+                faults: proxy_api(),
+                expect: Expect {
+                    path_seen: Some(("http://api.lab/prod/health", "/api/health")),
+                    // The stage root has no method: the gateway's own 403, not the app's.
+                    elsewhere: Some(("gateway", "http://api.lab/prod/", "gateway_no_route")),
+                    ..up()
+                },
+            },
+            Scenario {
+                // Every hop probes the path the gateway sends: the application's 500 there is
+                // seen through the gateway, the NLB and directly, and the target is blamed.
+                name: "proxy API: the application fails on /api/health, the mapped path",
+                faults: Faults {
+                    app_status: Some((500, Some(s("/api/health")))),
+                    ..proxy_api()
+                },
+                expect: Expect {
+                    address_down: vec![
+                        ("nlb", "nlb-a"),
+                        ("nlb", "nlb-b"),
+                        ("target", "target-a"),
+                        ("target", "target-b"),
+                    ],
+                    hop_status: vec![("gateway", 500), ("nlb", 500), ("target", 500)],
+                    ..down(
+                        "target",
+                        "target_error",
+                        "the target itself answers wrongly",
+                    )
+                },
+            },
         ],
     );
 }

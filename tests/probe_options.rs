@@ -78,10 +78,18 @@ struct Pki {
 
 impl Pki {
     fn new(tag: &str) -> Pki {
+        Self::valid_until(tag, None)
+    }
+
+    /// A CA whose own certificate expires on `until` (rcgen's default otherwise).
+    fn valid_until(tag: &str, until: Option<(i32, u8, u8)>) -> Pki {
         let dir = std::env::temp_dir().join(format!("hopwatch-pki-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        if let Some((y, m, d)) = until {
+            params.not_after = rcgen::date_time_ymd(y, m, d);
+        }
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
             .distinguished_name
@@ -97,8 +105,20 @@ impl Pki {
 
     /// A certificate for `name` signed by this CA: (cert PEM path, key PEM path, DER, key).
     fn issue(&self, name: &str) -> (PathBuf, PathBuf, CertificateDer<'static>, rcgen::KeyPair) {
+        self.issue_until(name, None)
+    }
+
+    /// [`Pki::issue`], expiring on `until`.
+    fn issue_until(
+        &self,
+        name: &str,
+        until: Option<(i32, u8, u8)>,
+    ) -> (PathBuf, PathBuf, CertificateDer<'static>, rcgen::KeyPair) {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
+        if let Some((y, m, d)) = until {
+            params.not_after = rcgen::date_time_ymd(y, m, d);
+        }
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name.to_string());
@@ -309,5 +329,100 @@ async fn a_body_goes_out_with_its_method_and_type() {
     assert!(
         seen.contains("\r\ncontent-type: application/json\r\n"),
         "{seen}"
+    );
+}
+
+/// The expiry a hop's certificates give, as the agent exports it and `check` prints it: the
+/// earliest `notAfter` of the chain presented (here the CA's, before the leaf's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_earliest_certificate_expiry_is_exported_and_checked() {
+    // The CA expires 2030-06-01T00:00:00Z, the leaf 2031-03-04.
+    const CA_EXPIRES: u64 = 1_906_502_400;
+    let pki = Pki::valid_until("expiry", Some((2030, 6, 1)));
+    let (_, _, leaf, key) = pki.issue_until("localhost", Some((2031, 3, 4)));
+    let addr = common::tls::serve(vec![leaf, pki.ca_der.clone()], &key).await;
+    let url = format!("https://localhost:{}/", addr.port());
+    let extra = format!(
+        "timeout = \"3s\"\nca_file = \"{}\"\n",
+        pki.ca_file().display()
+    );
+
+    let r = probe(&url, extra).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.detail);
+    let epoch = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+    };
+    assert_eq!(r.cert_not_after.map(epoch), Some(CA_EXPIRES));
+    let plain = prober()
+        .probe(
+            &common::hop(&format!("http://{addr}/"), "timeout = \"1s\""),
+            None,
+        )
+        .await;
+    assert_eq!(plain.cert_not_after, None);
+
+    // A running agent exports it; check prints it with the days left.
+    let listen = common::refused_port();
+    let config = pki.dir.join("expiry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nlisten = \"{listen}\"\ninterval = \"1s\"\ntimeout = \"800ms\"\n\n[[chain]]\nname = \"custom-domain\"\nkind = \"custom\"\n  [[chain.hop]]\n  name = \"gateway\"\n  role = \"gateway\"\n  url = \"{url}\"\n  ca_file = \"{}\"\n",
+            pki.ca_file().display()
+        ),
+    )
+    .expect("config");
+    let bin = env!("CARGO_BIN_EXE_hopwatch");
+    let _agent = common::Kill(
+        std::process::Command::new(bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the agent"),
+    );
+    let series = format!(
+        "hopwatch_tls_certificate_expiry_timestamp_seconds{{address=\"\",chain=\"custom-domain\",hop=\"gateway\"}} {CA_EXPIRES}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = tokio::task::spawn_blocking(move || common::http_get(listen, "/metrics"))
+            .await
+            .expect("scrape task")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        if text.lines().any(|l| l == series) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {series} within 20 s:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["check", "--json", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run check")
+    })
+    .await
+    .expect("check task");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check JSON");
+    let hop = &doc["chains"][0]["hops"][0];
+    assert_eq!(hop["tls_certificate_expiry"], CA_EXPIRES, "{doc:#}");
+    let now = epoch(std::time::SystemTime::now()) as f64;
+    let days = hop["tls_certificate_days_left"]
+        .as_f64()
+        .expect("days left");
+    assert!(
+        (days - (CA_EXPIRES as f64 - now) / 86_400.0).abs() < 0.2,
+        "{days} days left"
     );
 }

@@ -49,6 +49,8 @@ pub mod props {
     pub const REASON_CODE: &str = "ReasonCode";
     /// On continuation lines: which one.
     pub const CONTINUES: &str = "Continues";
+    /// TLS hops: Unix time of the earliest `notAfter` in the certificate chain last presented.
+    pub const TLS_CERTIFICATE_EXPIRY: &str = "TlsCertificateExpiry";
 }
 
 /// Root keys of a line that no configured dimension may take.
@@ -73,4 +75,5 @@ pub const RESERVED_KEYS: &[&str] = &[
     props::VPC_ENDPOINT_ID,
     props::REASON_CODE,
     props::CONTINUES,
+    props::TLS_CERTIFICATE_EXPIRY,
 ];

@@ -251,6 +251,9 @@ pub struct ProbeResult {
     /// The `X-Amzn-Trace-Id` sent (`Root=1-<epoch>-<random>`): an ALB keeps it and logs it,
     /// so one probe can be found in access logs and in the target's own logs.
     pub trace_id: String,
+    /// The earliest `notAfter` in the certificate chain the server presented (TLS hops whose
+    /// handshake completed); `None` for plain HTTP or a failed handshake.
+    pub cert_not_after: Option<SystemTime>,
 }
 
 /// A fresh X-Ray style trace id for a probe started at `at`: the epoch second in hex and 96
@@ -289,6 +292,8 @@ struct Marks {
     first_byte: Arc<FirstByte>,
     stage: Stage,
     remote: Option<SocketAddr>,
+    /// The earliest `notAfter` of the certificates the server presented on this connection.
+    cert_not_after: Option<SystemTime>,
 }
 
 /// When response bytes came off the socket, as nanoseconds after `base` (0 = not yet): the
@@ -422,6 +427,9 @@ struct Kept {
     first_byte: Arc<FirstByte>,
     remote: SocketAddr,
     task: ConnTask,
+    /// What the handshake presented: a reused connection still reports the certificate it
+    /// is protected by.
+    cert_not_after: Option<SystemTime>,
 }
 
 /// Per-hop state kept between probes: the open connection when reuse is on.
@@ -533,6 +541,7 @@ impl Prober {
             body: Bytes::new(),
             detail,
             trace_id: trace,
+            cert_not_after: None,
         }
     }
 
@@ -579,6 +588,7 @@ impl Prober {
             first_byte: FirstByte::new(start),
             stage: Stage::Dns,
             remote: None,
+            cert_not_after: None,
         };
         let deadline = tokio::time::Instant::from_std(start + hop.timeout);
         let work = self.run(hop, reuse, &mut marks, &trace, authorization.as_ref());
@@ -639,6 +649,7 @@ impl Prober {
             body,
             detail,
             trace_id: trace,
+            cert_not_after: marks.cert_not_after,
         }
     }
 
@@ -656,6 +667,7 @@ impl Prober {
                 if kept.sender.is_ready() {
                     marks.stage = Stage::Exchange;
                     marks.remote = Some(kept.remote);
+                    marks.cert_not_after = kept.cert_not_after;
                     kept.first_byte.reset();
                     // Reused connections measure first byte on their own clock base.
                     marks.first_byte = kept.first_byte.clone();
@@ -675,6 +687,7 @@ impl Prober {
                     first_byte: marks.first_byte.clone(),
                     remote,
                     task,
+                    cert_not_after: marks.cert_not_after,
                 });
             }
             return result;
@@ -823,6 +836,11 @@ impl Prober {
             )
         })?;
         marks.tls = Some(Instant::now());
+        marks.cert_not_after = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(tls::earliest_not_after);
         let (sender, task) = handshake(stream, marks.first_byte.clone()).await?;
         marks.stage = Stage::Exchange;
         Ok((sender, task, addr))

@@ -50,6 +50,7 @@ pub fn result(outcome: Outcome, ms: u64, at: SystemTime, body: &str) -> ProbeRes
         body: bytes::Bytes::from(body.to_string()),
         detail: None,
         trace_id: format!("Root=1-{:08x}-000000000000000000000001", 1_700_000_000u32),
+        cert_not_after: None,
     }
 }
 

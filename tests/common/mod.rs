@@ -5,6 +5,7 @@
 pub mod authgw;
 pub mod localstack;
 pub mod moto;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};

@@ -121,6 +121,15 @@ pub struct Faults {
     /// under the prefix (`hopwatch echo --status CODE --status-path PREFIX`); API Gateway
     /// passes it through, as HTTP_PROXY integrations do.
     pub app_status: Option<(u16, Option<String>)>,
+    /// The API is one greedy proxy resource on stage `prod` and nothing else: `ANY /{proxy+}`
+    /// integrated with this integration URI path (`/api/{proxy}`, the greedy parameter last),
+    /// no method at the stage root. A REST API sends `/prod/PATH` to the integration as
+    /// `/api/PATH` (a v1 link: no stage); an HTTP API sends `/prod/PATH` as is. A path the
+    /// resource does not match (the stage root) gets API Gateway's own answer.
+    pub proxy_resource: Option<String>,
+    /// (hop, url): the agent probes `url` for that hop instead of the topology's (the chain
+    /// `hopwatch discover` writes for another shape of API).
+    pub agent_urls: Vec<(String, String)>,
 }
 
 /// A topology brought up.
@@ -638,8 +647,9 @@ impl Lab {
                         "  http-after-response set-header apigw-requestid %[rand,hex]\n",
                         // "For private integrations, API Gateway includes the stage portion of the
                         // API endpoint in the request to your backend resources"
-                        // (http-api-develop-integrations-private.html): the path goes on as is.
-                        "",
+                        // (http-api-develop-integrations-private.html): the path goes on as is,
+                        // under a greedy route `/{proxy+}` too.
+                        String::new(),
                     )
                 } else {
                     let kind = "x-amzn-ErrorType: InternalServerErrorException";
@@ -648,10 +658,16 @@ impl Lab {
                         errors("504", "504 Gateway Timeout", &[json, kind], "{\"message\": \"Endpoint request timed out\"}"),
                         "  http-after-response set-header x-amzn-RequestId %[uuid]\n  http-after-response set-header x-amz-apigw-id %[rand,hex]\n",
                         // A REST resource /orders of stage prod maps onto the integration URI's
-                        // path: the stage is not sent (a v1 link). The backend's clashing headers
-                        // come back renamed x-amzn-Remapped-* (api-gateway-known-issues.html:
-                        // Date and Server "Remapped Overwritten").
-                        "  http-request set-path %[path,regsub(^/prod/,/)]\n  http-response set-header x-amzn-Remapped-Date %[res.hdr(date)] if { res.hdr(date) -m found }\n  http-response set-header x-amzn-Remapped-Content-Length %[res.hdr(content-length)] if { res.hdr(content-length) -m found }\n",
+                        // path: the stage is not sent (a v1 link). A greedy resource /{proxy+}
+                        // integrated with http://NLB/api/{proxy} sends /prod/a/b as /api/a/b
+                        // (api-gateway-set-up-simple-proxy.html: `/api/{proxy+}` onto a backend
+                        // `/site/{proxy}`). The backend's clashing headers come back renamed
+                        // x-amzn-Remapped-* (api-gateway-known-issues.html: Date and Server
+                        // "Remapped Overwritten").
+                        format!(
+                            "  http-request set-path %[path,regsub(^/prod/,{})]\n  http-response set-header x-amzn-Remapped-Date %[res.hdr(date)] if {{ res.hdr(date) -m found }}\n  http-response set-header x-amzn-Remapped-Content-Length %[res.hdr(content-length)] if {{ res.hdr(content-length) -m found }}\n",
+                            faults.proxy_resource.as_deref().map_or("/", integration_prefix)
+                        ),
                     )
                 };
                 // API Gateway answering on its own (throttled, refused, no route): nothing
@@ -666,8 +682,20 @@ impl Lab {
                     }
                     None => String::new(),
                 };
+                // A proxy-only API matches child paths of the stage and nothing else: at the
+                // stage root no method exists, and API Gateway answers itself. A REST API says
+                // 403 Missing Authentication Token "for a method or resource that does not
+                // exist", a proxy resource's root included
+                // (repost.aws/knowledge-center/api-gateway-authentication-token-errors); an HTTP
+                // API 404 {"message":"Not Found"} when no route matches
+                // (http-api-develop-routes.html, "Routing API requests").
+                let unrouted = match &faults.proxy_resource {
+                    None => "",
+                    Some(_) if http_api => "  http-request return status 404 content-type application/json string '{\"message\":\"Not Found\"}' unless { path_reg ^/prod/.+ }\n",
+                    Some(_) => "  http-request return status 403 content-type application/json hdr x-amzn-ErrorType MissingAuthenticationTokenException string '{\"message\":\"Missing Authentication Token\"}' unless { path_reg ^/prod/.+ }\n",
+                };
                 format!(
-                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend api\n  bind {}:80\n{ids}{own}  default_backend link\nbackend link\n{source}{path}  balance roundrobin\n  errorfile 502 {e500}\n  errorfile 503 {e500}\n  errorfile 504 {e504}\n{servers}",
+                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend api\n  bind {}:80\n{ids}{own}{unrouted}  default_backend link\nbackend link\n{source}{path}  balance roundrobin\n  errorfile 502 {e500}\n  errorfile 503 {e500}\n  errorfile 504 {e504}\n{servers}",
                     n.addr
                 )
             }
@@ -802,16 +830,21 @@ impl Lab {
         self.agent_config_for(&self.faults)
     }
 
-    /// The agent's config under `faults` (some take keys out of it).
-    fn agent_config_for(&self, faults: &Faults) -> String {
+    /// The agent's config under `faults` (some take keys out of it, or change hop URLs).
+    pub fn agent_config_for(&self, faults: &Faults) -> String {
         let mut text = format!(
             "[agent]\nlisten = \"127.0.0.1:9464\"\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"{HOP_TIMEOUT_MS}ms\"\ndown_after = {DEBOUNCE}\nup_after = {DEBOUNCE}\n\n[[chain]]\nname = \"{}\"\nkind = \"{}\"\n",
             self.name, self.topo.kind
         );
         for hop in &self.topo.hop {
+            let url = faults
+                .agent_urls
+                .iter()
+                .find(|(h, _)| *h == hop.name)
+                .map_or(hop.url.as_str(), |(_, url)| url.as_str());
             text.push_str(&format!(
-                "\n  [[chain.hop]]\n  name = \"{}\"\n  url = \"{}\"\n",
-                hop.name, hop.url
+                "\n  [[chain.hop]]\n  name = \"{}\"\n  url = \"{url}\"\n",
+                hop.name
             ));
             if let Some(h) = &hop.health_url {
                 text.push_str(&format!("  health_url = \"{h}\"\n"));
@@ -958,6 +991,18 @@ impl Lab {
 
     /// `hopwatch check --json` from the agent's namespace.
     pub fn check(&self) -> serde_json::Value {
+        self.check_at(&self.config_path())
+    }
+
+    /// `hopwatch check --json` of another config (`check.toml` in the lab's folder), beside
+    /// the agent's.
+    pub fn check_config(&self, config: &str) -> serde_json::Value {
+        let path = self.dir.join("check.toml");
+        std::fs::write(&path, config).expect("check config");
+        self.check_at(&path)
+    }
+
+    fn check_at(&self, config: &Path) -> serde_json::Value {
         let out = Command::new("ip")
             .args([
                 "netns",
@@ -968,7 +1013,7 @@ impl Lab {
                 "--json",
                 "--config",
             ])
-            .arg(self.config_path())
+            .arg(config)
             .output()
             .expect("check");
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -1020,6 +1065,23 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The path before the greedy parameter of an integration URI path template, where a REST
+/// proxy resource puts the rest of the request's path: `/api/{proxy}` gives `/api/`.
+fn integration_prefix(template: &str) -> &str {
+    let prefix = template
+        .strip_suffix("{proxy}")
+        .unwrap_or_else(|| panic!("{template:?}: the lab maps a greedy {{proxy}} at the end only"));
+    assert!(
+        prefix.starts_with('/')
+            && prefix.ends_with('/')
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c)),
+        "{template:?}: the prefix goes into an HAProxy regsub as is"
+    );
+    prefix
 }
 
 /// A node's second address: .99 in its own /24.

@@ -125,6 +125,12 @@ fn properties(p: &HopPeriod, root: &mut Map<String, Json>) {
     if let Some((_, code)) = p.code {
         put(props::REASON_CODE, json!(code.as_str()));
     }
+    if let Some(at) = last.cert_not_after {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        put(props::TLS_CERTIFICATE_EXPIRY, json!(secs));
+    }
     if let Some(seen) = &last.seen {
         put(props::SOURCE_IP, json!(seen.peer));
         if !seen.forwarded_for.is_empty() {

@@ -47,6 +47,8 @@ pub struct LastProbe {
     pub trace_id: String,
     /// What the target saw, when it answered as `hopwatch echo`.
     pub seen: Option<Seen>,
+    /// The earliest `notAfter` of the certificates presented (TLS hops).
+    pub cert_not_after: Option<SystemTime>,
 }
 
 /// One hop over one period.
@@ -206,6 +208,7 @@ impl Periods {
                     status: result.status,
                     trace_id: result.trace_id.clone(),
                     seen: observation.seen.get(i).cloned().flatten(),
+                    cert_not_after: result.cert_not_after,
                 });
             }
         }

@@ -3,7 +3,7 @@
 
 mod hops;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
@@ -74,6 +74,9 @@ pub struct Metrics {
     reasons: Mutex<BTreeMap<String, [String; 4]>>,
     /// Addresses exported per (chain, hop) last round, to remove those that went away.
     addresses: Mutex<BTreeMap<(String, String), Vec<String>>>,
+    cert_expiry: GaugeVec,
+    /// The certificate series exported per chain: (hop, address; "" for the hop's own).
+    certs: Mutex<BTreeMap<String, BTreeSet<(String, String)>>>,
 }
 
 /// Hops per part of a scrape: at most ~0.7 MB of text, the lock held well under a millisecond.
@@ -128,6 +131,17 @@ impl Metrics {
                     "1 when the chain's outermost hop (the path users take) is up.",
                 ),
                 &["chain"],
+            )
+            .expect("valid"),
+        );
+        let cert_expiry = reg(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "hopwatch_tls_certificate_expiry_timestamp_seconds",
+                    "Unix time of the earliest notAfter in the certificate chain the hop presented (TLS hops): address \"\" for the hop, one series per address with per_address. Kept at the last handshake's reading while handshakes fail.",
+                ),
+                &["chain", "hop", "address"],
             )
             .expect("valid"),
         );
@@ -290,6 +304,8 @@ impl Metrics {
             broken_reason,
             reasons: Mutex::default(),
             addresses: Mutex::default(),
+            cert_expiry,
+            certs: Mutex::default(),
         }
     }
 
@@ -575,14 +591,17 @@ impl Metrics {
             .with_label_values(&[chain])
             .set(i64::from(observation.verdict.up));
         for (i, hop) in round.chain.hops.iter().enumerate() {
+            let probes = round
+                .probed
+                .addresses
+                .get(i)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             if hop.per_address {
-                let probes = round
-                    .probed
-                    .addresses
-                    .get(i)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
                 self.saw_addresses(chain, &hop.name, probes);
+            }
+            if hop.url.tls {
+                self.saw_certificates(chain, &hop.name, round.probed.results.get(i), probes);
             }
         }
         self.hops
@@ -606,6 +625,21 @@ impl Metrics {
         self.describe(chains);
         for name in &gone {
             self.forget_chain(name);
+        }
+        // A hop a reload removed, or that no longer speaks TLS, leaves no certificate behind.
+        let mut certs = self.certs.lock().unwrap_or_else(|e| e.into_inner());
+        for c in chains {
+            if let Some(known) = certs.get_mut(&c.name) {
+                known.retain(|(hop, address)| {
+                    let kept = c.hops.iter().any(|h| h.name == *hop && h.url.tls);
+                    if !kept {
+                        let _ = self
+                            .cert_expiry
+                            .remove_label_values(&[&c.name, hop, address]);
+                    }
+                    kept
+                });
+            }
         }
     }
 
@@ -680,6 +714,54 @@ impl Metrics {
         }
     }
 
+    /// The certificates a TLS hop presented this round: the earliest expiry of its probe and
+    /// its addresses' on the hop's series, each address's on its own. A round whose handshakes
+    /// failed leaves the last reading (an expired certificate fails the handshake: the series
+    /// then says when it expired).
+    fn saw_certificates(
+        &self,
+        chain: &str,
+        hop: &str,
+        main: Option<&crate::probe::ProbeResult>,
+        probes: &[(std::net::IpAddr, crate::probe::ProbeResult)],
+    ) {
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0)
+        };
+        let mut certs = self.certs.lock().unwrap_or_else(|e| e.into_inner());
+        let known = certs.entry(chain.to_string()).or_default();
+        let earliest = main
+            .and_then(|r| r.cert_not_after)
+            .into_iter()
+            .chain(probes.iter().filter_map(|(_, r)| r.cert_not_after))
+            .min();
+        if let Some(at) = earliest {
+            self.cert_expiry
+                .with_label_values(&[chain, hop, ""])
+                .set(secs(at));
+            known.insert((hop.to_string(), String::new()));
+        }
+        let now: BTreeSet<String> = probes.iter().map(|(ip, _)| ip.to_string()).collect();
+        known.retain(|(h, address)| {
+            let gone = h == hop && !address.is_empty() && !now.contains(address);
+            if gone {
+                let _ = self.cert_expiry.remove_label_values(&[chain, hop, address]);
+            }
+            !gone
+        });
+        for (ip, r) in probes {
+            if let Some(at) = r.cert_not_after {
+                let address = ip.to_string();
+                self.cert_expiry
+                    .with_label_values(&[chain, hop, &address])
+                    .set(secs(at));
+                known.insert((hop.to_string(), address));
+            }
+        }
+    }
+
     /// Records the outcome of loading the config (at start, or a reload).
     /// Who this agent is among many: its vantage, zone and shard (`hopwatch_agent_info`), how
     /// many chains it runs and the hash of the group's config. Set at start and on each reload.
@@ -723,6 +805,14 @@ impl Metrics {
             .remove(chain);
         if let Some(before) = facts {
             self.remove_facts(chain, &before, None);
+        }
+        let certs = self
+            .certs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(chain);
+        for (hop, address) in certs.iter().flatten() {
+            let _ = self.cert_expiry.remove_label_values(&[chain, hop, address]);
         }
         let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
         addresses.retain(|(c, hop), known| {
@@ -896,6 +986,7 @@ mod tests {
             body: Default::default(),
             detail: None,
             trace_id: String::new(),
+            cert_not_after: None,
         };
         let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
         let m = Metrics::new(Default::default());
