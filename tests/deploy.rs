@@ -37,7 +37,7 @@ fn promtool(args: &[&str]) -> String {
 fn alert_rules_check_and_their_unit_tests_pass() {
     let rules = deploy("prometheus/alerts.yml");
     let text = promtool(&["check", "rules", rules.to_str().unwrap_or_default()]);
-    assert!(text.contains("SUCCESS: 21 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 22 rules found"), "{text}");
     let tests = deploy("prometheus/alerts.test.yml");
     let text = promtool(&["test", "rules", tests.to_str().unwrap_or_default()]);
     assert!(text.contains("SUCCESS"), "{text}");
@@ -293,7 +293,7 @@ async fn every_metric_the_alerts_use_is_exported_with_its_labels() {
     }
     assert_eq!(
         exprs.len(),
-        21,
+        22,
         "one expression per alert and recording rule"
     );
     let checked = check_metrics(&exprs, &exported);

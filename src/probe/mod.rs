@@ -1037,6 +1037,8 @@ fn not_sent(
         body: Bytes::new(),
         detail: Some(format!("not sent: {error}")),
         trace_id: trace,
+        // No handshake: nothing was sent.
+        cert_not_after: None,
     }
 }
 
