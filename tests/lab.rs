@@ -46,6 +46,10 @@ struct Expect {
     /// (hop, url, code): check --json with that hop probed at `url` instead blames it with
     /// this reason code.
     elsewhere: Option<(&'static str, &'static str, &'static str)>,
+    /// (url, auth, code): check --json with the gateway probed at `url` (an AWS_IAM route of
+    /// the stand-in) and the hop key `auth` (none: unsigned) is up (`None`) or down at the
+    /// gateway with that reason code. One round each, no agent reload: a few seconds in all.
+    signed: Vec<(&'static str, Option<&'static str>, Option<&'static str>)>,
 }
 
 struct Scenario {
@@ -370,6 +374,50 @@ fn run(topology: &str, scenarios: Vec<Scenario>) {
                 (Some(false), Some(h), Some(code)),
                 "{topology}/{}: {h} probed at {url}: {chain:#}",
                 s.name
+            );
+        }
+        let signed_checks = std::time::Instant::now();
+        for (url, auth, code) in &s.expect.signed {
+            let mut faults = s.faults.clone();
+            faults
+                .agent_urls
+                .push(("gateway".to_string(), url.to_string()));
+            if let Some(auth) = auth {
+                faults
+                    .agent_extra
+                    .push(("gateway".to_string(), auth.to_string()));
+            }
+            let doc = lab.check_config(&lab.agent_config_for(&faults));
+            let chain = &doc["chains"][0];
+            let gateway = &chain["hops"][0];
+            match code {
+                None => {
+                    assert_eq!(
+                        chain["up"], true,
+                        "{topology}/{}: {auth:?}: {chain:#}",
+                        s.name
+                    );
+                    // Verified and forwarded onto the link: the target's echo answered.
+                    assert!(
+                        gateway["source"]["peer"].is_string(),
+                        "{topology}/{}: the signed request reached a target: {gateway:#}",
+                        s.name
+                    );
+                }
+                Some(code) => assert_eq!(
+                    (chain["broken_hop"].as_str(), chain["reason_code"].as_str()),
+                    (Some("gateway"), Some(*code)),
+                    "{topology}/{}: {auth:?}: {chain:#}",
+                    s.name
+                ),
+            }
+        }
+        if !s.expect.signed.is_empty() {
+            println!(
+                "{topology}/{}: {} checks of the AWS_IAM route in {:?}",
+                s.name,
+                s.expect.signed.len(),
+                signed_checks.elapsed()
             );
         }
         if let Some((h, link)) = s.expect.proxy_src {
@@ -757,6 +805,26 @@ fn t1_rest_nlb() {
                     // the PROXY v2 header names the VPC link endpoint as the caller.
                     peers: vec![("target", "agent")],
                     proxy_src: Some(("gateway", "gateway-link")),
+                    // The AWS_IAM route: signed, it passes the verifier and the link; unsigned,
+                    // API Gateway's Missing Authentication Token; signed for another region,
+                    // InvalidSignatureException.
+                    signed: vec![
+                        (
+                            "http://api.lab/prod/signed/orders?page=1",
+                            Some(r#"auth = { sigv4 = { region = "eu-west-1" } }"#),
+                            None,
+                        ),
+                        (
+                            "http://api.lab/prod/signed/orders",
+                            None,
+                            Some("gateway_no_route"),
+                        ),
+                        (
+                            "http://api.lab/prod/signed/orders",
+                            Some(r#"auth = { sigv4 = { region = "us-east-1" } }"#),
+                            Some("gateway_refused"),
+                        ),
+                    ],
                     ..up()
                 },
             },

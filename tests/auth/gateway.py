@@ -23,7 +23,8 @@ One process plays, on one port:
 * ``GET /_stats``: what it saw, as JSON; ``GET /_last``: the last request whose signature passed, as received
   (method, target, headers, body in hex), for a test to replay or tamper with.
 
-Every other path answers 200. Refusals look like API Gateway's own: 403 with
+Every other path answers 200. With ``--forward URL``, a signed request that passes goes on to
+that URL and its answer comes back, as API Gateway forwards a request IAM authorized. Refusals look like API Gateway's own: 403 with
 ``x-amzn-ErrorType`` (MissingAuthenticationTokenException, InvalidSignatureException,
 UnrecognizedClientException) and a ``{"message": ...}`` body, 401 ``{"message":"Unauthorized"}``.
 
@@ -33,6 +34,7 @@ Prints ``LISTEN <port>`` once it listens.
 import argparse
 import base64
 import datetime
+import http.client
 import hashlib
 import hmac
 import json
@@ -291,7 +293,33 @@ class Handler(BaseHTTPRequestHandler):
             host = self.headers.get("Host")
             if host not in s["signed_hosts"]:
                 s["signed_hosts"].append(host)
+        if args.forward:
+            return self.forward(body)
         return self.answer(200, {"ok": True, "signed": True})
+
+    def forward(self, body):
+        """Passes a request whose signature passed on to the integration (``--forward``), as
+        API Gateway does after IAM authorization, and relays its answer."""
+        url = urllib.parse.urlsplit(self.server.state.args.forward)
+        hop_by_hop = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+        try:
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=2)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop}
+            conn.request(self.command, self.path, body=body or None, headers=headers)
+            answer = conn.getresponse()
+            data = answer.read()
+        except OSError as e:
+            return self.answer(504, {"message": "Endpoint request timed out (%s)" % e})
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in hop_by_hop:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        self.close_connection = True
 
     # OAuth 2.0 --------------------------------------------------------------------------
 
@@ -378,6 +406,7 @@ def main():
     p.add_argument("--service", default="execute-api")
     p.add_argument("--key", action="append", help="ACCESS_KEY_ID:SECRET[:SESSION_TOKEN]")
     p.add_argument("--moto", help="moto's endpoint, to look up credentials its STS issued")
+    p.add_argument("--forward", help="pass requests whose signature passed on to this http:// URL")
     p.add_argument("--max-skew", type=float, default=300.0, help="seconds (AWS allows 5 minutes)")
     p.add_argument("--signed-prefix", default="/signed")
     p.add_argument("--bearer-prefix", default="/bearer")

@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use super::{Kill, Netns};
 
-/// A Python 3 for the stand-in (standard library only): `python3` on the PATH, else the moto
-/// venv's.
+/// A Python 3 for the stand-in (standard library only): the one `scripts/test` gives the moto
+/// tests (`HOPWATCH_MOTO_PYTHON`), else `python3` on the PATH, else the repo's moto venv.
 pub fn python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HOPWATCH_MOTO_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
     if super::which("python3") {
         return Some(PathBuf::from("python3"));
     }

@@ -24,6 +24,18 @@ pub const HOP_TIMEOUT_MS: u64 = 850;
 /// The agent's `down_after` / `up_after`.
 pub const DEBOUNCE: u64 = 2;
 
+/// The AWS credentials the lab's agent and `check` sign with (`auth.sigv4`), and the only ones
+/// the gateway's signed route accepts: access key id, secret key, session token.
+pub const LAB_AWS: [&str; 3] = [
+    "AKIDHOPWATCHLAB",
+    "hopwatch-lab-secret-access-key",
+    "hopwatch-lab-session-token",
+];
+/// Where, inside the gateway's namespace, the signature verifier listens, and the integration
+/// it forwards verified requests to (HAProxy's own frontend onto the VPC link).
+const VERIFIER: &str = "127.0.0.1:8444";
+const INTEGRATION: &str = "127.0.0.1:8081";
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
@@ -55,6 +67,11 @@ pub struct Node {
     /// ALB: a TLS listener on 443 that requires a client certificate (mutual TLS, verify mode).
     #[serde(default)]
     pub mtls: bool,
+    /// Gateway: the path prefix of a route that requires SigV4, as an `AWS_IAM` method does.
+    /// HAProxy hands those requests to `tests/auth/gateway.py`, which verifies the signature
+    /// (AWS's algorithm, region eu-west-1, the lab's credentials) and forwards the ones that
+    /// pass onto the VPC link; the others get API Gateway's 403.
+    pub signed: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +147,8 @@ pub struct Faults {
     /// (hop, url): the agent probes `url` for that hop instead of the topology's (the chain
     /// `hopwatch discover` writes for another shape of API).
     pub agent_urls: Vec<(String, String)>,
+    /// (hop, TOML line): more keys of that hop in the agent's config (`auth = { ... }`).
+    pub agent_extra: Vec<(String, String)>,
 }
 
 /// A topology brought up.
@@ -158,7 +177,8 @@ fn run(args: &[&str]) {
     );
 }
 
-/// True when the lab can run here: root, `ip`, `nft`, `haproxy`, `prometheus`, `curl`.
+/// True when the lab can run here: root, `ip`, `nft`, `haproxy`, `prometheus`, `curl`, a
+/// Python 3 (the signature verifier: [`python`]).
 pub fn missing_tools() -> Option<String> {
     let root = std::fs::read_to_string("/proc/self/status")
         .map(|s| {
@@ -169,7 +189,8 @@ pub fn missing_tools() -> Option<String> {
     if !root {
         return Some("needs root (network namespaces)".into());
     }
-    let missing: Vec<&str> = ["ip", "nft", "haproxy", "prometheus", "curl"]
+    let python = python();
+    let missing: Vec<&str> = ["ip", "nft", "haproxy", "prometheus", "curl", &python]
         .into_iter()
         .filter(|t| {
             !Command::new("sh")
@@ -573,7 +594,24 @@ impl Lab {
                     "-f".into(),
                     cfg.display().to_string(),
                 ];
-                (vec![cmd], text)
+                let mut cmds = vec![cmd];
+                if let (Some(prefix), "gateway") = (&n.signed, part) {
+                    let script =
+                        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auth/gateway.py");
+                    cmds.push(vec![
+                        python(),
+                        script.display().to_string(),
+                        "--listen".into(),
+                        VERIFIER.into(),
+                        "--signed-prefix".into(),
+                        prefix.clone(),
+                        "--key".into(),
+                        LAB_AWS.join(":"),
+                        "--forward".into(),
+                        format!("http://{INTEGRATION}"),
+                    ]);
+                }
+                (cmds, text)
             }
             None => (Vec::new(), String::new()),
         }
@@ -694,8 +732,17 @@ impl Lab {
                     Some(_) if http_api => "  http-request return status 404 content-type application/json string '{\"message\":\"Not Found\"}' unless { path_reg ^/prod/.+ }\n",
                     Some(_) => "  http-request return status 403 content-type application/json hdr x-amzn-ErrorType MissingAuthenticationTokenException string '{\"message\":\"Missing Authentication Token\"}' unless { path_reg ^/prod/.+ }\n",
                 };
+                // An AWS_IAM route: its requests go through the signature verifier, which
+                // forwards those that pass to the integration (HAProxy again, onto the link).
+                let (signed, integration) = match &n.signed {
+                    Some(prefix) => (
+                        format!("  use_backend authorizer if {{ path_beg {prefix} }}\n"),
+                        format!("frontend integration\n  bind {INTEGRATION}\n  default_backend link\nbackend authorizer\n  server verifier {VERIFIER}\n"),
+                    ),
+                    None => (String::new(), String::new()),
+                };
                 format!(
-                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend api\n  bind {}:80\n{ids}{own}{unrouted}  default_backend link\nbackend link\n{source}{path}  balance roundrobin\n  errorfile 502 {e500}\n  errorfile 503 {e500}\n  errorfile 504 {e504}\n{servers}",
+                    "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 200ms\n  timeout client 10s\n  timeout server 600ms\n  retries 1\n  option redispatch\nfrontend api\n  bind {}:80\n{ids}{own}{unrouted}{signed}  default_backend link\n{integration}backend link\n{source}{path}  balance roundrobin\n  errorfile 502 {e500}\n  errorfile 503 {e500}\n  errorfile 504 {e504}\n{servers}",
                     n.addr
                 )
             }
@@ -852,6 +899,9 @@ impl Lab {
             if hop.per_address {
                 text.push_str("  per_address = true\n");
             }
+            for (_, line) in faults.agent_extra.iter().filter(|(h, _)| *h == hop.name) {
+                text.push_str(&format!("  {line}\n"));
+            }
             for line in &hop.extra {
                 let key = line.split('=').next().unwrap_or("").trim();
                 if faults
@@ -894,6 +944,7 @@ impl Lab {
                 "--config",
             ])
             .arg(self.config_path())
+            .envs(lab_aws())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -1014,6 +1065,7 @@ impl Lab {
                 "--config",
             ])
             .arg(config)
+            .envs(lab_aws())
             .output()
             .expect("check");
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -1069,6 +1121,23 @@ impl Lab {
 
 /// The path before the greedy parameter of an integration URI path template, where a REST
 /// proxy resource puts the rest of the request's path: `/api/{proxy}` gives `/api/`.
+/// The Python 3 of the SigV4 verifier (standard library only): the one `scripts/test` gives the
+/// moto tests (`HOPWATCH_MOTO_PYTHON`), else `python3` on the PATH.
+pub fn python() -> String {
+    std::env::var("HOPWATCH_MOTO_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+/// The AWS environment of the agent and `check`: the lab's static credentials, and no IMDS (the
+/// default chain would spend seconds looking for it).
+fn lab_aws() -> [(&'static str, &'static str); 4] {
+    [
+        ("AWS_ACCESS_KEY_ID", LAB_AWS[0]),
+        ("AWS_SECRET_ACCESS_KEY", LAB_AWS[1]),
+        ("AWS_SESSION_TOKEN", LAB_AWS[2]),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+}
+
 fn integration_prefix(template: &str) -> &str {
     let prefix = template
         .strip_suffix("{proxy}")
