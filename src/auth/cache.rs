@@ -14,7 +14,9 @@ use super::{AuthError, FetchCounts, Method};
 
 /// What a fetch got: the value and how long it lives from now (`None`: not said).
 pub struct Fresh<T> {
+    /// The credential.
     pub value: T,
+    /// How long it lives from now; `None`: the cache's default for its kind.
     pub lifetime: Option<Duration>,
 }
 
@@ -88,6 +90,7 @@ pub struct Cached<T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> Cached<T> {
+    /// An empty cache of one credential: nothing is fetched until [`Cached::get`] needs it.
     pub fn new(
         method: Method,
         default_lifetime: Duration,

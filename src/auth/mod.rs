@@ -25,7 +25,9 @@ pub use cache::{backoff, refresh_ahead, stale_ahead};
 /// How a hop authenticates, as the `method` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
+    /// AWS credentials, to sign with SigV4.
     SigV4,
+    /// An OAuth 2.0 access token.
     OAuth2,
 }
 
@@ -113,9 +115,13 @@ impl AuthError {
 /// What a fetch came to, as the `result` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FetchResult {
+    /// Got it.
     Ok,
+    /// The issuer said no: a token endpoint's 400/401/403, STS's AccessDenied.
     Refused,
+    /// Anything else: unreachable, a 5xx, an answer with no usable token, no credentials.
     Error,
+    /// No answer within the fetch's bound.
     Timeout,
 }
 

@@ -111,7 +111,7 @@ pub fn request(
 /// Reads a token endpoint's answer: a token and its lifetime (RFC 6749 §5.1), or why not
 /// (§5.2). Only `Bearer` tokens are sent as they are (RFC 6750); a `token_type` left out is
 /// taken as one.
-pub fn read_answer(url: &str, answer: &Answer) -> Result<Fresh<HeaderValue>, AuthError> {
+pub(super) fn read_answer(url: &str, answer: &Answer) -> Result<Fresh<HeaderValue>, AuthError> {
     let doc: Option<serde_json::Map<String, serde_json::Value>> =
         serde_json::from_slice(&answer.body).ok();
     let malformed = |why: String| AuthError::Malformed {
