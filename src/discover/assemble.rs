@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::model::aws::{
     lb_of_listener, CloudMapService, DomainMapping, HttpApi, HttpDetail, HttpIntegration,
-    HttpRoute, Lb, Link, Listener, RestApi, RestDetail, RestMethod, Stage, Tg, Vpce,
+    HttpRoute, JwtAuthorizer, Lb, Link, Listener, RestApi, RestDetail, RestMethod, Stage, Tg, Vpce,
 };
 use super::model::net::Host;
 use super::model::rules::ListenerRule;
@@ -959,9 +959,23 @@ impl World {
         if m.api_key_required {
             gateway.needs.push("this method requires an API key (apiKeyRequired): add headers = { x-api-key = \"${API_KEY}\" }".to_string());
         }
-        if let Some(auth) = &m.authorization {
-            gateway.needs.push(format!("this method is authorized by {auth}: add the header its authorizer reads, from the environment"));
-        }
+        let account = lb.arn.split(':').nth(4).unwrap_or("ACCOUNT_ID");
+        authorized(
+            &mut gateway,
+            &Caller {
+                region: &self.region,
+                resource: format!(
+                    "arn:aws:execute-api:{}:{account}:{id}/{}/{}{}",
+                    self.region,
+                    stage.name,
+                    m.method.replace("ANY", "*"),
+                    m.path
+                ),
+                authorization: m.authorization.as_deref(),
+                scopes: &m.authorization_scopes,
+                jwt: None,
+            },
+        );
         let mut facts = ChainFacts::default();
         let mut chain_notes = Vec::new();
         let mut entry = Entry::Unknown;
@@ -1031,7 +1045,12 @@ impl World {
             }
             let api_words = format!("{name} ({id}) stage {}", stage.name);
             for (route, integration) in &found {
-                match self.http_chain(api, stage, route, integration, ask, several) {
+                let served = Served {
+                    route,
+                    integration,
+                    authorizers: &d.authorizers,
+                };
+                match self.http_chain(api, stage, served, ask, several) {
                     Ok(chain) => out.chains.push(chain),
                     Err(why) => out.unbuilt.push(Unbuilt {
                         api: api_words.clone(),
@@ -1056,11 +1075,15 @@ impl World {
         &self,
         api: &HttpApi,
         stage: &Stage,
-        route: &HttpRoute,
-        integration: &HttpIntegration,
+        served: Served<'_>,
         ask: &Ask,
         several: bool,
     ) -> Result<FoundChain, String> {
+        let Served {
+            route,
+            integration,
+            authorizers,
+        } = served;
         let (id, name) = (&api.id, &api.name);
         let (route_method, own_path) = match route.key.split_once(' ') {
             Some((m, p)) => (m.to_string(), p.to_string()),
@@ -1139,9 +1162,27 @@ impl World {
                     .to_string(),
             );
         }
-        if let Some(auth) = &route.authorization {
-            gateway.needs.push(format!("this route is authorized by {auth}: add the header its authorizer reads (Authorization), from the environment"));
-        }
+        let account = uri.split(':').nth(4).unwrap_or("ACCOUNT_ID");
+        let jwt = route
+            .authorizer_id
+            .as_ref()
+            .and_then(|a| authorizers.iter().find(|j| &j.id == a));
+        authorized(
+            &mut gateway,
+            &Caller {
+                region: &self.region,
+                resource: format!(
+                    "arn:aws:execute-api:{}:{account}:{id}/{}/{}{}",
+                    self.region,
+                    stage.name,
+                    route_method.replace("ANY", "*"),
+                    own_path
+                ),
+                authorization: route.authorization.as_deref(),
+                scopes: &route.authorization_scopes,
+                jwt,
+            },
+        );
         let mut facts = ChainFacts::default();
         let mut chain_notes = Vec::new();
         let mut net = NetPath::default();
@@ -1298,6 +1339,80 @@ fn said(hop: &mut FoundHop, sent: &Sent, own_host: &str) {
                 "a body the route accepts: edit it to one your application takes",
             ));
         }
+    }
+}
+
+/// One route of an HTTP API as it serves: its integration and the API's JWT authorizers.
+#[derive(Clone, Copy)]
+struct Served<'a> {
+    route: &'a HttpRoute,
+    integration: &'a HttpIntegration,
+    authorizers: &'a [JwtAuthorizer],
+}
+
+/// How a method is authorized, for [`authorized`].
+struct Caller<'a> {
+    region: &'a str,
+    /// The `execute-api:Invoke` resource of the route.
+    resource: String,
+    /// `AWS_IAM`, `COGNITO_USER_POOLS`, `JWT`, `CUSTOM`; `None`: open.
+    authorization: Option<&'a str>,
+    scopes: &'a [String],
+    jwt: Option<&'a JwtAuthorizer>,
+}
+
+/// The auth a route needs, as the agent can do it: SigV4 written (it needs no secret, the
+/// task role signs), an OAuth 2.0 client-credentials block to fill in for JWT and Cognito
+/// authorizers (secrets are never discovered), a word on what the agent cannot do.
+fn authorized(gateway: &mut FoundHop, c: &Caller) {
+    let oauth2 = |scopes: &[String], client_id: &str, why: &str| {
+        let scopes = if scopes.is_empty() {
+            String::new()
+        } else {
+            let quoted: Vec<String> = scopes.iter().map(|s| format!("{s:?}")).collect();
+            format!(", scopes = [{}]", quoted.join(", "))
+        };
+        format!(
+            "{why}: the agent fetches a token with the client credentials grant; fill in and uncomment:\n\
+             auth = {{ oauth2 = {{ token_url = \"https://YOUR_DOMAIN.auth.{}.amazoncognito.com/oauth2/token\", client_id = \"{client_id}\", client_secret = \"${{HOPWATCH_CLIENT_SECRET}}\"{scopes} }} }}",
+            c.region
+        )
+    };
+    match c.authorization {
+        None => {}
+        Some("AWS_IAM") => {
+            gateway.sigv4_region = Some(Setting::new(
+                c.region.to_string(),
+                format!("authorized by AWS_IAM: the agent signs each probe (SigV4) with its role, which needs execute-api:Invoke on {}", c.resource),
+            ));
+        }
+        Some("JWT") => {
+            let (issuer, client) = match c.jwt {
+                Some(j) => (
+                    j.issuer.clone().unwrap_or_else(|| "its issuer".to_string()),
+                    j.audience.first().cloned().unwrap_or_else(|| "YOUR_CLIENT_ID".to_string()),
+                ),
+                None => ("its issuer".to_string(), "YOUR_CLIENT_ID".to_string()),
+            };
+            gateway.needs.push(oauth2(
+                c.scopes,
+                &client,
+                &format!("this route's JWT authorizer takes tokens of {issuer} for its audience (client_id: an app client it lists, with a secret and the client credentials flow)"),
+            ));
+        }
+        Some("COGNITO_USER_POOLS") if !c.scopes.is_empty() => {
+            gateway.needs.push(oauth2(
+                c.scopes,
+                "YOUR_CLIENT_ID",
+                "this method's Cognito authorizer takes access tokens with these scopes",
+            ));
+        }
+        Some("COGNITO_USER_POOLS") => gateway.needs.push(
+            "this method's Cognito authorizer has no authorizationScopes, so it takes only ID tokens (apigateway-enable-cognito-user-pool.html), which the client credentials grant cannot give: add scopes to the method (a resource server's) to let the agent in with auth.oauth2, or send a user's ID token in headers = { authorization = \"${ID_TOKEN}\" }".to_string(),
+        ),
+        Some(other) => gateway.needs.push(format!(
+            "this route is authorized by {other} (a Lambda authorizer): add the header it reads, from the environment (headers = {{ authorization = \"${{TOKEN}}\" }})"
+        )),
     }
 }
 

@@ -32,6 +32,7 @@ pub const CALLS: &[(&str, &str)] = &[
     ("apigateway", "GetApis"),
     ("apigateway", "GetRoutes"),
     ("apigateway", "GetIntegrations"),
+    ("apigateway", "GetAuthorizers"),
     ("apigateway", "GetExport"),
     ("apigateway", "GetDomainNames"),
     ("apigateway", "GetBasePathMappings"),

@@ -104,6 +104,17 @@ fn hop(out: &mut String, h: &FoundHop) {
             .collect();
         let _ = writeln!(out, "  headers = {{ {} }}", items.join(", "));
     }
+    if let Some(region) = &h.sigv4_region {
+        comment(out, "  ", &region.because);
+        comment(
+            out,
+            "  ",
+            &format!(
+                "auth = {{ sigv4 = {{ region = {} }} }}",
+                quote(&region.value)
+            ),
+        );
+    }
     for need in &h.needs {
         comment(out, "  ", need);
     }

@@ -468,10 +468,31 @@ async fn http_detail(
     };
     match (routes, integrations) {
         (Ok(routes), Some(Ok(integrations))) => {
+            // Only for what a JWT route needs to say (the token's issuer and audience); a
+            // failure here costs the hint, never the chain.
+            let authorizers = if routes
+                .iter()
+                .any(|r| r.authorization.as_deref() == Some("JWT"))
+            {
+                match read::http::authorizers(&w.r, &api.id).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        w.failed(&e);
+                        memory
+                            .http
+                            .get(&api.id)
+                            .map(|(_, d)| d.value.authorizers.clone())
+                            .unwrap_or_default()
+                    }
+                }
+            } else {
+                Vec::new()
+            };
             let detail = HttpDetail {
                 stages,
                 routes,
                 integrations,
+                authorizers,
             };
             memory.http.insert(
                 api.id.clone(),

@@ -165,6 +165,7 @@ fn world() -> World {
                 timeout_ms: Some(30_000),
                 ..HttpIntegration::default()
             }],
+            authorizers: Vec::new(),
         },
     ));
     w

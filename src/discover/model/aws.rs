@@ -115,6 +115,18 @@ pub struct HttpRoute {
     /// `NONE`, `AWS_IAM`, `JWT`, `CUSTOM`.
     pub authorization: Option<String>,
     pub authorization_scopes: Vec<String>,
+    /// The authorizer of a `JWT` or `CUSTOM` route.
+    pub authorizer_id: Option<String>,
+}
+
+/// An HTTP API's JWT authorizer (`GetAuthorizers`): who issues the tokens it takes, and for
+/// which audiences (for Cognito: the app client ids).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JwtAuthorizer {
+    pub id: String,
+    pub name: String,
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
 }
 
 /// An HTTP API integration through a VPC link.
@@ -137,6 +149,8 @@ pub struct HttpDetail {
     pub stages: Vec<Stage>,
     pub routes: Vec<HttpRoute>,
     pub integrations: Vec<HttpIntegration>,
+    /// JWT authorizers, read when a route uses one.
+    pub authorizers: Vec<JwtAuthorizer>,
 }
 
 /// A VPC link, v1 (PrivateLink to NLBs) or v2 (ENIs in subnets).

@@ -189,6 +189,8 @@ pub struct FoundHop {
     pub method: Option<Setting<String>>,
     /// The body a non-idempotent route is probed with, and its content type.
     pub body: Option<Setting<(String, String)>>,
+    /// Sign probes with SigV4 for this region (an `AWS_IAM` route).
+    pub sigv4_region: Option<Setting<String>>,
     /// The TLS server name the integration verifies (the integration URI's host, or an HTTP
     /// API's `tlsConfig.serverNameToVerify`).
     pub tls_server_name: Option<Setting<String>>,
@@ -222,6 +224,7 @@ impl FoundHop {
             method: None,
             body: None,
             tls_server_name: None,
+            sigv4_region: None,
             integration_timeout: None,
             access_log_group: None,
             access_log_format: None,

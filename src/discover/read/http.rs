@@ -6,7 +6,7 @@ use aws_sdk_apigatewayv2::types::ConnectionType;
 
 use super::super::call::{from_sdk, CallError, Service};
 use super::super::model::aws::{
-    AccessLog, DomainMapping, HttpApi, HttpIntegration, HttpRoute, Link, Stage,
+    AccessLog, DomainMapping, HttpApi, HttpIntegration, HttpRoute, JwtAuthorizer, Link, Stage,
 };
 use super::{epoch, Reader};
 
@@ -150,6 +150,38 @@ pub async fn routes(r: &Reader<'_>, api: &str) -> Result<Vec<HttpRoute>, CallErr
                 .map(|a| a.as_str().to_string())
                 .filter(|a| a != "NONE"),
             authorization_scopes: route.authorization_scopes().to_vec(),
+            authorizer_id: route.authorizer_id().map(str::to_string),
+        })
+        .collect())
+}
+
+/// The JWT authorizers of one API (`GetAuthorizers`): issuer and audience, what a token the
+/// agent fetches must carry.
+pub async fn authorizers(r: &Reader<'_>, api: &str) -> Result<Vec<JwtAuthorizer>, CallError> {
+    let found = r
+        .budget
+        .paged(API, "GetAuthorizers", |token| async move {
+            let page =
+                r.c.http
+                    .get_authorizers()
+                    .api_id(api)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk(API, "GetAuthorizers", &e))?;
+            Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
+        })
+        .await?;
+    Ok(found
+        .iter()
+        .filter_map(|a| {
+            let jwt = a.jwt_configuration()?;
+            Some(JwtAuthorizer {
+                id: a.authorizer_id()?.to_string(),
+                name: a.name().unwrap_or_default().to_string(),
+                issuer: jwt.issuer().map(str::to_string),
+                audience: jwt.audience().to_vec(),
+            })
         })
         .collect())
 }

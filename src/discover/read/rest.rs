@@ -290,7 +290,7 @@ pub fn exported_methods(body: &[u8]) -> Option<Vec<RestMethod>> {
                 "x-amazon-apigateway-any-method" => "ANY".to_string(),
                 v => v.to_ascii_uppercase(),
             };
-            let security = op.get("security").and_then(|s| s.as_array());
+            let (authorization, authorization_scopes, api_key_required) = security(&doc, op);
             out.push(RestMethod {
                 path: path.clone(),
                 method: verb,
@@ -312,17 +312,110 @@ pub fn exported_methods(body: &[u8]) -> Option<Vec<RestMethod>> {
                             .collect()
                     })
                     .unwrap_or_default(),
-                api_key_required: security
-                    .is_some_and(|s| s.iter().any(|x| x.get("api_key").is_some())),
-                authorization: op
-                    .get("x-amazon-apigateway-auth")
-                    .and_then(|a| a.get("type"))
-                    .and_then(|t| t.as_str())
-                    .map(|t| t.to_ascii_uppercase())
-                    .filter(|t| t != "NONE"),
-                authorization_scopes: Vec::new(),
+                api_key_required,
+                authorization,
+                authorization_scopes,
             });
         }
     }
     any.then_some(out)
+}
+
+/// How an exported operation is authorized, in `GetResources`' words: (`AWS_IAM`,
+/// `COGNITO_USER_POOLS` or `CUSTOM`; the scopes its requirement lists; whether an API key is
+/// required). The export names schemes under `components.securitySchemes`, marked by
+/// `x-amazon-apigateway-authtype` (`awsSigv4`, `cognito_user_pools`, `custom`), and the API
+/// key scheme `api_key` (api-gateway-swagger-extensions-authtype.html,
+/// api-gateway-swagger-extensions-api-key-source.html).
+fn security(
+    doc: &serde_json::Value,
+    op: &serde_json::Value,
+) -> (Option<String>, Vec<String>, bool) {
+    let schemes = doc.pointer("/components/securitySchemes");
+    let (mut authorization, mut scopes, mut api_key) = (None, Vec::new(), false);
+    for requirement in op
+        .get("security")
+        .and_then(|s| s.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_object())
+    {
+        for (name, wanted) in requirement {
+            let authtype = schemes
+                .and_then(|s| s.get(name))
+                .and_then(|s| s.get("x-amazon-apigateway-authtype"))
+                .and_then(|t| t.as_str())
+                .map(str::to_ascii_lowercase);
+            match authtype.as_deref() {
+                Some("awssigv4") => authorization = Some("AWS_IAM".to_string()),
+                Some("cognito_user_pools") => {
+                    authorization = Some("COGNITO_USER_POOLS".to_string());
+                    scopes.extend(
+                        wanted
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|v| v.as_str().map(str::to_string)),
+                    );
+                }
+                Some(_) => authorization = Some("CUSTOM".to_string()),
+                None if name == "api_key" => api_key = true,
+                None => {}
+            }
+        }
+    }
+    (authorization, scopes, api_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stage export as API Gateway writes it (OpenAPI 3 with the integrations extension):
+    /// IAM, a Cognito authorizer with scopes, an API key, and a method with no VPC link.
+    #[test]
+    fn an_export_says_what_serves_and_how_it_is_authorized() {
+        let doc = serde_json::json!({
+            "openapi": "3.0.1",
+            "paths": {
+                "/orders": {
+                    "get": {
+                        "security": [{"sigv4": []}],
+                        "x-amazon-apigateway-integration": {
+                            "type": "http_proxy", "connectionType": "VPC_LINK", "connectionId": "vl1",
+                            "uri": "http://nlb/orders", "httpMethod": "GET", "timeoutInMillis": 12000
+                        }
+                    },
+                    "post": {
+                        "security": [{"pool": ["orders/write"]}, {"api_key": []}],
+                        "x-amazon-apigateway-integration": {
+                            "type": "http_proxy", "connectionType": "VPC_LINK", "connectionId": "vl1",
+                            "uri": "http://nlb/orders", "httpMethod": "POST",
+                            "tlsConfig": {"insecureSkipVerification": true}
+                        }
+                    }
+                },
+                "/public": {
+                    "get": {"x-amazon-apigateway-integration": {"type": "http", "uri": "https://example.com/"}}
+                }
+            },
+            "components": {"securitySchemes": {
+                "sigv4": {"type": "apiKey", "name": "Authorization", "in": "header", "x-amazon-apigateway-authtype": "awsSigv4"},
+                "pool": {"type": "apiKey", "name": "Authorization", "in": "header", "x-amazon-apigateway-authtype": "cognito_user_pools"},
+                "api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"}
+            }}
+        });
+        let methods = exported_methods(doc.to_string().as_bytes()).expect("integrations");
+        assert_eq!(methods.len(), 2, "only VPC-link methods: {methods:?}");
+        let get = methods.iter().find(|m| m.method == "GET").expect("GET");
+        assert_eq!(get.authorization.as_deref(), Some("AWS_IAM"));
+        assert_eq!(get.timeout_ms, Some(12_000));
+        assert!(!get.api_key_required);
+        let post = methods.iter().find(|m| m.method == "POST").expect("POST");
+        assert_eq!(post.authorization.as_deref(), Some("COGNITO_USER_POOLS"));
+        assert_eq!(post.authorization_scopes, ["orders/write"]);
+        assert!(post.api_key_required && post.insecure_skip_verification);
+        // An export without the extension: nothing said, the working copy is read.
+        assert_eq!(exported_methods(br#"{"paths": {"/x": {"get": {}}}}"#), None);
+    }
 }
