@@ -793,7 +793,18 @@ fn discover_sends_each_route_the_request_aws_would_forward() {
          oid = rest.create_resource(restApiId=p, parentId=o, pathPart='{{id}}')['id']\n\
          rest.put_method(restApiId=p, resourceId=oid, httpMethod='GET', authorizationType='NONE', requestParameters={{'method.request.path.id': True}})\n\
          rest.put_integration(restApiId=p, resourceId=oid, httpMethod='GET', type='HTTP_PROXY', integrationHttpMethod='GET', uri='http://{nlb_dns}/orders/{{id}}', connectionType='VPC_LINK', connectionId='{link_v1}', requestParameters={{'integration.request.path.id': 'method.request.path.id'}})\n\
-         d = rest.create_deployment(restApiId=p, stageName='prod')\n",
+         d = rest.create_deployment(restApiId=p, stageName='prod')\n\
+         s = rest.create_rest_api(name='signed')['id']\n\
+         root = [x for x in rest.get_resources(restApiId=s)['items'] if x['path'] == '/'][0]['id']\n\
+         o = rest.create_resource(restApiId=s, parentId=root, pathPart='ledger')['id']\n\
+         rest.put_method(restApiId=s, resourceId=o, httpMethod='GET', authorizationType='AWS_IAM')\n\
+         rest.put_integration(restApiId=s, resourceId=o, httpMethod='GET', type='HTTP_PROXY', integrationHttpMethod='GET', uri='http://{nlb_dns}/ledger', connectionType='VPC_LINK', connectionId='{link_v1}')\n\
+         rest.create_deployment(restApiId=s, stageName='prod')\n\
+         j = http.create_api(Name='tokens', ProtocolType='HTTP')['ApiId']\n\
+         au = http.create_authorizer(ApiId=j, AuthorizerType='JWT', Name='pool', IdentitySource=['$request.header.Authorization'], JwtConfiguration={{'Audience': ['client-7f3a'], 'Issuer': 'https://cognito-idp.us-east-1.amazonaws.com/us-east-1_pool'}})['AuthorizerId']\n\
+         i = http.create_integration(ApiId=j, IntegrationType='HTTP_PROXY', IntegrationMethod='ANY', ConnectionType='VPC_LINK', ConnectionId='{link_v2}', IntegrationUri='{alb_listener}', PayloadFormatVersion='1.0')['IntegrationId']\n\
+         http.create_route(ApiId=j, RouteKey='GET /prod/orders', Target=f'integrations/{{i}}', AuthorizationType='JWT', AuthorizerId=au, AuthorizationScopes=['orders/read'])\n\
+         http.create_stage(ApiId=j, StageName='$default', AutoDeploy=True)\n",
         link_v1 = r["links"]["v1"].as_str().expect("v1 link"),
     ));
 
@@ -893,6 +904,29 @@ fn discover_sends_each_route_the_request_aws_would_forward() {
     );
     // Stage variables were resolved: the chain exists with the resolved backend.
     assert!(text.contains("stageVariables"), "{text}");
+
+    // Authorized as callers are: an AWS_IAM method is signed; a JWT route gets the oauth2
+    // block to fill in, its scopes and the authorizer's audience as client id.
+    let signed = chain_of(&config, "signed-prod");
+    assert_eq!(
+        signed.hops[0].auth,
+        Some(hopwatch::config::Auth::SigV4(hopwatch::config::SigV4 {
+            region: "us-east-1".into(),
+            service: "execute-api".into(),
+            role_arn: None,
+            external_id: None,
+        })),
+        "{text}"
+    );
+    assert!(
+        text.contains("execute-api:Invoke on arn:aws:execute-api:us-east-1:123456789012:"),
+        "{text}"
+    );
+    assert!(chain_of(&config, "tokens-default").hops[0].auth.is_none());
+    assert!(
+        text.contains("client_id = \"client-7f3a\"") && text.contains("scopes = [\"orders/read\"]"),
+        "{text}"
+    );
 
     // Named and not written as a chain: the POST route of post-only ends in the ALB's fixed
     // 404 (its stage sends no /prod prefix), a path parameter without a value.

@@ -32,7 +32,7 @@ pub const CALLS: &[(&str, &str)] = &[
     ("apigateway", "GetApis"),
     ("apigateway", "GetRoutes"),
     ("apigateway", "GetIntegrations"),
-    ("apigateway", "GetAuthorizers"),
+    ("apigateway", "GetAuthorizer"),
     ("apigateway", "GetExport"),
     ("apigateway", "GetDomainNames"),
     ("apigateway", "GetBasePathMappings"),

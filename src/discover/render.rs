@@ -106,13 +106,10 @@ fn hop(out: &mut String, h: &FoundHop) {
     }
     if let Some(region) = &h.sigv4_region {
         comment(out, "  ", &region.because);
-        comment(
+        let _ = writeln!(
             out,
-            "  ",
-            &format!(
-                "auth = {{ sigv4 = {{ region = {} }} }}",
-                quote(&region.value)
-            ),
+            "  auth = {{ sigv4 = {{ region = {} }} }}",
+            quote(&region.value)
         );
     }
     for need in &h.needs {
@@ -291,7 +288,17 @@ pub fn raw_chain(c: &FoundChain) -> crate::config::raw::RawChain {
                 access_log_group: opt(&h.access_log_group),
                 access_log_format: opt(&h.access_log_format),
                 execution_log_group: opt(&h.execution_log_group),
-                auth: None,
+                auth: h.sigv4_region.as_ref().map(|r| {
+                    at(crate::config::raw::RawAuth {
+                        sigv4: Some(at(crate::config::raw::RawSigV4 {
+                            region: at(r.value.clone()),
+                            service: None,
+                            role_arn: None,
+                            external_id: None,
+                        })),
+                        oauth2: None,
+                    })
+                }),
             })
         })
         .collect();

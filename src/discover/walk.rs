@@ -468,26 +468,28 @@ async fn http_detail(
     };
     match (routes, integrations) {
         (Ok(routes), Some(Ok(integrations))) => {
-            // Only for what a JWT route needs to say (the token's issuer and audience); a
-            // failure here costs the hint, never the chain.
-            let authorizers = if routes
+            // Only for what a JWT route needs to say (the token's issuer and audience), one
+            // call per authorizer a route names; a failure costs the hint, never the chain.
+            let ids: BTreeSet<&String> = routes
                 .iter()
-                .any(|r| r.authorization.as_deref() == Some("JWT"))
-            {
-                match read::http::authorizers(&w.r, &api.id).await {
-                    Ok(a) => a,
+                .filter(|r| r.authorization.as_deref() == Some("JWT"))
+                .filter_map(|r| r.authorizer_id.as_ref())
+                .collect();
+            let remembered = memory
+                .http
+                .get(&api.id)
+                .map(|(_, d)| d.value.authorizers.clone())
+                .unwrap_or_default();
+            let mut authorizers = Vec::new();
+            for id in ids {
+                match read::http::authorizer(&w.r, &api.id, id).await {
+                    Ok(found) => authorizers.extend(found),
                     Err(e) => {
                         w.failed(&e);
-                        memory
-                            .http
-                            .get(&api.id)
-                            .map(|(_, d)| d.value.authorizers.clone())
-                            .unwrap_or_default()
+                        authorizers.extend(remembered.iter().filter(|a| &a.id == id).cloned());
                     }
                 }
-            } else {
-                Vec::new()
-            };
+            }
             let detail = HttpDetail {
                 stages,
                 routes,

@@ -155,35 +155,31 @@ pub async fn routes(r: &Reader<'_>, api: &str) -> Result<Vec<HttpRoute>, CallErr
         .collect())
 }
 
-/// The JWT authorizers of one API (`GetAuthorizers`): issuer and audience, what a token the
-/// agent fetches must carry.
-pub async fn authorizers(r: &Reader<'_>, api: &str) -> Result<Vec<JwtAuthorizer>, CallError> {
-    let found = r
+/// One JWT authorizer of an API (`GetAuthorizer`): issuer and audience, what a token the
+/// agent fetches must carry. `Ok(None)`: not a JWT authorizer.
+pub async fn authorizer(
+    r: &Reader<'_>,
+    api: &str,
+    id: &str,
+) -> Result<Option<JwtAuthorizer>, CallError> {
+    let a = r
         .budget
-        .paged(API, "GetAuthorizers", |token| async move {
-            let page =
-                r.c.http
-                    .get_authorizers()
-                    .api_id(api)
-                    .set_next_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| from_sdk(API, "GetAuthorizers", &e))?;
-            Ok((page.items().to_vec(), page.next_token().map(str::to_string)))
+        .call(API, "GetAuthorizer", || async {
+            r.c.http
+                .get_authorizer()
+                .api_id(api)
+                .authorizer_id(id)
+                .send()
+                .await
+                .map_err(|e| from_sdk(API, "GetAuthorizer", &e))
         })
         .await?;
-    Ok(found
-        .iter()
-        .filter_map(|a| {
-            let jwt = a.jwt_configuration()?;
-            Some(JwtAuthorizer {
-                id: a.authorizer_id()?.to_string(),
-                name: a.name().unwrap_or_default().to_string(),
-                issuer: jwt.issuer().map(str::to_string),
-                audience: jwt.audience().to_vec(),
-            })
-        })
-        .collect())
+    Ok(a.jwt_configuration().map(|jwt| JwtAuthorizer {
+        id: id.to_string(),
+        name: a.name().unwrap_or_default().to_string(),
+        issuer: jwt.issuer().map(str::to_string),
+        audience: jwt.audience().to_vec(),
+    }))
 }
 
 /// The integrations of one API that go through a VPC link.
