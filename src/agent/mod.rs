@@ -250,6 +250,7 @@ impl Running {
         let mut config = config;
         config.chains = effective;
         self.metrics.set_agent(&self.vantage, &self.az, &config);
+        self.metrics.set_detail(config.agent.detail);
         self.config = config;
         Ok(done)
     }
@@ -324,6 +325,7 @@ pub async fn start(
     let vantage = crate::ecs::vantage(config.agent.vantage.as_deref(), &identity);
     let az = identity.availability_zone.clone().unwrap_or_default();
     metrics.set_agent(&vantage, &az, &config);
+    metrics.set_detail(config.agent.detail);
     let cloudwatch = match &config.cloudwatch {
         Some(cw) => {
             let mut cw = cw.clone();

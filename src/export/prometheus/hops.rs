@@ -10,12 +10,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
-use crate::config::Chain;
+use crate::config::{Chain, Detail};
 use crate::probe::{Outcome, PHASE_NAMES};
 use crate::record::window::{scratch, Window, DEFAULT_WINDOW};
 use crate::record::Observation;
 
-use super::{LATENCY_BUCKETS, QUANTILES};
+use super::{LATENCY_BUCKETS, QUANTILES, STANDARD_QUANTILES};
 
 /// A cumulative histogram in the shape Prometheus exposes.
 #[derive(Debug, Clone)]
@@ -117,6 +117,10 @@ impl HopSeries {
 pub struct HopTable {
     index: HashMap<String, usize>,
     chains: Vec<(Arc<Chain>, Vec<HopSeries>)>,
+    /// What a scrape writes. Every hop keeps everything `full` needs whatever the level (a few
+    /// hundred bytes a hop), so a reload that changes the level applies at the next scrape and
+    /// the counters it adds carry every probe since the start.
+    detail: Detail,
 }
 
 fn same_hops(a: &Chain, b: &Chain) -> bool {
@@ -154,6 +158,11 @@ impl HopTable {
             self.index.insert(chain.name.clone(), self.chains.len());
             self.chains.push((chain.clone(), series));
         }
+    }
+
+    /// Sets what scrapes write from now on.
+    pub fn set_detail(&mut self, detail: Detail) {
+        self.detail = detail;
     }
 
     /// Names of the chains held.
@@ -252,6 +261,12 @@ impl HopTable {
     fn render_family(&mut self, family: usize, from: usize, take: usize, out: &mut String) {
         let now = Instant::now();
         let first = from == 0;
+        let full = self.detail == Detail::Full;
+        // The buckets and the phases are most of a full exposition (28 of its ~38 series a
+        // hop) and no shipped alert, rule or default dashboard panel reads them.
+        if !full && (family == 1 || family == 2) {
+            return;
+        }
         let any_source = first
             && family == SOURCES
             && self
@@ -331,10 +346,11 @@ impl HopTable {
                         "summary",
                     );
                 }
-                let quantiles: Vec<String> = QUANTILES.iter().map(|q| fmt_f64(*q)).collect();
+                let wanted = if full { QUANTILES } else { STANDARD_QUANTILES };
+                let quantiles: Vec<String> = wanted.iter().map(|q| fmt_f64(*q)).collect();
                 let mut hist = scratch();
                 for s in hops {
-                    let (_, values) = s.window.quantiles(now, QUANTILES, &mut hist);
+                    let (_, values) = s.window.quantiles(now, wanted, &mut hist);
                     for (q, v) in quantiles.iter().zip(values) {
                         w.sample(
                             "hopwatch_probe_latency_seconds",
@@ -379,16 +395,24 @@ impl HopTable {
             }
             _ => {
                 drop(hops);
-                let Some((name, help, get)) = GAUGES.get(family - 4) else {
+                let Some((name, help, get, standard)) = GAUGES.get(family - 4) else {
                     return;
                 };
+                let shown = |s: &HopSeries| -> Option<Value> {
+                    let v = get(s)?;
+                    match (full, standard) {
+                        (true, _) | (false, AtStandard::Kept) => Some(v),
+                        (false, AtStandard::Dropped) => None,
+                        (false, AtStandard::WhileOne) => v.is_one().then_some(v),
+                    }
+                };
                 // A gauge family no hop has a value for is left out, header and all.
-                if first && self.all().any(|s| get(s).is_some()) {
+                if first && self.all().any(|s| shown(s).is_some()) {
                     w.family(name, help, "gauge");
                 }
                 let hop_info = *name == "hopwatch_hop_info";
                 for s in self.all().skip(from).take(take) {
-                    let Some(v) = get(s) else { continue };
+                    let Some(v) = shown(s) else { continue };
                     let role = [("role", s.role)];
                     let extra: &[(&str, &str)] = if hop_info { &role } else { &[] };
                     w.sample(name, &s.labels, extra, v);
@@ -405,7 +429,24 @@ pub struct Cursor {
     hop: usize,
 }
 
-type Gauge = (&'static str, &'static str, fn(&HopSeries) -> Option<Value>);
+/// What `[agent] detail = "standard"` keeps of a per-hop gauge (`full` keeps all of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtStandard {
+    /// Every series: an alert or a default dashboard panel reads it.
+    Kept,
+    /// None: nothing shipped reads it.
+    Dropped,
+    /// Only the series at 1: what is read is `== 1`, and 0 is what almost every hop says almost
+    /// always, so it is a series per hop that says nothing.
+    WhileOne,
+}
+
+type Gauge = (
+    &'static str,
+    &'static str,
+    fn(&HopSeries) -> Option<Value>,
+    AtStandard,
+);
 
 /// The per-hop gauges, in exposition order.
 const GAUGES: [Gauge; 8] = [
@@ -413,41 +454,49 @@ const GAUGES: [Gauge; 8] = [
         "hopwatch_hop_up",
         "1 when the hop's last probe passed, else 0.",
         |s| s.up.map(Value::from),
+        AtStandard::Kept,
     ),
     (
         "hopwatch_probe_http_status",
         "HTTP status of the hop's last probe; 0 when no response arrived.",
         |s| s.http_status.map(|v| Value::Int(i64::from(v))),
+        AtStandard::Dropped,
     ),
     (
         "hopwatch_last_probe_timestamp_seconds",
         "Unix time at which the hop's last probe started.",
         |s| s.last_probe.map(Value::Float),
+        AtStandard::Kept,
     ),
     (
         "hopwatch_chain_broken_hop",
-        "1 on the hop blamed for the chain being down, 0 on the others.",
+        "1 on the hop blamed for the chain being down, 0 on the others (detail standard: only the 1).",
         |s| s.broken.map(Value::from),
+        AtStandard::WhileOne,
     ),
     (
         "hopwatch_hop_blind_spot",
-        "1 when the hop fails from the agent while a hop outside it passes: users are served, the agent can't see it.",
+        "1 when the hop fails from the agent while a hop outside it passes: users are served, the agent can't see it (detail standard: only the 1).",
         |s| s.blind_spot.map(Value::from),
+        AtStandard::WhileOne,
     ),
     (
         "hopwatch_health_check_up",
         "1 when the hop's health-check URL (the load balancer's health-check port) answers 2xx.",
         |s| s.health_up.map(Value::from),
+        AtStandard::Kept,
     ),
     (
         "hopwatch_source_unexpected",
         "1 when the source the target last saw through this hop broke expect_source or expect_forwarded.",
         |s| s.source_unexpected.map(Value::from),
+        AtStandard::Kept,
     ),
     (
         "hopwatch_hop_info",
         "Each configured hop and its role (gateway, nlb, alb, cloudmap, target); always 1.",
         |_| Some(Value::Int(1)),
+        AtStandard::Kept,
     ),
 ];
 
@@ -459,6 +508,15 @@ const SOURCES: usize = FAMILIES - 1;
 enum Value {
     Int(i64),
     Float(f64),
+}
+
+impl Value {
+    fn is_one(self) -> bool {
+        match self {
+            Value::Int(i) => i == 1,
+            Value::Float(f) => f == 1.0,
+        }
+    }
 }
 
 impl From<bool> for Value {

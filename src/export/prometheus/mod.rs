@@ -34,8 +34,11 @@ const LAG_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1,
     0.25, 0.5, 1.0,
 ];
-/// Quantiles of `hopwatch_probe_latency_seconds`.
+/// Quantiles of `hopwatch_probe_latency_seconds` (`[agent] detail = "full"`).
 pub const QUANTILES: &[f64] = &[0.5, 0.9, 0.99, 0.999];
+/// The quantiles `detail = "standard"` keeps: the dashboard's p50 and p99, and p99 is
+/// `HopLatencyHigh`'s.
+pub const STANDARD_QUANTILES: &[f64] = &[0.5, 0.99];
 
 /// Every metric the agent exports: the per-hop series in a [`HopTable`], the rest (per chain,
 /// per address, per source, the agent's own) in a `prometheus` registry.
@@ -655,7 +658,15 @@ impl Metrics {
         }
     }
 
-    /// Records the outcome of loading the config (at start, or a reload).
+    /// Which per-hop series scrapes write (`[agent] detail`), from the next scrape on. Set at
+    /// start and on each reload.
+    pub fn set_detail(&self, detail: crate::config::Detail) {
+        self.hops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_detail(detail);
+    }
+
     /// Who this agent is among many: its vantage, zone and shard (`hopwatch_agent_info`), how
     /// many chains it runs and the hash of the group's config. Set at start and on each reload.
     pub fn set_agent(&self, vantage: &str, az: &str, config: &crate::config::Config) {
@@ -669,6 +680,7 @@ impl Metrics {
         self.config_hash.set(config.config_hash() as f64);
     }
 
+    /// Records the outcome of loading the config (at start, or a reload).
     pub fn config_loaded(&self, ok: bool) {
         self.reload_ok.set(i64::from(ok));
         if ok {
