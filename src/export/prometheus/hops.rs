@@ -470,13 +470,13 @@ const GAUGES: [Gauge; 8] = [
     ),
     (
         "hopwatch_chain_broken_hop",
-        "1 on the hop blamed for the chain being down, 0 on the others (detail standard: only the 1).",
+        "1 on the hop blamed for the chain being down, 0 on the others.",
         |s| s.broken.map(Value::from),
         AtStandard::WhileOne,
     ),
     (
         "hopwatch_hop_blind_spot",
-        "1 when the hop fails from the agent while a hop outside it passes: users are served, the agent can't see it (detail standard: only the 1).",
+        "1 when the hop fails from the agent while a hop outside it passes: users are served, the agent can't see it.",
         |s| s.blind_spot.map(Value::from),
         AtStandard::WhileOne,
     ),
@@ -695,6 +695,102 @@ mod tests {
         // Nothing sets a health check on the gateway: no series, and the family still has one.
         assert!(!whole.contains("hopwatch_health_check_up{chain=\"orders\",hop=\"gateway\"}"));
         assert!(whole.contains("hopwatch_health_check_up{chain=\"orders\",hop=\"nlb\"} 1"));
+    }
+
+    #[test]
+    fn standard_detail_writes_what_is_read_and_full_everything() {
+        use crate::record::testing::{at, chain, observed, result, round, ECHO};
+        let chain = chain();
+        let mut table = HopTable::default();
+        table.set_chains(std::slice::from_ref(&chain));
+        let mut results = vec![result(Outcome::Ok, 3, at(1.0), ECHO); 3];
+        results[0].phases.connect = Some(std::time::Duration::from_millis(1));
+        let blamed = Verdict {
+            up: false,
+            broken: Some(2),
+            blind_spots: vec![1],
+            code: None,
+            reason: None,
+            contradictions: Vec::new(),
+        };
+        table.observe(&observed(
+            round(&chain, at(1.0), results, true),
+            &[true; 3],
+            blamed,
+        ));
+        let standard = rendered(&mut table, usize::MAX);
+        table.set_detail(Detail::Full);
+        let full = rendered(&mut table, usize::MAX);
+        let of = |text: &str, hop: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.contains(&format!("hop=\"{hop}\"")))
+                .map(str::to_string)
+                .collect()
+        };
+        for hop in ["gateway", "nlb", "target"] {
+            let lines = of(&standard, hop);
+            assert!(lines.len() <= 12, "{hop}: {lines:#?}");
+            assert!(of(&full, hop).len() > lines.len() + 20, "{hop}");
+            // Every standard line is a full line (values aside: the window moved on).
+            for line in &lines {
+                let series = line.rsplit_once(' ').map_or("", |(s, _)| s);
+                assert!(
+                    full.contains(series),
+                    "{series} is not in the full exposition"
+                );
+            }
+        }
+        for left_out in [
+            "hopwatch_probe_duration_seconds",
+            "hopwatch_probe_phase_duration_seconds",
+            "quantile=\"0.9\"",
+            "quantile=\"0.999\"",
+            "hopwatch_probe_http_status",
+        ] {
+            assert!(!standard.contains(left_out), "{left_out}");
+            assert!(full.contains(left_out), "{left_out}");
+        }
+        // The 0/1 gauges read as `== 1`: only their 1 at standard, every hop's at full.
+        for (family, one) in [
+            ("hopwatch_chain_broken_hop", "target"),
+            ("hopwatch_hop_blind_spot", "nlb"),
+        ] {
+            let lines: Vec<&str> = standard
+                .lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .collect();
+            assert_eq!(
+                lines,
+                [format!("{family}{{chain=\"orders\",hop=\"{one}\"}} 1").as_str()]
+            );
+            assert_eq!(
+                standard.matches(&format!("# TYPE {family} gauge")).count(),
+                1
+            );
+            assert_eq!(full.matches(&format!("{family}{{")).count(), 3);
+        }
+        // Nobody blamed, no blind spot: no series at all, and no header without one.
+        let up = Verdict {
+            up: true,
+            broken: None,
+            blind_spots: Vec::new(),
+            code: None,
+            reason: None,
+            contradictions: Vec::new(),
+        };
+        table.set_detail(Detail::Standard);
+        let r = round(
+            &chain,
+            at(2.0),
+            vec![result(Outcome::Ok, 3, at(2.0), ""); 3],
+            true,
+        );
+        table.observe(&observed(r, &[true; 3], up));
+        let healthy = rendered(&mut table, usize::MAX);
+        assert!(!healthy.contains("hopwatch_chain_broken_hop"), "{healthy}");
+        assert!(!healthy.contains("hopwatch_hop_blind_spot"), "{healthy}");
+        assert!(healthy.contains("hopwatch_hop_up{chain=\"orders\",hop=\"nlb\"} 1"));
+        assert!(healthy.contains("hopwatch_health_check_up{chain=\"orders\",hop=\"nlb\"} 1"));
     }
 
     #[test]
