@@ -1417,4 +1417,3 @@ proptest! {
         prop_assert_eq!(get(&published, "ProbeFailures", "-") as u64, if chain_level { failures } else { 0 });
     }
 }
-

@@ -348,9 +348,9 @@ impl HopTable {
                 }
                 let wanted = if full { QUANTILES } else { STANDARD_QUANTILES };
                 let quantiles: Vec<String> = wanted.iter().map(|q| fmt_f64(*q)).collect();
-                let mut hist = scratch();
+                let mut scratch = scratch();
                 for s in hops {
-                    let (_, values) = s.window.quantiles(now, wanted, &mut hist);
+                    let (_, values) = s.window.quantiles(now, wanted, &mut scratch);
                     for (q, v) in quantiles.iter().zip(values) {
                         w.sample(
                             "hopwatch_probe_latency_seconds",
