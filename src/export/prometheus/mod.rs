@@ -9,8 +9,8 @@ use std::time::UNIX_EPOCH;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::config::Chain;
@@ -40,8 +40,9 @@ pub const QUANTILES: &[f64] = &[0.5, 0.9, 0.99, 0.999];
 /// `HopLatencyHigh`'s.
 pub const STANDARD_QUANTILES: &[f64] = &[0.5, 0.99];
 
-/// Every metric the agent exports: the per-hop series in a [`HopTable`], the rest (per chain,
-/// per address, per source, the agent's own) in a `prometheus` registry.
+/// Every metric the agent exports: the per-hop series and each chain's `hopwatch_chain_up` and
+/// `hopwatch_chain_interval_seconds` in a [`HopTable`], the rest (reasons, facts, per address,
+/// the agent's own) in a `prometheus` registry.
 pub struct Metrics {
     registry: Registry,
     hops: Mutex<HopTable>,
@@ -62,9 +63,7 @@ pub struct Metrics {
     gateway_logs: Mutex<Option<(Arc<crate::facts::LookupCounts>, IntCounterVec)>>,
     /// The fact series exported per chain (label values), to remove those that went away.
     fact_series: Mutex<BTreeMap<String, FactSeries>>,
-    chain_up: IntGaugeVec,
     address_up: IntGaugeVec,
-    chain_interval: GaugeVec,
     reload_ok: IntGauge,
     reload_time: prometheus::Gauge,
     agent_info: IntGaugeVec,
@@ -121,17 +120,6 @@ impl Metrics {
             )
             .expect("valid"),
         );
-        let chain_up = reg(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "hopwatch_chain_up",
-                    "1 when the chain's outermost hop (the path users take) is up.",
-                ),
-                &["chain"],
-            )
-            .expect("valid"),
-        );
         let address_up = reg(
             &registry,
             IntGaugeVec::new(
@@ -140,17 +128,6 @@ impl Metrics {
                     "1 when the probe of this address of the hop's host (one load balancer node or instance) passed (hops with per_address).",
                 ),
                 &["chain", "hop", "address"],
-            )
-            .expect("valid"),
-        );
-        let chain_interval = reg(
-            &registry,
-            GaugeVec::new(
-                Opts::new(
-                    "hopwatch_chain_interval_seconds",
-                    "Configured round interval of the chain.",
-                ),
-                &["chain"],
             )
             .expect("valid"),
         );
@@ -279,9 +256,7 @@ impl Metrics {
             fact_series: Mutex::default(),
             rounds_dropped,
             rounds_skipped,
-            chain_up,
             address_up,
-            chain_interval,
             reload_ok,
             reload_time,
             agent_info,
@@ -549,9 +524,6 @@ impl Metrics {
         self.facts(observation);
         self.reason(observation);
         self.lag.observe(round.lag().as_secs_f64());
-        self.chain_up
-            .with_label_values(&[chain])
-            .set(i64::from(observation.verdict.up));
         for (i, hop) in round.chain.hops.iter().enumerate() {
             if hop.per_address {
                 let probes = round
@@ -588,11 +560,6 @@ impl Metrics {
     }
 
     fn describe(&self, chains: &[Arc<Chain>]) {
-        for c in chains {
-            self.chain_interval
-                .with_label_values(&[c.name.as_str()])
-                .set(c.interval.as_secs_f64());
-        }
         self.hops
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -692,11 +659,9 @@ impl Metrics {
         }
     }
 
-    /// Removes every series of a chain that is no longer configured. Its per-hop series went
-    /// with [`Metrics::describe`]; these are the per-chain and per-address ones.
+    /// Removes every series of a chain that is no longer configured. Its own and its hops' went
+    /// with [`Metrics::describe`]; these are its reason, facts and per-address ones.
     fn forget_chain(&self, chain: &str) {
-        let _ = self.chain_up.remove_label_values(&[chain]);
-        let _ = self.chain_interval.remove_label_values(&[chain]);
         let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
         if let Some([hop, role, reason, code]) = reasons.remove(chain) {
             let _ = self
