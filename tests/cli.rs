@@ -258,18 +258,13 @@ async fn demo_serves_metrics_that_promtool_accepts() {
     for hop in hops {
         let labels = format!("chain=\"demo-orders\",hop=\"{hop}\"");
         names.push(format!("hopwatch_probes_total{{{labels},result=\"ok\"}}"));
-        names.push(format!("hopwatch_probe_duration_seconds_bucket{{{labels},"));
-        for phase in ["connect", "ttfb", "transfer"] {
+        for quantile in ["0.5", "0.99"] {
             names.push(format!(
-                "hopwatch_probe_phase_duration_seconds_count{{{labels},phase=\"{phase}\"}}"
+                "hopwatch_probe_latency_seconds{{{labels},quantile=\"{quantile}\"}}"
             ));
         }
-        names.push(format!(
-            "hopwatch_probe_latency_seconds{{{labels},quantile=\"0.999\"}}"
-        ));
+        names.push(format!("hopwatch_probe_latency_seconds_count{{{labels}}}"));
         names.push(format!("hopwatch_hop_up{{{labels}}} 1"));
-        names.push(format!("hopwatch_chain_broken_hop{{{labels}}} 0"));
-        names.push(format!("hopwatch_hop_blind_spot{{{labels}}} 0"));
         // Every path into the demo's target runs through the ALB on 127.0.0.4, except the
         // target's own probe, which the agent makes directly.
         let peer = if hop == "target" {
@@ -280,8 +275,8 @@ async fn demo_serves_metrics_that_promtool_accepts() {
         names.push(format!(
             "hopwatch_target_source_info{{{labels},source_ip=\"{peer}\"}} 1"
         ));
-        names.push(format!("hopwatch_probe_http_status{{{labels}}} 200"));
         names.push(format!("hopwatch_last_probe_timestamp_seconds{{{labels}}}"));
+        names.push(format!("hopwatch_hop_info{{{labels},role=\"{hop}\"}} 1"));
     }
     let mut body = String::new();
     wait_for(
@@ -295,6 +290,25 @@ async fn demo_serves_metrics_that_promtool_accepts() {
         },
     )
     .await;
+    // The default detail (standard) leaves out what nothing shipped reads, and the 0 of the
+    // 0/1 gauges read as `== 1`.
+    for absent in [
+        "hopwatch_probe_duration_seconds",
+        "hopwatch_probe_phase_duration_seconds",
+        "quantile=\"0.9\"",
+        "quantile=\"0.999\"",
+        "hopwatch_probe_http_status",
+    ] {
+        assert!(
+            !body.contains(absent),
+            "{absent} at detail standard:\n{body}"
+        );
+    }
+    let zeros = body.lines().filter(|l| {
+        (l.starts_with("hopwatch_chain_broken_hop{") || l.starts_with("hopwatch_hop_blind_spot{"))
+            && l.ends_with(" 0")
+    });
+    assert_eq!(zeros.count(), 0, "{body}");
     assert_eq!(http_get(addr, "/-/healthy").expect("healthy").0, 200);
     assert_eq!(http_get(addr, "/-/ready").expect("ready").0, 200);
 

@@ -191,17 +191,21 @@ impl Drop for Agent {
     }
 }
 
+/// At the default `[cloudwatch] detail = "chain"`: the chain's `Latency` is `fast`'s, its
+/// outermost hop.
 fn config(namespace: &str, endpoint: &str, fast: SocketAddr, slow: SocketAddr) -> String {
-    config_with(namespace, endpoint, fast, slow, "")
+    config_with(namespace, endpoint, fast, slow, "", "")
 }
 
-/// `slow_extra`: more keys (TOML lines) for the `slow` hop.
+/// `slow_extra`: more keys (TOML lines) for the `slow` hop; `cloudwatch_extra`: for
+/// `[cloudwatch]`.
 fn config_with(
     namespace: &str,
     endpoint: &str,
     fast: SocketAddr,
     slow: SocketAddr,
     slow_extra: &str,
+    cloudwatch_extra: &str,
 ) -> String {
     format!(
         r#"
@@ -232,6 +236,7 @@ endpoint_url = "{endpoint}"
 storage_resolution = 1
 flush_interval = "1s"
 dimensions = {{ Team = "payments" }}
+{cloudwatch_extra}
 "#
     )
 }
@@ -341,6 +346,7 @@ async fn every_probe_arrives_as_a_distribution_with_its_dimensions() {
     // only traffic probes.
     let health = Target::start(Duration::ZERO).await;
     let ns = "HopwatchDist";
+    // Every hop's metrics, as before `detail` existed...
     let agent = Agent::start(
         "dist",
         &config_with(
@@ -349,13 +355,37 @@ async fn every_probe_arrives_as_a_distribution_with_its_dimensions() {
             fast.addr,
             slow.addr,
             &format!("  health_url = \"http://{}/health\"", health.addr),
+            "detail = \"hop\"",
+        ),
+    );
+    // ...and, beside it, the same healthy chain at the default detail, on targets of its own.
+    let chain_ns = "HopwatchDistChain";
+    let (chain_fast, chain_slow) = (
+        Target::start(Duration::from_millis(10)).await,
+        Target::start(Duration::from_millis(40)).await,
+    );
+    let chain_health = Target::start(Duration::ZERO).await;
+    let chain_agent = Agent::start(
+        "dist-chain",
+        &config_with(
+            chain_ns,
+            &ls.endpoint(),
+            chain_fast.addr,
+            chain_slow.addr,
+            &format!("  health_url = \"http://{}/health\"", chain_health.addr),
+            "",
         ),
     );
 
     wait_until!("20 probes per hop and a successful PutMetricData", 60, {
-        fast.total() >= 20 && slow.total() >= 20 && agent.sent().await > 0.0
+        fast.total() >= 20
+            && slow.total() >= 20
+            && chain_fast.total() >= 20
+            && agent.sent().await > 0.0
+            && chain_agent.sent().await > 0.0
     });
     let log = agent.terminate().await;
+    let chain_log = chain_agent.terminate().await;
     let client = ls.client();
 
     for (hop, target, delay_ms) in [("fast", &fast, 10.0), ("slow", &slow, 40.0)] {
@@ -474,6 +504,54 @@ async fn every_probe_arrives_as_a_distribution_with_its_dimensions() {
         shapes, expected,
         "every metric, with exactly its dimensions"
     );
+
+    // At `detail = "chain"` a healthy chain is three metrics, as CloudWatch lists them; its
+    // Latency is its outermost hop's, every probe of it, second by second.
+    let listed = client
+        .list_metrics()
+        .namespace(chain_ns)
+        .send()
+        .await
+        .expect("ListMetrics");
+    let mut metrics: Vec<(String, Vec<String>)> = listed
+        .metrics()
+        .iter()
+        .map(|m| {
+            let mut dims: Vec<String> = m
+                .dimensions()
+                .iter()
+                .map(|d| format!("{}={}", d.name().unwrap_or(""), d.value().unwrap_or("")))
+                .collect();
+            dims.sort();
+            (m.metric_name().unwrap_or("").to_string(), dims)
+        })
+        .collect();
+    metrics.sort();
+    let chain_dims = vec!["Chain=orders".to_string(), "Team=payments".to_string()];
+    assert_eq!(
+        metrics,
+        [
+            ("ChainUp".to_string(), chain_dims.clone()),
+            ("Latency".to_string(), chain_dims.clone()),
+            ("ProbeFailures".to_string(), chain_dims),
+        ],
+        "a healthy chain at detail chain\nagent log:\n{chain_log}"
+    );
+    let truth = chain_fast.counts();
+    let got = per_second(
+        &client,
+        chain_ns,
+        "Latency",
+        &[("Chain", "orders"), ("Team", "payments")],
+        truth.keys().min().copied().unwrap_or(0) - 5,
+        now_secs() + 5,
+    )
+    .await;
+    assert_eq!(
+        counts_only(&got),
+        truth,
+        "the chain's Latency: its outermost hop's probes, per second"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,11 +575,12 @@ async fn an_outage_from_the_start_loses_nothing_and_keeps_timestamps() {
     let client = ls.client();
     let truth = fast.counts();
     let first = truth.keys().min().copied().unwrap_or(0);
+    // The chain's own Latency, its outermost hop's (`fast`): the default detail.
     let got = per_second(
         &client,
         ns,
         "Latency",
-        &[("Chain", "orders"), ("Hop", "fast"), ("Team", "payments")],
+        &[("Chain", "orders"), ("Team", "payments")],
         first - 5,
         now_secs() + 5,
     )
@@ -542,7 +621,7 @@ async fn a_restarted_cloudwatch_receives_the_whole_gap() {
         &client,
         ns,
         "Latency",
-        &[("Chain", "orders"), ("Hop", "fast"), ("Team", "payments")],
+        &[("Chain", "orders"), ("Team", "payments")],
         killed - 60,
         now_secs() + 5,
     )

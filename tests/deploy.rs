@@ -65,8 +65,7 @@ fn alert_rules_check_and_their_unit_tests_pass() {
     }
 }
 
-/// What one real `hopwatch run` put out, with every kind of signal on: a down chain blamed
-/// on its gateway, a health check, an unexpected source, per-address probes, CloudWatch (EMF).
+/// What one real `hopwatch run` put out.
 struct RealRun {
     /// The `/metrics` text.
     metrics: String,
@@ -74,15 +73,63 @@ struct RealRun {
     emf: String,
 }
 
-async fn real_run() -> RealRun {
+/// The same config run at the default detail (`[agent] detail = "standard"`, `[cloudwatch]
+/// detail = "chain"`) and at the full one (`"full"`, `"hop"`), side by side.
+struct RealRuns {
+    default: RealRun,
+    full: RealRun,
+}
+
+/// Both runs, made once for every test of this file (each waits for the same few seconds of
+/// rounds): three chains with every kind of signal on. `orders` is down, blamed on its gateway,
+/// and its target has a health check, an unexpected source and per-address probes; `blind` is
+/// up with an inner hop the agent cannot reach (a blind spot); `healthy` has nothing wrong.
+fn real_runs() -> &'static RealRuns {
+    static RUNS: std::sync::OnceLock<RealRuns> = std::sync::OnceLock::new();
+    RUNS.get_or_init(|| {
+        // Its own runtime on its own thread: the tests that ask are async, each on its own.
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let echo = refused_port();
+                let _echo = echo_process(echo);
+                let (default, full) = tokio::join!(
+                    real_run(echo, "standard", "chain"),
+                    real_run(echo, "full", "hop")
+                );
+                RealRuns { default, full }
+            })
+        })
+        .join()
+        .expect("the real runs")
+    })
+}
+
+/// What every run publishes to CloudWatch, whatever its detail: the failing chain publishes
+/// every hop metric at `chain` detail too.
+const EVERY_METRIC: [&str; 9] = [
+    "Latency",
+    "Probes",
+    "ProbeFailures",
+    "HopUp",
+    "ChainUp",
+    "BrokenHop",
+    "HealthCheckUp",
+    "UnexpectedSource",
+    "ChainDownReason",
+];
+
+async fn real_run(echo: std::net::SocketAddr, detail: &str, cloudwatch: &str) -> RealRun {
     let dir = std::env::temp_dir().join(format!(
-        "hopwatch-deploy-{}-{}",
+        "hopwatch-deploy-{}-{detail}-{}",
         std::process::id(),
         refused_port().port()
     ));
     std::fs::create_dir_all(&dir).expect("dir");
-    let echo = refused_port();
-    let _echo = echo_process(echo);
     let metrics = refused_port();
     // A TLS hop, for the certificate series the expiry alert reads.
     let (ca_file, chain, key) = common::tls::ca_and_leaf(&dir, (2031, 1, 1), (2030, 1, 1));
@@ -97,6 +144,7 @@ async fn real_run() -> RealRun {
 interval = "300ms"
 timeout = "200ms"
 down_after = 1
+detail = "{detail}"
 
 [[chain]]
 name = "orders"
@@ -122,12 +170,34 @@ kind = "custom"
   url = "https://localhost:{portal_port}/"
   ca_file = "{ca_file}"
 
+[[chain]]
+name = "blind"
+kind = "custom"
+  [[chain.hop]]
+  name = "edge"
+  role = "gateway"
+  url = "http://{echo}/"
+  [[chain.hop]]
+  name = "inner"
+  role = "target"
+  url = "http://{inner}/"
+
+[[chain]]
+name = "healthy"
+kind = "custom"
+  [[chain.hop]]
+  name = "target"
+  role = "target"
+  url = "http://{echo}/"
+
 [cloudwatch]
 mode = "emf"
 flush_interval = "1s"
 emf_output = "{emf}"
+detail = "{cloudwatch}"
 "#,
             gateway = refused_port(),
+            inner = refused_port(),
             emf = emf.display(),
             portal_port = portal.port(),
             ca_file = ca_file.display()
@@ -147,8 +217,9 @@ emf_output = "{emf}"
         metrics: String::new(),
         emf: String::new(),
     };
+    let full = detail == "full";
     wait_for(
-        "every series and EMF metric",
+        &format!("every series and EMF metric at detail {detail}"),
         Duration::from_secs(30),
         || {
             run.metrics = http_get(metrics, "/metrics")
@@ -156,6 +227,7 @@ emf_output = "{emf}"
                 .unwrap_or_default();
             run.emf = std::fs::read_to_string(&emf).unwrap_or_default();
             let published = published(&run.emf);
+            let healthy = published_by(&run.emf, "healthy");
             run.metrics.contains("hopwatch_chain_broken_reason_info{")
                 && run
                     .metrics
@@ -164,19 +236,17 @@ emf_output = "{emf}"
                 && run
                     .metrics
                     .contains("hopwatch_tls_certificate_expiry_timestamp_seconds{")
-                && [
-                    "Latency",
-                    "Probes",
-                    "ProbeFailures",
-                    "HopUp",
-                    "ChainUp",
-                    "BrokenHop",
-                    "HealthCheckUp",
-                    "UnexpectedSource",
-                    "ChainDownReason",
-                ]
-                .iter()
-                .all(|m| published.contains_key(*m))
+                && run
+                    .metrics
+                    .contains("hopwatch_hop_blind_spot{chain=\"blind\",hop=\"inner\"} 1")
+                && (!full
+                    || run
+                        .metrics
+                        .contains("hopwatch_probe_duration_seconds_bucket{"))
+                && EVERY_METRIC.iter().all(|m| published.contains_key(*m))
+                && ["ChainUp", "Latency", "ProbeFailures"]
+                    .iter()
+                    .all(|m| healthy.contains_key(*m) || (full && *m != "ChainUp"))
         },
     )
     .await;
@@ -260,7 +330,9 @@ fn used(expr: &str) -> (Vec<(String, BTreeSet<String>)>, BTreeSet<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_alerts_use_is_exported_with_its_labels() {
-    let exported = exported(&real_run().await.metrics);
+    // At the default detail: what `detail = "standard"` leaves out, no alert may need.
+    let runs = tokio::task::spawn_blocking(real_runs).await.expect("runs");
+    let exported = exported(&runs.default.metrics);
     let text = std::fs::read_to_string(deploy("prometheus/alerts.yml")).expect("rules");
     // The `expr:` values, including folded multi-line ones.
     let mut exprs = Vec::new();
@@ -342,21 +414,45 @@ async fn the_grafana_dashboard_parses_uses_its_variables_and_real_metrics() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dashboards/grafana-hopwatch.json");
     let text = std::fs::read_to_string(&path).expect("dashboard");
     let doc: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    // Queries of the panels every agent feeds, and of those in the collapsed row that says it
+    // needs `[agent] detail = "full"`.
     let mut exprs = Vec::new();
+    let mut full_exprs: Vec<Vec<String>> = Vec::new();
     let mut panels = 0;
-    for panel in doc["panels"].as_array().expect("panels") {
-        if panel["type"] == "row" {
-            continue;
-        }
+    let mut queries = |panel: &serde_json::Value| -> Vec<String> {
         panels += 1;
         assert!(panel["title"].as_str().is_some_and(|t| !t.is_empty()));
         let targets = panel["targets"].as_array().expect("targets");
         assert!(!targets.is_empty(), "{} has no query", panel["title"]);
-        for t in targets {
-            exprs.push(t["expr"].as_str().expect("expr").to_string());
+        targets
+            .iter()
+            .map(|t| t["expr"].as_str().expect("expr").to_string())
+            .collect()
+    };
+    for panel in doc["panels"].as_array().expect("panels") {
+        if panel["type"] != "row" {
+            exprs.extend(queries(panel));
+            continue;
+        }
+        let nested = panel["panels"].as_array().map_or(&[][..], Vec::as_slice);
+        if nested.is_empty() {
+            continue;
+        }
+        let title = panel["title"].as_str().unwrap_or_default();
+        assert!(
+            title.contains("detail = \"full\"") && panel["collapsed"] == true,
+            "only the full-detail row is collapsed with panels inside: {title}"
+        );
+        for p in nested {
+            full_exprs.push(queries(p));
         }
     }
     assert!(panels >= 12, "{panels} panels");
+    assert_eq!(
+        full_exprs.len(),
+        2,
+        "the latency heatmap and the phase breakdown"
+    );
     // Every variable is used somewhere outside its own definition.
     let vars: Vec<String> = doc["templating"]["list"]
         .as_array()
@@ -372,7 +468,12 @@ async fn the_grafana_dashboard_parses_uses_its_variables_and_real_metrics() {
         assert!(used, "${v} is never used");
     }
     // Every query parses: promtool reads each as a recording rule, variables filled in.
-    let rules: String = exprs
+    let all: Vec<String> = exprs
+        .iter()
+        .chain(full_exprs.iter().flatten())
+        .cloned()
+        .collect();
+    let rules: String = all
         .iter()
         .enumerate()
         .map(|(i, e)| {
@@ -395,23 +496,60 @@ async fn the_grafana_dashboard_parses_uses_its_variables_and_real_metrics() {
     let out = promtool(&["check", "rules", file.to_str().unwrap_or_default()]);
     let _ = std::fs::remove_file(&file);
     assert!(
-        out.contains(&format!("SUCCESS: {} rules found", exprs.len())),
+        out.contains(&format!("SUCCESS: {} rules found", all.len())),
         "{out}"
     );
-    // And every metric they read is exported by a real agent, with those labels.
-    let exported = exported(&real_run().await.metrics);
-    let checked = check_metrics(&exprs, &exported);
+    // Every metric they read is exported by a real agent, with those labels: at the default
+    // detail for the panels outside the full-detail row, at full detail for those inside.
+    let runs = tokio::task::spawn_blocking(real_runs).await.expect("runs");
+    let standard = exported(&runs.default.metrics);
+    let full = exported(&runs.full.metrics);
+    let checked = check_metrics(&exprs, &standard);
     assert!(checked >= exprs.len(), "{checked} metric uses checked");
+    for panel in &full_exprs {
+        check_metrics(panel, &full);
+        // The row's title is honest: each of its panels reads something standard leaves out.
+        let missing = panel
+            .iter()
+            .flat_map(|e| used(e).0)
+            .any(|(name, _)| !standard.contains_key(&name));
+        assert!(
+            missing,
+            "{panel:?} works at the default detail: move it out of the row"
+        );
+    }
+    // `full` restores everything `standard` exports.
+    for (name, labels) in &standard {
+        let at_full = full
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} only at standard"));
+        assert!(
+            labels.is_subset(at_full),
+            "{name}: {labels:?} vs {at_full:?}"
+        );
+    }
 }
 
 /// `metric -> dimension sets` in EMF lines (the same names and dimensions `PutMetricData`
 /// gets; tests/cloudwatch.rs checks those against LocalStack).
 fn published(emf: &str) -> BTreeMap<String, BTreeSet<Vec<String>>> {
+    published_in(emf, None)
+}
+
+/// The same, of one chain's lines only.
+fn published_by(emf: &str, chain: &str) -> BTreeMap<String, BTreeSet<Vec<String>>> {
+    published_in(emf, Some(chain))
+}
+
+fn published_in(emf: &str, chain: Option<&str>) -> BTreeMap<String, BTreeSet<Vec<String>>> {
     let mut out: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
     for line in emf.lines() {
         let Ok(doc) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
+        if chain.is_some_and(|c| doc["Chain"] != c) {
+            continue;
+        }
         for d in doc["_aws"]["CloudWatchMetrics"]
             .as_array()
             .into_iter()
@@ -438,6 +576,129 @@ fn published(emf: &str) -> BTreeMap<String, BTreeSet<Vec<String>>> {
     out
 }
 
+/// A metric and the (sorted) names of its dimensions.
+type Use = (String, Vec<String>);
+
+/// One alarm of the template: what it reads (with the `CloudWatchDetail` a use is for, when it
+/// depends on it) and how it treats missing data.
+struct Alarm {
+    name: String,
+    uses: Vec<(Use, Option<&'static str>)>,
+    treat_missing: String,
+}
+
+fn sorted(mut dims: Vec<String>) -> Vec<String> {
+    dims.sort();
+    dims
+}
+
+/// The template's alarms, read from its text.
+fn alarms(template: &str) -> Vec<Alarm> {
+    let resources = &template[template.find("\nResources:\n").expect("Resources")..];
+    let mut out = Vec::new();
+    // A resource starts at a line of two spaces and its name.
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for line in resources.lines().skip(2) {
+        if !line.starts_with(' ') && !line.is_empty() {
+            break; // Outputs:
+        }
+        let top = line.starts_with("  ")
+            && !line.starts_with("   ")
+            && !line.trim_start().starts_with('#')
+            && line.ends_with(':');
+        if top {
+            blocks.push((line.trim().trim_end_matches(':').to_string(), String::new()));
+        } else if let Some((_, text)) = blocks.last_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    for (name, text) in blocks {
+        if !text.contains("Type: AWS::CloudWatch::Alarm") {
+            continue;
+        }
+        let mut uses = Vec::new();
+        // Metrics Insights: `SELECT MAX(BrokenHop) FROM SCHEMA("${Namespace}", Chain, Hop)`.
+        for (at, _) in text.match_indices("FROM SCHEMA(") {
+            let metric = text[..at]
+                .rsplit_once('(')
+                .map(|(_, m)| m.trim().trim_end_matches(')').to_string())
+                .unwrap_or_default();
+            let args = &text[at + "FROM SCHEMA(".len()..];
+            let args = &args[..args.find(')').unwrap_or(0)];
+            let dims = args.split(',').skip(1).map(|d| d.trim().to_string());
+            uses.push(((metric, sorted(dims.collect())), None));
+        }
+        // A classic alarm: `MetricName:` and `Dimensions:`, maybe `!If [HopDetail, hop, chain]`.
+        if let Some(rest) = text.split("MetricName: ").nth(1) {
+            let metric = rest.lines().next().unwrap_or("").trim().to_string();
+            let dims_text = &rest[rest.find("Dimensions:").expect("Dimensions")..];
+            let dims_text = &dims_text[..dims_text.find("ExtendedStatistic").unwrap_or(0)];
+            // `- - Name: Chain`, `- Name: Hop`, `Name: Chain`: list markers off, then the name.
+            let names = |branch: &str| -> Vec<String> {
+                let names = branch.lines().filter_map(|l| {
+                    let mut l = l.trim();
+                    while let Some(rest) = l.strip_prefix("- ") {
+                        l = rest;
+                    }
+                    l.strip_prefix("Name: ").map(str::to_string)
+                });
+                sorted(names.collect())
+            };
+            if dims_text.starts_with("Dimensions: !If") {
+                assert!(dims_text.contains("- HopDetail"), "{name}: {dims_text}");
+                let branches: Vec<&str> = dims_text.split("- - Name:").skip(1).collect();
+                assert_eq!(branches.len(), 2, "{name}: {dims_text}");
+                let branch = |b: &str| names(&format!("- Name:{b}"));
+                uses.push(((metric.clone(), branch(branches[0])), Some("hop")));
+                uses.push(((metric, branch(branches[1])), Some("chain")));
+            } else {
+                uses.push(((metric, names(dims_text)), None));
+            }
+        }
+        let treat_missing = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("TreatMissingData: "))
+            .unwrap_or("missing")
+            .to_string();
+        out.push(Alarm {
+            name,
+            uses,
+            treat_missing,
+        });
+    }
+    out
+}
+
+/// Each metric widget of a CloudWatch dashboard: its title and what its `SEARCH` reads.
+fn searches(dashboard: &serde_json::Value) -> Vec<(String, Use)> {
+    let mut out = Vec::new();
+    for w in dashboard["widgets"].as_array().expect("widgets") {
+        let Some(expr) = w["properties"]["metrics"][0][0]["expression"].as_str() else {
+            continue;
+        };
+        // `SEARCH('{Hopwatch,Chain,Hop} MetricName="Latency"', 'p99', 60)`
+        let inner = &expr[expr.find("{").expect("{") + 1..];
+        let dims = inner[..inner.find('}').expect("}")]
+            .split(',')
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        let metric = expr
+            .split("MetricName=\"")
+            .nth(1)
+            .and_then(|m| m.split('"').next())
+            .unwrap_or_default()
+            .to_string();
+        let title = w["properties"]["title"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        out.push((title, (metric, sorted(dims))));
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cloudformation_template_lints_and_uses_published_metrics() {
     let template = deploy("cloudformation/hopwatch.yaml");
@@ -458,72 +719,108 @@ async fn the_cloudformation_template_lints_and_uses_published_metrics() {
         }
         None => common::localstack::skip("cfn-lint of deploy/cloudformation/hopwatch.yaml"),
     }
-    // The template, and the standalone CloudWatch dashboard (the template's, for the console).
-    let dashboard =
+    let text = std::fs::read_to_string(&template).expect("template");
+    // The standalone CloudWatch dashboard is the template's, its parameters filled in.
+    let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dashboards/cloudwatch-hopwatch.json");
-    let dashboard = std::fs::read_to_string(dashboard).expect("dashboard");
-    let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
-    assert!(parsed["widgets"].as_array().is_some_and(|w| w.len() >= 6));
-    let text = std::fs::read_to_string(&template).expect("template") + &dashboard;
-    // (metric, dimensions) from Metrics Insights alarms, classic alarms and dashboard searches.
-    let mut uses: Vec<(String, Vec<String>)> = Vec::new();
-    for (at, _) in text.match_indices("FROM SCHEMA(") {
-        let before = &text[..at];
-        let metric = before
-            .rsplit_once('(')
-            .map(|(_, m)| m.trim().trim_end_matches(')').to_string())
-            .unwrap_or_default();
-        let args = &text[at + "FROM SCHEMA(".len()..];
-        let args = &args[..args.find(')').unwrap_or(0)];
-        let dims = args
-            .split(',')
-            .skip(1)
-            .map(|d| d.trim().to_string())
-            .collect();
-        uses.push((metric, dims));
-    }
-    for (at, _) in text.match_indices("SEARCH('{") {
-        let rest = &text[at + "SEARCH('{".len()..];
-        // `{${Namespace},Chain,Hop} MetricName=...`: the namespace has braces of its own.
-        let dims: Vec<String> = rest[..rest.find("} MetricName").unwrap_or(0)]
-            .split(',')
-            .skip(1)
-            .map(str::to_string)
-            .collect();
-        let metric = rest
-            .split("MetricName=\\\"")
-            .nth(1)
-            .and_then(|m| m.split('\\').next())
-            .unwrap_or_default()
-            .to_string();
-        uses.push((metric, dims));
-    }
-    for block in text.split("MetricName: ").skip(1) {
-        let metric = block.lines().next().unwrap_or("").trim().to_string();
-        let dims = block
-            .lines()
-            .take_while(|l| !l.contains("ExtendedStatistic") && !l.contains("Statistic:"))
-            .filter_map(|l| l.trim().strip_prefix("- Name: "))
-            .map(str::to_string)
-            .collect();
-        uses.push((metric, dims));
-    }
-    // 6 Metrics Insights alarms, 1 classic alarm, 7 searches in each dashboard.
-    assert_eq!(uses.len(), 21, "{uses:?}");
-    let published = published(&real_run().await.emf);
-    for (metric, mut dims) in uses {
-        dims.sort();
-        let sets = published.get(&metric).unwrap_or_else(|| {
-            panic!(
-                "{metric} is not published; published: {:?}",
-                published.keys()
-            )
-        });
+    let standalone: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard"))
+            .expect("dashboard is JSON");
+    let body = text
+        .split("DashboardBody: !Sub |\n")
+        .nth(1)
+        .and_then(|b| b.split("\nOutputs:").next())
+        .expect("the template's dashboard")
+        .replace("${Namespace}", "Hopwatch")
+        .replace("${AWS::Region}", "eu-west-1")
+        .replace("${LogGroup}", "/ecs/hopwatch");
+    let body: serde_json::Value =
+        serde_json::from_str(&body).expect("the template's dashboard is JSON");
+    assert_eq!(
+        body, standalone,
+        "dashboards/cloudwatch-hopwatch.json is the template's"
+    );
+    let searches = searches(&standalone);
+    assert_eq!(searches.len(), 9, "{searches:?}");
+    let alarms = alarms(&text);
+    assert_eq!(
+        alarms.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        [
+            "ChainDownAlarm",
+            "BrokenHopAlarm",
+            "VPCLinkAlarm",
+            "GatewayRefusingAlarm",
+            "HealthCheckAlarm",
+            "UnexpectedSourceAlarm",
+            "LatencyAlarm"
+        ]
+    );
+
+    let runs = tokio::task::spawn_blocking(real_runs).await.expect("runs");
+    let default = published(&runs.default.emf);
+    let healthy = published_by(&runs.default.emf, "healthy");
+    let full = published(&runs.full.emf);
+    let has = |published: &BTreeMap<String, BTreeSet<Vec<String>>>, (metric, dims): &Use| {
+        published
+            .get(metric)
+            .is_some_and(|sets| sets.contains(dims))
+    };
+    // A healthy chain publishes three metrics at the default detail, and nothing per hop.
+    assert_eq!(
+        healthy,
+        [
+            ("ChainUp", vec!["Chain".to_string()]),
+            ("Latency", vec!["Chain".to_string()]),
+            ("ProbeFailures", vec!["Chain".to_string()])
+        ]
+        .into_iter()
+        .map(|(m, d)| (m.to_string(), BTreeSet::from([d])))
+        .collect(),
+        "a healthy chain's metrics at [cloudwatch] detail = \"chain\""
+    );
+    // Every widget shows data at the default detail; at `hop` detail, all but the chain's own
+    // (their titles say "detail chain").
+    for (title, u) in &searches {
         assert!(
-            sets.contains(&dims),
-            "{metric} is not published with dimensions {dims:?}; it has {sets:?}"
+            has(&default, u),
+            "{title}: {u:?} is not published at detail chain"
+        );
+        let chain_only = title.contains("detail chain)") || title.contains("(detail chain");
+        assert_eq!(
+            has(&full, u),
+            !chain_only,
+            "{title}: {u:?} at detail hop (published: {full:?})"
         );
     }
+    // Every alarm reads what its detail publishes. One on a metric a healthy chain does not
+    // publish (published only while something fails) treats missing data as not breaching;
+    // one on a metric published every minute may treat it as breaching.
+    for alarm in &alarms {
+        for (u, detail) in &alarm.uses {
+            match detail {
+                Some("hop") => {
+                    assert!(has(&full, u), "{}: {u:?} at detail hop", alarm.name);
+                    continue;
+                }
+                _ => assert!(has(&default, u), "{}: {u:?} at detail chain", alarm.name),
+            }
+            if !has(&healthy, u) {
+                assert_eq!(
+                    alarm.treat_missing, "notBreaching",
+                    "{}: {u:?} is published only while something fails",
+                    alarm.name
+                );
+            }
+        }
+    }
+    assert_eq!(
+        alarms
+            .iter()
+            .find(|a| a.name == "ChainDownAlarm")
+            .map(|a| a.treat_missing.as_str()),
+        Some("breaching"),
+        "a chain that stops reporting is down"
+    );
 }
 
 #[test]

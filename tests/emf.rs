@@ -129,18 +129,14 @@ vantage_dimension = true
             d["AvailabilityZone"], "eu-west-1b",
             "from ECS task metadata"
         );
-        // No [agent] vantage: the task's zone is the vantage, a dimension of every metric.
+        // No [agent] vantage: the task's zone is the vantage.
         assert_eq!(d["Vantage"], "eu-west-1b", "the default vantage on ECS");
-        for set in d["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
-            .as_array()
-            .expect("dimension sets")
-        {
-            assert!(
-                set.as_array()
-                    .is_some_and(|s| s.iter().any(|n| n == "Vantage")),
-                "{set}"
-            );
-        }
+        // A healthy hop at the default detail (chain): its figures are properties of a plain
+        // JSON log event, no metric of its own.
+        assert!(
+            d.get("_aws").is_none(),
+            "a healthy hop publishes nothing: {d}"
+        );
         assert_eq!(d["SourceIp"], "127.0.0.1", "the peer the echo saw: {d}");
         assert!(d["TraceId"]
             .as_str()
@@ -156,11 +152,33 @@ vantage_dimension = true
         probes += d["Probes"].as_f64().unwrap_or(0.0);
         samples += number(&d["Latency"]);
     }
+    // The chain's lines publish its three metrics, the vantage a dimension of each.
+    let mut chain_samples = 0.0;
+    let mut failures = 0.0;
+    for d in &chain_lines {
+        for set in d["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+            .as_array()
+            .expect("dimension sets")
+        {
+            assert_eq!(
+                set,
+                &serde_json::json!(["Chain", "AvailabilityZone", "Service", "Vantage"]),
+                "{d}"
+            );
+        }
+        chain_samples += number(&d["Latency"]);
+        failures += d["ProbeFailures"].as_f64().unwrap_or(0.0);
+    }
     assert!(probes >= 10.0, "{probes} probes");
     assert_eq!(samples, probes, "one latency sample per successful probe");
     assert_eq!(
         rounds, probes,
         "one ChainUp sample per round, on the chain's own lines"
     );
+    assert_eq!(
+        chain_samples, probes,
+        "the chain's Latency is its outermost hop's, every sample"
+    );
+    assert_eq!(failures, 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }

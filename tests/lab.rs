@@ -444,7 +444,7 @@ fn run(topology: &str, scenarios: Vec<Scenario>) {
                 s.name
             );
             let q = format!(
-                "rate(hopwatch_probe_duration_seconds_sum{{hop=\"{h}\"}}[4s]) / rate(hopwatch_probe_duration_seconds_count{{hop=\"{h}\"}}[4s])"
+                "rate(hopwatch_probe_latency_seconds_sum{{hop=\"{h}\"}}[4s]) / rate(hopwatch_probe_latency_seconds_count{{hop=\"{h}\"}}[4s])"
             );
             let slow = lab.wait(Duration::from_secs(15), || {
                 lab.promql(&q)

@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 
-use hopwatch::config::{load_str, ConfigError};
+use hopwatch::config::{load_str, CloudWatchDetail, ConfigError};
 use hopwatch::echo::proxy_protocol::{self, crc32c, Command, Header, ParseError, V2_SIGNATURE};
 use hopwatch::echo::{EchoOptions, MAX_REFLECTED};
 use hopwatch::export::cloudwatch::datum::MAX_PAIRS;
@@ -1276,6 +1276,7 @@ fn build_period(start: SystemTime, hops: &[HopSpec], chain_up: Tally) -> Period 
                 unexpected_source: *unexpected_source,
                 last: None,
                 code: None,
+                outermost: i == 0,
             },
         );
     }
@@ -1305,19 +1306,23 @@ proptest! {
     #![proptest_config(cases(200))]
 
     /// A period of arbitrary hops becomes datums CloudWatch accepts (≤ 150 pairs, finite, ≤ 30
-    /// dimensions) and EMF lines (≤ 100 values a metric) that lose and double no sample.
+    /// dimensions) and EMF lines (≤ 100 values a metric) that lose and double no sample, at
+    /// either `[cloudwatch] detail`: at `chain`, a hop with nothing wrong publishes nothing of
+    /// its own and keeps every figure on its EMF lines as properties, and the chain's
+    /// `Latency` and `ProbeFailures` are its outermost hop's samples and all its hops' failures.
     #[test]
     fn periods_encode_within_limits_without_losing_samples(
         hops in prop::collection::vec(hop_period(), 1..4),
         chain_up in tally(),
         extra in 0usize..=hopwatch::config::MAX_EXTRA_DIMENSIONS,
+        detail in prop::sample::select(CloudWatchDetail::ALL),
     ) {
         let now = SystemTime::now();
         let start = UNIX_EPOCH + Duration::from_secs(now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) / 60 * 60);
         let period = build_period(start, &hops, chain_up);
         let extra: Vec<(String, String)> = (0..extra).map(|i| (format!("D{i}"), "v".to_string())).collect();
 
-        let datums = encode::datums(&period, &extra, 60);
+        let datums = encode::datums(&period, &extra, 60, detail);
         for d in &datums {
             prop_assert_eq!(d.check(now), Ok(()), "{}", d.metric);
             prop_assert!(d.dimensions.len() <= MAX_DIMENSIONS);
@@ -1328,10 +1333,15 @@ proptest! {
         for batch in datum::batches(datums.clone()) {
             prop_assert!(batch.len() <= datum::MAX_DATUMS);
         }
+        // `hop` "-": the chain's own datums (no `Hop` dimension).
         let datum_count = |metric: &str, hop: &str| -> f64 {
             datums
                 .iter()
-                .filter(|d| d.metric == metric && d.dimensions.iter().any(|(k, v)| k == "Hop" && v == hop))
+                .filter(|d| d.metric == metric)
+                .filter(|d| {
+                    let of = d.dimensions.iter().find(|(k, _)| k == "Hop").map_or("-", |(_, v)| v.as_str());
+                    of == hop
+                })
                 .map(|d| match &d.value {
                     Value::Single(n) => *n,
                     Value::Distribution(dist) => dist.sample_count(),
@@ -1339,40 +1349,71 @@ proptest! {
                 .sum()
         };
 
-        let lines = emf::lines(&period, "Hopwatch", &extra, 60);
+        let lines = emf::lines(&period, "Hopwatch", &extra, 60, detail);
         let docs: Vec<serde_json::Value> = lines
             .iter()
             .map(|l| serde_json::from_str(l))
             .collect::<Result<_, _>>()
             .map_err(|e| TestCaseError::fail(format!("an EMF line is not JSON: {e}")))?;
-        let mut emf_counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+        // (metric, hop) -> what the lines publish, and what they carry as properties only.
+        let mut published: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let mut properties: BTreeMap<(String, String), usize> = BTreeMap::new();
         for doc in &docs {
             let hop = doc["Hop"].as_str().unwrap_or("-").to_string();
-            for directive in doc["_aws"]["CloudWatchMetrics"].as_array().into_iter().flatten() {
-                for m in directive["Metrics"].as_array().into_iter().flatten() {
-                    let name = m["Name"].as_str().unwrap_or_default().to_string();
-                    let n = if name == "Probes" || name == "ProbeFailures" {
-                        doc[&name].as_f64().unwrap_or(f64::NAN) as usize
-                    } else {
-                        count_of(&doc[&name])?
-                    };
-                    *emf_counts.entry((name, hop.clone())).or_default() += n;
+            let names: BTreeSet<String> = doc["_aws"]["CloudWatchMetrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|d| d["Metrics"].as_array().into_iter().flatten())
+                .filter_map(|m| m["Name"].as_str().map(str::to_string))
+                .collect();
+            for name in ["Latency", "Probes", "ProbeFailures", "HopUp", "BrokenHop", "HealthCheckUp", "UnexpectedSource", "ChainUp"] {
+                if doc.get(name).is_none() {
+                    continue;
                 }
+                let n = if name == "Probes" || name == "ProbeFailures" {
+                    doc[name].as_f64().unwrap_or(f64::NAN) as usize
+                } else {
+                    count_of(&doc[name])?
+                };
+                let to = if names.contains(name) { &mut published } else { &mut properties };
+                *to.entry((name.to_string(), hop.clone())).or_default() += n;
             }
+            prop_assert!(names.iter().all(|n| doc.get(n.as_str()).is_some()), "a directive names a member the line lacks");
         }
+        let get = |m: &BTreeMap<(String, String), usize>, metric: &str, hop: &str| m.get(&(metric.to_string(), hop.to_string())).copied().unwrap_or(0);
+        let mut failures = 0u64;
         for (i, (samples, results, tallies)) in hops.iter().enumerate() {
             let hop = format!("hop-{i}");
-            let emf = |metric: &str| emf_counts.get(&(metric.to_string(), hop.clone())).copied().unwrap_or(0);
-            prop_assert_eq!(datum_count("Latency", &hop), samples.len() as f64);
-            prop_assert_eq!(emf("Latency"), samples.len());
             let probes: u64 = results.values().sum();
-            prop_assert_eq!(datum_count("Probes", &hop), probes as f64);
-            prop_assert_eq!(emf("Probes") as u64, probes);
+            let failed: u64 = results.iter().filter(|(c, _)| **c != "ok").map(|(_, n)| n).sum();
+            failures += failed;
+            let troubled = failed > 0 || tallies[0].zeros > 0 || tallies[1].ones > 0 || tallies[2].zeros > 0 || tallies[3].ones > 0;
+            let own = detail == CloudWatchDetail::Hop || troubled;
+            // What its datums and published EMF metrics count: everything, or nothing.
+            let want = |n: u64| if own { n } else { 0 };
+            prop_assert_eq!(datum_count("Latency", &hop), want(samples.len() as u64) as f64);
+            prop_assert_eq!(get(&published, "Latency", &hop), want(samples.len() as u64) as usize);
+            prop_assert_eq!(datum_count("Probes", &hop), want(probes) as f64);
+            prop_assert_eq!(get(&published, "Probes", &hop) as u64, want(probes));
             for (metric, t) in ["HopUp", "BrokenHop", "HealthCheckUp", "UnexpectedSource"].iter().zip(tallies) {
-                prop_assert_eq!(datum_count(metric, &hop), t.total() as f64, "{}", metric);
-                prop_assert_eq!(emf(metric) as u64, t.total(), "{}", metric);
+                prop_assert_eq!(datum_count(metric, &hop), want(t.total()) as f64, "{}", metric);
+                prop_assert_eq!(get(&published, metric, &hop) as u64, want(t.total()), "{}", metric);
+                // Published or kept as a property: never lost.
+                prop_assert_eq!((get(&published, metric, &hop) + get(&properties, metric, &hop)) as u64, t.total(), "{}", metric);
             }
+            prop_assert_eq!(get(&published, "Latency", &hop) + get(&properties, "Latency", &hop), samples.len());
+            let ok = results.get("ok").copied().unwrap_or(0);
+            prop_assert_eq!((get(&published, "Probes", &hop) + get(&properties, "Probes", &hop)) as u64, if own { probes } else { ok });
         }
-        prop_assert_eq!(emf_counts.get(&("ChainUp".to_string(), "-".to_string())).copied().unwrap_or(0) as u64, chain_up.total());
+        prop_assert_eq!(get(&published, "ChainUp", "-") as u64, chain_up.total());
+        prop_assert_eq!(datum_count("ChainUp", "-"), chain_up.total() as f64);
+        // The chain's own figures: only at `chain` detail.
+        let chain_level = detail == CloudWatchDetail::Chain;
+        let outermost = hops[0].0.len() as u64;
+        prop_assert_eq!(datum_count("Latency", "-"), if chain_level { outermost as f64 } else { 0.0 });
+        prop_assert_eq!(get(&published, "Latency", "-") as u64, if chain_level { outermost } else { 0 });
+        prop_assert_eq!(datum_count("ProbeFailures", "-"), if chain_level { failures as f64 } else { 0.0 });
+        prop_assert_eq!(get(&published, "ProbeFailures", "-") as u64, if chain_level { failures } else { 0 });
     }
 }

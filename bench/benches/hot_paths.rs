@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
-use hopwatch::config::{load_str, Chain};
+use hopwatch::config::{load_str, Chain, CloudWatchDetail, Detail};
 use hopwatch::diagnose::Verdict;
 use hopwatch::export::cloudwatch::encode;
 use hopwatch::export::cloudwatch::period::Periods;
@@ -92,6 +92,7 @@ fn up() -> Verdict {
         blind_spots: Vec::new(),
         code: None,
         reason: None,
+        contradictions: Vec::new(),
     }
 }
 
@@ -156,9 +157,13 @@ fn render(c: &mut Criterion) {
                 metrics.observe(&Observation::new(r, vec![true; 4], up(), Vec::new()));
             }
         }
-        g.bench_function(format!("metrics_render_{hops}_hops"), |b| {
-            b.iter(|| black_box(metrics.render().len()));
-        });
+        // `[agent] detail`: the default, then every series.
+        for detail in [Detail::Standard, Detail::Full] {
+            metrics.set_detail(detail);
+            g.bench_function(format!("metrics_render_{hops}_hops_{detail}"), |b| {
+                b.iter(|| black_box(metrics.render().len()));
+            });
+        }
     }
     g.finish();
 }
@@ -167,27 +172,29 @@ fn cloudwatch(c: &mut Criterion) {
     let mut g = c.benchmark_group("cloudwatch");
     let chain = chains(1).remove(0);
     let at = SystemTime::now();
-    g.bench_function("datums_of_a_60s_period_4_hops", |b| {
-        b.iter_batched(
-            || {
-                let mut periods = Periods::new(Duration::from_secs(60));
-                for s in 0..60u64 {
-                    let when = at + Duration::from_secs(s);
-                    let r = round(&chain, 200 + s * 7, when);
-                    periods.observe(&Observation::new(r, vec![true; 4], up(), Vec::new()));
-                }
-                periods.take_all()
-            },
-            |periods| {
-                let extra = vec![("Team".to_string(), "payments".to_string())];
-                periods
-                    .iter()
-                    .map(|p| encode::datums(p, &extra, 60).len())
-                    .sum::<usize>()
-            },
-            BatchSize::SmallInput,
-        );
-    });
+    for detail in [CloudWatchDetail::Chain, CloudWatchDetail::Hop] {
+        g.bench_function(format!("datums_of_a_60s_period_4_hops_{detail}"), |b| {
+            b.iter_batched(
+                || {
+                    let mut periods = Periods::new(Duration::from_secs(60));
+                    for s in 0..60u64 {
+                        let when = at + Duration::from_secs(s);
+                        let r = round(&chain, 200 + s * 7, when);
+                        periods.observe(&Observation::new(r, vec![true; 4], up(), Vec::new()));
+                    }
+                    periods.take_all()
+                },
+                |periods| {
+                    let extra = vec![("Team".to_string(), "payments".to_string())];
+                    periods
+                        .iter()
+                        .map(|p| encode::datums(p, &extra, 60, detail).len())
+                        .sum::<usize>()
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
     g.finish();
 }
 

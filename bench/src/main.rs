@@ -42,6 +42,8 @@ struct Options {
     seconds: Duration,
     /// Parts to run (all when empty): floor, hopwatch, blackbox, accuracy.
     only: Vec<String>,
+    /// `[agent] detail` levels the scale runs at; the comparison runs at the first.
+    details: Vec<String>,
 }
 
 impl Options {
@@ -52,7 +54,8 @@ impl Options {
 
 fn usage() -> &'static str {
     "usage: hopwatch-bench [--hopwatch PATH] [--blackbox PATH] [--hops N] [--scale N,N,..] \
-     [--warmup SECONDS] [--seconds SECONDS] [--only floor,hopwatch,blackbox,accuracy]"
+     [--warmup SECONDS] [--seconds SECONDS] [--only floor,hopwatch,blackbox,accuracy] \
+     [--detail standard,full]"
 }
 
 fn options() -> Result<Options> {
@@ -64,6 +67,7 @@ fn options() -> Result<Options> {
         warmup: Duration::from_secs(5),
         seconds: Duration::from_secs(20),
         only: Vec::new(),
+        details: vec!["standard".into(), "full".into()],
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -84,11 +88,15 @@ fn options() -> Result<Options> {
             "--warmup" => o.warmup = Duration::from_secs_f64(value()?.parse()?),
             "--seconds" => o.seconds = Duration::from_secs_f64(value()?.parse()?),
             "--only" => o.only = value()?.split(',').map(str::to_string).collect(),
+            "--detail" => o.details = value()?.split(',').map(str::to_string).collect(),
             _ => return Err(format!("unknown argument {flag}\n{}", usage()).into()),
         }
     }
     if o.hops < 4 || o.scale.iter().any(|&n| n < 4) {
         return Err("at least 4 hops (one chain)".into());
+    }
+    if o.details.is_empty() || o.details.iter().any(|d| d != "standard" && d != "full") {
+        return Err(format!("--detail takes standard and/or full\n{}", usage()).into());
     }
     Ok(o)
 }
@@ -154,6 +162,8 @@ impl Row {
 /// A hopwatch run at one number of hops.
 struct Scaled {
     row: Row,
+    /// `[agent] detail`.
+    detail: String,
     hops: usize,
     interval: Duration,
     render: Duration,
@@ -192,11 +202,19 @@ fn run(o: &Options) -> Result<()> {
     }
     let mut scaled = Vec::new();
     if o.runs("hopwatch") {
-        let mut scales: Vec<usize> = vec![o.hops];
-        scales.extend(o.scale.iter().filter(|&&n| n != o.hops));
-        for &n in &scales {
-            eprintln!("hopwatch: {n} hops at {RATE} probes/s…");
-            scaled.push(hopwatch_row(o, dir, &ports, n)?);
+        // The first run (o.hops at the first detail) is the one compared with the floor and
+        // blackbox_exporter.
+        let mut runs: Vec<(usize, &str)> = vec![(o.hops, o.details[0].as_str())];
+        for detail in &o.details {
+            for &n in &o.scale {
+                if (n, detail.as_str()) != runs[0] {
+                    runs.push((n, detail));
+                }
+            }
+        }
+        for (n, detail) in runs {
+            eprintln!("hopwatch: {n} hops at {RATE} probes/s, detail {detail}…");
+            scaled.push(hopwatch_row(o, dir, &ports, n, detail)?);
         }
     }
     let mut bb = None;
@@ -288,10 +306,16 @@ fn target_urls(ports: &[u16], hops: usize) -> Vec<String> {
 
 /// A config of `hops / 4` chains of kind rest-nlb-alb (gateway, nlb, alb, target), every hop
 /// an echo target: the shape of a real deployment, diagnosis and all.
-fn hopwatch_config(listen: u16, ports: &[u16], hops: usize, interval: Duration) -> String {
+fn hopwatch_config(
+    listen: u16,
+    ports: &[u16],
+    hops: usize,
+    interval: Duration,
+    detail: &str,
+) -> String {
     let timeout = Duration::from_millis(800).min(interval.mul_f64(0.8));
     let mut s = format!(
-        "[agent]\nlisten = \"127.0.0.1:{listen}\"\ninterval = \"{}ms\"\ntimeout = \"{}ms\"\n",
+        "[agent]\nlisten = \"127.0.0.1:{listen}\"\ninterval = \"{}ms\"\ntimeout = \"{}ms\"\ndetail = \"{detail}\"\n",
         interval.as_millis(),
         timeout.as_millis()
     );
@@ -316,18 +340,27 @@ fn metrics(addr: SocketAddr) -> Result<String> {
     Ok(String::from_utf8(body)?)
 }
 
-fn hopwatch_row(o: &Options, dir: &Path, ports: &[u16], hops: usize) -> Result<Scaled> {
+fn hopwatch_row(
+    o: &Options,
+    dir: &Path,
+    ports: &[u16],
+    hops: usize,
+    detail: &str,
+) -> Result<Scaled> {
     let hops = hops / 4 * 4;
     let interval = Duration::from_secs_f64(hops as f64 / RATE);
     let listen = free_port()?;
-    let config = dir.join(format!("hopwatch-{hops}.toml"));
-    std::fs::write(&config, hopwatch_config(listen, ports, hops, interval))?;
+    let config = dir.join(format!("hopwatch-{hops}-{detail}.toml"));
+    std::fs::write(
+        &config,
+        hopwatch_config(listen, ports, hops, interval, detail),
+    )?;
     let mut cmd = Command::new(&o.hopwatch);
     cmd.arg("run").arg("--config").arg(&config);
     let mut p = Proc::spawn(
         "hopwatch",
         &mut cmd,
-        &dir.join(format!("hopwatch-{hops}.log")),
+        &dir.join(format!("hopwatch-{hops}-{detail}.log")),
     )?;
     let addr = SocketAddr::from(([127, 0, 0, 1], listen));
     // Warm-up: every hop probed at least once, then the warm-up time on top.
@@ -366,7 +399,7 @@ fn hopwatch_row(o: &Options, dir: &Path, ports: &[u16], hops: usize) -> Result<S
     let peak_rss = p.peak_rss()?;
     Ok(Scaled {
         row: Row {
-            name: format!("hopwatch run ({hops} hops)"),
+            name: format!("hopwatch run ({hops} hops, detail {detail})"),
             probes: probes as u64,
             failed: failed.max(0.0) as u64,
             elapsed: t1 - t0,
@@ -374,6 +407,7 @@ fn hopwatch_row(o: &Options, dir: &Path, ports: &[u16], hops: usize) -> Result<S
             peak_rss,
             lag,
         },
+        detail: detail.to_string(),
         hops,
         interval,
         render: renders[renders.len() / 2],
@@ -640,15 +674,16 @@ fn report(
     );
     let _ = writeln!(
         s,
-        "| hops | interval s | probes/s | CPU µs / probe | peak RSS MiB | /metrics ms (median of 7) | /metrics MiB | lag p99 ms |"
+        "| detail | hops | interval s | probes/s | CPU µs / probe | peak RSS MiB | /metrics ms (median of 7) | /metrics MiB | lag p99 ms |"
     );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut by_hops: Vec<&Scaled> = scaled.iter().collect();
-    by_hops.sort_by_key(|r| r.hops);
+    by_hops.sort_by_key(|r| (r.detail != o.details[0], r.detail.clone(), r.hops));
     for r in by_hops {
         let _ = writeln!(
             s,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            r.detail,
             r.hops,
             r.interval.as_secs_f64(),
             r.row.rate(),

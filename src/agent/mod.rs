@@ -252,8 +252,26 @@ impl Running {
         let mut config = config;
         config.chains = effective;
         self.metrics.set_agent(&self.vantage, &self.az, &config);
+        self.metrics.set_detail(config.agent.detail);
         self.config = config;
         Ok(done)
+    }
+}
+
+/// Hands the heap memory freed so far back to the kernel, after a config was loaded (at start,
+/// and after every reload, rejected ones included: they parse the whole file too).
+///
+/// Parsing a config peaks far above what it leaves: at 10,000 hops toml's token list and
+/// tables reach 32 MB of heap, all freed once the chains are built, but glibc keeps freed memory
+/// for reuse, and what lies between long-lived allocations can never leave the heap's top. The
+/// agent measured 61 MiB of RSS with 24 MB of live heap (heaptrack, 2026-12-04);
+/// `malloc_trim` also releases the free pages inside the heap. Elsewhere a no-op.
+pub(super) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer; it walks glibc's own free lists under their locks
+    // and may be called from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -335,6 +353,7 @@ pub async fn start(
     let vantage = crate::ecs::vantage(config.agent.vantage.as_deref(), &identity);
     let az = identity.availability_zone.clone().unwrap_or_default();
     metrics.set_agent(&vantage, &az, &config);
+    metrics.set_detail(config.agent.detail);
     let cloudwatch = match &config.cloudwatch {
         Some(cw) => {
             let mut cw = cw.clone();
@@ -431,5 +450,6 @@ pub async fn start(
         hops,
         "hopwatch agent started"
     );
+    release_freed_memory();
     Ok(running)
 }

@@ -64,6 +64,7 @@ async fn reload(
         Err(err) => Err(err.to_string()),
     };
     running.metrics.config_loaded(outcome.is_ok());
+    super::release_freed_memory();
     match outcome {
         Ok(done) => {
             tracing::info!(

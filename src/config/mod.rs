@@ -270,6 +270,47 @@ pub struct CloudWatch {
     pub max_buffered_datums: usize,
     /// Add a `Vantage` dimension (the agent's vantage) to every datum.
     pub vantage_dimension: bool,
+    /// What a healthy chain publishes: its own three metrics, or every hop's.
+    pub detail: CloudWatchDetail,
+}
+
+closed_enum!(
+    /// `[cloudwatch] detail`: which metrics a period publishes. A CloudWatch metric is paid for
+    /// in every hour it receives data, so per-hop metrics of a healthy hop are the cost to cut.
+    CloudWatchDetail {
+        /// Per chain `ChainUp`, `Latency` (the outermost hop: the path users take) and
+        /// `ProbeFailures` (every hop's); a hop's own metrics only in the periods it failed,
+        /// was down, was blamed, failed its health check or saw an unexpected source.
+        Chain = "chain",
+        /// Every hop's metrics in every period, as before `detail` existed.
+        Hop = "hop",
+    }
+);
+
+#[allow(clippy::derivable_impls)] // the macro's enums have no #[default] to mark
+impl Default for CloudWatchDetail {
+    fn default() -> Self {
+        CloudWatchDetail::Chain
+    }
+}
+
+closed_enum!(
+    /// `[agent] detail`: which per-hop series `/metrics` exposes.
+    Detail {
+        /// What the shipped alerts, recording rules and dashboards read: at most 12 series for
+        /// a healthy hop.
+        Standard = "standard",
+        /// Every series: the latency histogram's buckets, the phases, four quantiles, the
+        /// last HTTP status and the 0 of every 0/1 gauge.
+        Full = "full",
+    }
+);
+
+#[allow(clippy::derivable_impls)] // the macro's enums have no #[default] to mark
+impl Default for Detail {
+    fn default() -> Self {
+        Detail::Standard
+    }
 }
 
 /// Dimension values read from ECS task metadata v4 at start: `"ecs:availability_zone"`.
@@ -308,6 +349,8 @@ pub struct Agent {
     pub vantage: Option<String>,
     /// The chains this agent runs of its group's ([`Shard::WHOLE`]: all).
     pub shard: Shard,
+    /// Which per-hop series `/metrics` exposes.
+    pub detail: Detail,
 }
 
 /// One private integration: an ordered list of hops, outermost first, target last.

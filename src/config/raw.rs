@@ -107,6 +107,11 @@ pub struct RawCloudWatch {
     /// Add a `Vantage` dimension, the agent's vantage, to every datum and EMF line (default
     /// false: series from agents in several zones stay apart only with it).
     pub vantage_dimension: Option<Spanned<bool>>,
+    /// `"chain"` (default): a healthy chain publishes three metrics (`ChainUp`, `Latency` and
+    /// `ProbeFailures` under `Chain`), a hop its own only in the periods it fails or is blamed
+    /// (EMF lines keep every hop's figures as searchable properties); `"hop"`: every hop's
+    /// metrics in every period.
+    pub detail: Option<Spanned<String>>,
 }
 
 /// `[agent]`: settings of the whole agent, and the defaults of every chain.
@@ -131,6 +136,10 @@ pub struct RawAgent {
     /// `"N/M"`: run only the chains that hash to shard `N` of `M` (from 0; a StatefulSet pod
     /// name ending in its ordinal works as `N`). `--shard` and `HOPWATCH_SHARD` override it.
     pub shard: Option<Spanned<String>>,
+    /// `"standard"` (default): the per-hop series the shipped alerts, rules and dashboards
+    /// read, at most 12 for a healthy hop; `"full"`: every series (latency buckets, phases,
+    /// four quantiles, the last HTTP status). Applies at once on reload.
+    pub detail: Option<Spanned<String>>,
 }
 
 /// `[[chain]]`: one private integration, probed hop by hop.

@@ -16,6 +16,7 @@ impl Checker<'_> {
             thresholds: Thresholds::default(),
             vantage: None,
             shard: Shard::WHOLE,
+            detail: Detail::Standard,
         };
         let Some(raw) = raw else { return agent };
         let scope = "agent";
@@ -61,6 +62,19 @@ impl Checker<'_> {
             match Shard::parse(shard.get_ref()) {
                 Ok(s) => agent.shard = s,
                 Err(why) => self.report(&shard.span(), scope, format!("shard: {why}")),
+            }
+        }
+        if let Some(detail) = &raw.detail {
+            match Detail::parse(detail.get_ref()) {
+                Some(d) => agent.detail = d,
+                None => self.report(
+                    &detail.span(),
+                    scope,
+                    format!(
+                        "detail ({:?}) must be \"standard\" or \"full\"",
+                        detail.get_ref()
+                    ),
+                ),
             }
         }
         agent.thresholds = self.thresholds(&raw.down_after, &raw.up_after, agent.thresholds, scope);

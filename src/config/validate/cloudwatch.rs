@@ -170,6 +170,17 @@ impl Checker<'_> {
                 100_000
             }
         };
+        let detail = match &raw.detail {
+            None => CloudWatchDetail::Chain,
+            Some(d) => CloudWatchDetail::parse(d.get_ref()).unwrap_or_else(|| {
+                self.report(
+                    &d.span(),
+                    scope,
+                    format!("detail ({:?}) must be \"chain\" or \"hop\"", d.get_ref()),
+                );
+                CloudWatchDetail::Chain
+            }),
+        };
         let endpoint_url = self.endpoint_url(&raw.endpoint_url, scope);
         (self.problems.len() == before).then(|| CloudWatch {
             mode,
@@ -182,6 +193,7 @@ impl Checker<'_> {
             emf_output,
             max_buffered_datums,
             vantage_dimension,
+            detail,
         })
     }
 }

@@ -4,6 +4,12 @@
 //! id and the probe's trace id. A failure class and `ChainUp` need lines of their own: EMF
 //! takes one value per dimension a line.
 //!
+//! With `[cloudwatch] detail = "chain"` a hop that had nothing wrong in the period writes its
+//! line without `_aws`: the same members, read by Logs Insights as the properties of a plain
+//! JSON log event, and no metric extracted (a metric is paid for in every hour it gets data).
+//! The chain's line then also carries `Latency` (its outermost hop's samples) and
+//! `ProbeFailures` (its hops').
+//!
 //! EMF values are plain numbers or arrays of at most [`MAX_VALUES`] numbers, each one sample.
 //! A period with more samples than that (a 1 s interval flushed every 5 minutes) continues on
 //! further lines that carry the same dimensions and only the overflowing values, so no sample
@@ -15,6 +21,7 @@ use hdrhistogram::Histogram;
 
 use super::period::{HopPeriod, Period, Tally};
 use crate::config::published::{dims, names, props};
+use crate::config::CloudWatchDetail;
 use crate::probe::Outcome;
 
 /// EMF: values per metric per line.
@@ -172,11 +179,13 @@ impl Writer<'_> {
     }
 
     /// Writes `series` over as many lines as its longest needs. `base` holds the dimension
-    /// values; `first` adds the searchable properties to the first line.
+    /// values; `first` adds the searchable properties to the first line. Unless `publish`, the
+    /// lines have no `_aws`: their members are properties of a plain JSON log event.
     fn write(
         &mut self,
         base: &Map<String, Json>,
         series: &[Series],
+        publish: bool,
         first: impl FnOnce(&mut Map<String, Json>),
     ) {
         let longest = series.iter().map(|s| s.values.len()).max().unwrap_or(0);
@@ -186,6 +195,7 @@ impl Writer<'_> {
             for (k, v) in self.extra {
                 root.insert(k.clone(), json!(v));
             }
+            let mut written = false;
             let mut by_level: Vec<(Level, Vec<Json>)> = Vec::new();
             for s in series {
                 if s.single && line > 0 {
@@ -204,6 +214,10 @@ impl Writer<'_> {
                     many => json!(many),
                 };
                 root.insert(s.name.to_string(), value);
+                written = true;
+                if !publish {
+                    continue;
+                }
                 let definition = json!({
                     "Name": s.name,
                     "Unit": s.unit,
@@ -214,7 +228,7 @@ impl Writer<'_> {
                     None => by_level.push((s.level, vec![definition])),
                 }
             }
-            if by_level.is_empty() {
+            if !written {
                 continue;
             }
             if !by_level.iter().any(|(l, _)| *l == Level::Result) {
@@ -237,10 +251,12 @@ impl Writer<'_> {
             } else {
                 root.insert(props::CONTINUES.into(), json!(line));
             }
-            root.insert(
-                "_aws".into(),
-                json!({ "Timestamp": self.timestamp, "CloudWatchMetrics": directives }),
-            );
+            if publish {
+                root.insert(
+                    "_aws".into(),
+                    json!({ "Timestamp": self.timestamp, "CloudWatchMetrics": directives }),
+                );
+            }
             self.out.push(Json::Object(root).to_string());
         }
     }
@@ -250,11 +266,18 @@ impl Writer<'_> {
 /// `ok` under `Result`, and the searchable properties; one more per failure class seen (EMF
 /// takes one value per dimension a line); per chain one line with `ChainUp`. Samples beyond
 /// 100 continue on further lines.
+///
+/// With [`CloudWatchDetail::Chain`], a hop that was not
+/// [troubled](super::period::HopPeriod::troubled) in the period writes the same line without
+/// `_aws` (its figures stay searchable, no metric is made of them), and the chain's line also
+/// carries `Latency` (the outermost hop's samples) and `ProbeFailures` (every hop's), as
+/// [`super::encode::datums`] does.
 pub fn lines(
     period: &Period,
     namespace: &str,
     extra: &[(String, String)],
     storage_resolution: u8,
+    detail: CloudWatchDetail,
 ) -> Vec<String> {
     let timestamp = period
         .start
@@ -273,7 +296,9 @@ pub fn lines(
         base.insert(dims::CHAIN.into(), json!(chain));
         base.insert(dims::HOP.into(), json!(hop));
         base.insert(dims::RESULT.into(), json!("ok"));
-        w.write(&base, &hop_series(p), |root| properties(p, root));
+        let publish = detail == CloudWatchDetail::Hop || p.troubled();
+        w.write(&base, &hop_series(p), publish, |root| properties(p, root));
+        // A hop with a failed probe is troubled: at either detail, its classes are published.
         for (class, n) in p.classes().filter(|(c, _)| !c.is_ok()) {
             base.insert(dims::RESULT.into(), json!(class.as_str()));
             let probes = Series {
@@ -283,20 +308,44 @@ pub fn lines(
                 level: Level::Result,
                 single: true,
             };
-            w.write(&base, &[probes], |_| {});
+            w.write(&base, &[probes], true, |_| {});
         }
     }
-    for (chain, t) in &period.chains {
+    let figures = period.chain_figures();
+    for (chain, f) in &figures {
         let mut base = Map::new();
         base.insert(dims::CHAIN.into(), json!(chain));
-        let chain_up = Series {
-            name: names::CHAIN_UP,
-            unit: "None",
-            values: tally_values(t),
-            level: Level::Chain,
-            single: false,
-        };
-        w.write(&base, &[chain_up], |_| {});
+        let mut series = Vec::new();
+        if let Some(t) = period.chains.get(*chain) {
+            series.push(Series {
+                name: names::CHAIN_UP,
+                unit: "None",
+                values: tally_values(t),
+                level: Level::Chain,
+                single: false,
+            });
+        }
+        if detail == CloudWatchDetail::Chain {
+            if let Some(outermost) = f.outermost {
+                series.push(Series {
+                    name: names::LATENCY,
+                    unit: "Milliseconds",
+                    values: latency_values(&outermost.latency),
+                    level: Level::Chain,
+                    single: false,
+                });
+            }
+            if f.probed {
+                series.push(Series {
+                    name: names::PROBE_FAILURES,
+                    unit: "Count",
+                    values: vec![f.failures as f64],
+                    level: Level::Chain,
+                    single: true,
+                });
+            }
+        }
+        w.write(&base, &series, true, |_| {});
     }
     for ((chain, code), rounds) in &period.reasons {
         let mut base = Map::new();
@@ -309,7 +358,7 @@ pub fn lines(
             level: Level::Reason,
             single: true,
         };
-        w.write(&base, &[reason], |_| {});
+        w.write(&base, &[reason], true, |_| {});
     }
     w.out
 }
@@ -383,7 +432,7 @@ mod tests {
         }
         let period = periods.take_all().remove(0);
         let extra = vec![("AvailabilityZone".to_string(), "eu-west-1a".to_string())];
-        let lines = lines(&period, "Hopwatch", &extra, 60);
+        let lines = lines(&period, "Hopwatch", &extra, 60, CloudWatchDetail::Hop);
         assert_eq!(lines.len(), 4, "gateway, nlb, target, and the chain");
         let docs: Vec<Json> = lines.iter().map(|l| check(l)).collect();
         let hops: Vec<&str> = docs.iter().filter_map(|d| d["Hop"].as_str()).collect();
@@ -445,6 +494,83 @@ mod tests {
         assert!(docs[0].get("SourceIp").is_none(), "not an echo answer");
     }
 
+    /// `detail = "chain"`: a healthy hop's line keeps every figure as a property, without
+    /// `_aws`; the chain's line has the chain's three metrics; a troubled hop's line is as at
+    /// `hop` detail.
+    #[test]
+    fn at_chain_detail_healthy_hops_keep_their_figures_as_properties() {
+        let chain = chain();
+        let mut periods = Periods::new(Duration::from_secs(60));
+        for (t, target) in [(1.0, Outcome::Ok), (2.0, Outcome::Timeout)] {
+            let results = vec![
+                result(Outcome::Ok, 10, at(t), ""),
+                result(Outcome::Ok, 20, at(t), ""),
+                result(target, 30, at(t), ECHO),
+            ];
+            periods.observe(&observed(
+                round(&chain, at(t), results, true),
+                &[true; 3],
+                verdict(true, None),
+            ));
+        }
+        let period = periods.take_all().remove(0);
+        let chain_level = lines(&period, "Hopwatch", &[], 60, CloudWatchDetail::Chain);
+        let hop_level = lines(&period, "Hopwatch", &[], 60, CloudWatchDetail::Hop);
+        let docs: Vec<Json> = chain_level
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect();
+        let hop = |name: &str| -> Vec<&Json> { docs.iter().filter(|d| d["Hop"] == name).collect() };
+        for name in ["gateway", "nlb"] {
+            let lines = hop(name);
+            assert_eq!(lines.len(), 1, "{name}");
+            let d = lines[0];
+            assert!(d.get("_aws").is_none(), "nothing published for {name}: {d}");
+            assert!(d.get("Result").is_none(), "no dimension to fill: {d}");
+            assert_eq!(values(d, "Latency").len(), 2);
+            assert_eq!(values(d, "Probes"), [2.0]);
+            assert_eq!(values(d, "HopUp"), [1.0, 1.0]);
+            assert!(d["TraceId"].is_string());
+        }
+        // The target timed out once: its lines are the ones `hop` detail writes.
+        let target: Vec<String> = chain_level
+            .iter()
+            .filter(|l| l.contains("\"Hop\":\"target\""))
+            .cloned()
+            .collect();
+        let target_at_hop: Vec<String> = hop_level
+            .iter()
+            .filter(|l| l.contains("\"Hop\":\"target\""))
+            .cloned()
+            .collect();
+        assert_eq!(target, target_at_hop);
+        assert!(target.iter().all(|l| check(l)["_aws"].is_object()));
+        let chain_line: Vec<&Json> = docs.iter().filter(|d| d.get("Hop").is_none()).collect();
+        assert_eq!(chain_line.len(), 1);
+        let c = check(
+            &chain_level[docs
+                .iter()
+                .position(|d| d.get("Hop").is_none())
+                .unwrap_or(0)],
+        );
+        assert_eq!(values(&c, "ChainUp"), [1.0, 1.0]);
+        assert_eq!(values(&c, "ProbeFailures"), [1.0], "the target's timeout");
+        let latency = values(&c, "Latency");
+        assert!(
+            latency.len() == 2 && latency.iter().all(|v| (v - 10.0).abs() < 0.05),
+            "the gateway's samples: {latency:?}"
+        );
+        let directive = &c["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Dimensions"][0], json!(["Chain"]));
+        let names: Vec<&str> = directive["Metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["Name"].as_str())
+            .collect();
+        assert_eq!(names, ["ChainUp", "Latency", "ProbeFailures"]);
+    }
+
     #[test]
     fn each_failure_class_gets_its_own_line() {
         let chain = chain();
@@ -466,7 +592,7 @@ mod tests {
             verdict(false, Some(2)),
         ));
         let period = periods.take_all().remove(0);
-        let docs: Vec<Json> = lines(&period, "Hopwatch", &[], 60)
+        let docs: Vec<Json> = lines(&period, "Hopwatch", &[], 60, CloudWatchDetail::Hop)
             .iter()
             .map(|l| check(l))
             .collect();
@@ -516,7 +642,7 @@ mod tests {
             ));
         }
         let period = periods.take_all().remove(0);
-        let lines = lines(&period, "Hopwatch", &[], 1);
+        let lines = lines(&period, "Hopwatch", &[], 1, CloudWatchDetail::Hop);
         let docs: Vec<Json> = lines.iter().map(|l| check(l)).collect();
         let gateway: Vec<&Json> = docs.iter().filter(|d| d["Hop"] == "gateway").collect();
         assert_eq!(gateway.len(), 3, "250 samples: 100 + 100 + 50");

@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 use super::datum::{Datum, Distribution, Unit, Value, MAX_PAIRS};
 use super::period::{Period, Tally};
 use crate::config::published::{dims, names};
+use crate::config::CloudWatchDetail;
 
 /// A 0/1 tally as a distribution: values 0 and 1 with how many rounds had each.
 pub fn tally(t: &Tally) -> Option<Value> {
@@ -34,8 +35,19 @@ pub fn tally(t: &Tally) -> Option<Value> {
 
 /// Every datum of one period: per hop `Latency`, `Probes` (one per class seen),
 /// `ProbeFailures`, `HopUp`, `BrokenHop`, and `HealthCheckUp` / `UnexpectedSource` where they
-/// apply; per chain `ChainUp`. `extra` dimensions go on every datum after hopwatch's own.
-pub fn datums(period: &Period, extra: &[(String, String)], storage_resolution: u8) -> Vec<Datum> {
+/// apply; per chain `ChainUp`; per down chain and reason code `ChainDownReason`. `extra`
+/// dimensions go on every datum after hopwatch's own.
+///
+/// With [`CloudWatchDetail::Chain`] a hop's datums go only in the periods it was
+/// [troubled](super::period::HopPeriod::troubled), and each chain also gets `Latency` (its
+/// outermost hop's) and `ProbeFailures` (its hops') under `Chain` alone: three metrics for a
+/// healthy chain, where every hop's metrics are billed every hour.
+pub fn datums(
+    period: &Period,
+    extra: &[(String, String)],
+    storage_resolution: u8,
+    detail: CloudWatchDetail,
+) -> Vec<Datum> {
     let mut out = Vec::new();
     let datum = |metric: &str, dimensions: Vec<(String, String)>, unit, value| Datum {
         metric: metric.to_string(),
@@ -50,6 +62,9 @@ pub fn datums(period: &Period, extra: &[(String, String)], storage_resolution: u
         d
     };
     for ((chain, hop), p) in &period.hops {
+        if detail == CloudWatchDetail::Chain && !p.troubled() {
+            continue;
+        }
         let base = || {
             with_extra(vec![
                 (dims::CHAIN.to_string(), chain.clone()),
@@ -101,6 +116,31 @@ pub fn datums(period: &Period, extra: &[(String, String)], storage_resolution: u
         if let Some(value) = tally(t) {
             let dimensions = with_extra(vec![(dims::CHAIN.to_string(), chain.clone())]);
             out.push(datum(names::CHAIN_UP, dimensions, Unit::None, value));
+        }
+    }
+    if detail == CloudWatchDetail::Chain {
+        for (chain, figures) in period.chain_figures() {
+            let base = || with_extra(vec![(dims::CHAIN.to_string(), chain.to_string())]);
+            let latency = figures
+                .outermost
+                .and_then(|p| distribution(&p.latency, MAX_PAIRS));
+            if let Some(d) = latency {
+                out.push(datum(
+                    names::LATENCY,
+                    base(),
+                    Unit::Milliseconds,
+                    Value::Distribution(d),
+                ));
+            }
+            if figures.probed {
+                // 0 too, as per hop: an alarm on failures sees data while all is well.
+                out.push(datum(
+                    names::PROBE_FAILURES,
+                    base(),
+                    Unit::Count,
+                    Value::Single(figures.failures as f64),
+                ));
+            }
         }
     }
     for ((chain, code), rounds) in &period.reasons {
@@ -334,7 +374,7 @@ mod tests {
         #[test]
         fn a_period_becomes_named_datums_with_dimensions() {
             let extra = vec![("AvailabilityZone".to_string(), "eu-west-1a".to_string())];
-            let all = datums(&period(), &extra, 60);
+            let all = datums(&period(), &extra, 60, CloudWatchDetail::Hop);
             for d in &all {
                 assert_eq!(d.timestamp, at(0.0), "the period's start");
                 assert_eq!(d.storage_resolution, 60);
@@ -425,6 +465,68 @@ mod tests {
             );
         }
 
+        /// `detail = "chain"`: the chain's three metrics, and the hops' own only where
+        /// something was wrong (here the nlb, down and blamed, and the target, which failed).
+        #[test]
+        fn at_chain_detail_a_healthy_hop_publishes_nothing_of_its_own() {
+            let all = datums(&period(), &[], 60, CloudWatchDetail::Chain);
+            let hops: std::collections::BTreeSet<&str> = all
+                .iter()
+                .flat_map(|d| d.dimensions.iter())
+                .filter(|(k, _)| k == "Hop")
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(
+                hops,
+                ["nlb", "target"].into(),
+                "the gateway passed every round"
+            );
+            let chain_level: Vec<(&str, Vec<&str>)> = all
+                .iter()
+                .filter(|d| !d.dimensions.iter().any(|(k, _)| k == "Hop"))
+                .map(|d| {
+                    (
+                        d.metric.as_str(),
+                        d.dimensions.iter().map(|(k, _)| k.as_str()).collect(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                chain_level,
+                [
+                    ("ChainUp", vec!["Chain"]),
+                    ("Latency", vec!["Chain"]),
+                    ("ProbeFailures", vec!["Chain"]),
+                ]
+            );
+            // The chain's latency is its outermost hop's: the gateway's three 10 ms probes.
+            let latency = find(&all, names::LATENCY, None)
+                .into_iter()
+                .find(|d| d.dimensions.len() == 1)
+                .expect("chain latency");
+            let Value::Distribution(d) = &latency.value else {
+                panic!("distribution")
+            };
+            assert_eq!(d.counts, [3.0]);
+            assert!((d.values[0] - 10.0).abs() < 0.05, "{:?}", d.values);
+            // Its failures are every hop's: the nlb's and the target's timeouts.
+            let failures = find(&all, names::PROBE_FAILURES, None)
+                .into_iter()
+                .find(|d| d.dimensions.len() == 1)
+                .map(|d| d.value.clone());
+            assert_eq!(failures, Some(Value::Single(2.0)));
+            // A troubled hop publishes its whole set, as at `hop` detail.
+            let hop_level = datums(&period(), &[], 60, CloudWatchDetail::Hop);
+            let of = |all: &[Datum], hop: &str| -> Vec<Datum> {
+                all.iter()
+                    .filter(|d| d.dimensions.iter().any(|(k, v)| k == "Hop" && v == hop))
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(of(&all, "nlb"), of(&hop_level, "nlb"));
+            assert_eq!(of(&all, "target"), of(&hop_level, "target"));
+        }
+
         #[test]
         fn limits_hold_for_large_periods() {
             // 400 hops x 5,000 distinct latencies: 150 pairs each, 30 dimensions with the
@@ -452,7 +554,7 @@ mod tests {
             let extra: Vec<_> = (0..crate::config::MAX_EXTRA_DIMENSIONS)
                 .map(|i| (format!("D{i}"), "v".to_string()))
                 .collect();
-            let all = datums(&p, &extra, 1);
+            let all = datums(&p, &extra, 1, CloudWatchDetail::Hop);
             let now = at(10.0);
             for d in &all {
                 assert_eq!(d.check(now), Ok(()), "{}", d.metric);
@@ -479,7 +581,7 @@ mod tests {
 
         #[test]
         fn nan_and_infinity_are_never_sent() {
-            let mut all = datums(&period(), &[], 60);
+            let mut all = datums(&period(), &[], 60, CloudWatchDetail::Hop);
             let n = all.len();
             all[0].value = Value::Single(f64::NAN);
             if let Value::Distribution(d) = &mut all[1].value {

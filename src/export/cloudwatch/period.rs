@@ -70,6 +70,8 @@ pub struct HopPeriod {
     pub last: Option<LastProbe>,
     /// The reason code of the last round that blamed this hop, and when that round started.
     pub code: Option<(SystemTime, ReasonCode)>,
+    /// The chain's outermost hop (the path users take): its latency is the chain's.
+    pub outermost: bool,
 }
 
 impl HopPeriod {
@@ -86,7 +88,20 @@ impl HopPeriod {
             unexpected_source: Tally::default(),
             last: None,
             code: None,
+            outermost: false,
         }
+    }
+
+    /// Whether anything was wrong with this hop in the period: a probe failed, a round had it
+    /// down or blamed it, its health check failed or its target saw an unexpected source. With
+    /// `[cloudwatch] detail = "chain"` only such a hop publishes metrics of its own, so the
+    /// per-hop alarms see data exactly when they have something to say.
+    pub fn troubled(&self) -> bool {
+        self.failures() > 0
+            || self.up.zeros > 0
+            || self.broken.ones > 0
+            || self.health_up.zeros > 0
+            || self.unexpected_source.ones > 0
     }
 
     /// Probes that failed, whatever the class.
@@ -129,6 +144,38 @@ pub struct Period {
     pub chains: BTreeMap<String, Tally>,
     /// Rounds each chain was down, by reason code.
     pub reasons: BTreeMap<(String, ReasonCode), u64>,
+}
+
+/// A chain's own figures in a period, read from its hops'.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChainFigures<'a> {
+    /// The outermost hop, when it was probed in the period: `Latency` under `Chain`.
+    pub outermost: Option<&'a HopPeriod>,
+    /// Failed probes of every hop of the chain: `ProbeFailures` under `Chain`.
+    pub failures: u64,
+    /// Whether any hop of the chain was probed in the period.
+    pub probed: bool,
+}
+
+impl Period {
+    /// Every chain with a hop or a round in the period, with the figures
+    /// `[cloudwatch] detail = "chain"` publishes for it.
+    pub fn chain_figures(&self) -> BTreeMap<&str, ChainFigures<'_>> {
+        let mut out: BTreeMap<&str, ChainFigures<'_>> = self
+            .chains
+            .keys()
+            .map(|c| (c.as_str(), ChainFigures::default()))
+            .collect();
+        for ((chain, _), p) in &self.hops {
+            let figures = out.entry(chain.as_str()).or_default();
+            if p.outermost {
+                figures.outermost = Some(p);
+            }
+            figures.failures += p.failures();
+            figures.probed |= p.probed();
+        }
+        out
+    }
 }
 
 /// The open periods, keyed by start (milliseconds since the epoch).
@@ -189,6 +236,7 @@ impl Periods {
         }
         for (i, (hop, result)) in chain.hops.iter().zip(&round.probed.results).enumerate() {
             let p = self.hop(result.started_at, &chain.name, &hop.name);
+            p.outermost = i == 0;
             record(p, result);
             p.up.add(observation.up.get(i).copied().unwrap_or(false));
             let blamed = verdict.broken == Some(i) && !verdict.up;

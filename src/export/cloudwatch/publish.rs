@@ -233,7 +233,12 @@ async fn flush_loop(
 
 /// Hands one period to the outlet: datums to the queue, or EMF lines to their output.
 async fn emit(config: &CloudWatch, period: &Period, outlet: &Outlet, metrics: &Stats) {
-    let all = datums(period, &config.dimensions, config.storage_resolution);
+    let all = datums(
+        period,
+        &config.dimensions,
+        config.storage_resolution,
+        config.detail,
+    );
     match outlet {
         Outlet::Api(queue) => {
             let (ok, rejected) = admissible(all, SystemTime::now());
@@ -268,6 +273,7 @@ async fn emit(config: &CloudWatch, period: &Period, outlet: &Outlet, metrics: &S
                 &config.namespace,
                 &config.dimensions,
                 config.storage_resolution,
+                config.detail,
             );
             let count = lines.len();
             let output = output.clone();

@@ -1,4 +1,5 @@
-//! The per-hop series: most of the exposition, stored by index and written straight to text.
+//! The per-hop series, and the per-chain ones beside them: most of the exposition, stored by
+//! index and written straight to text.
 //!
 //! Why not the `prometheus` crate's vectors for these: every observation there hashes the label
 //! values to find its child, and every scrape clones every series into protobuf-shaped structs
@@ -7,15 +8,16 @@
 //! line from a pre-escaped label prefix and integers, under one lock.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use crate::config::Chain;
+use crate::config::{Chain, Detail};
 use crate::probe::{Outcome, PHASE_NAMES};
 use crate::record::window::{scratch, Window, DEFAULT_WINDOW};
 use crate::record::Observation;
 
-use super::{LATENCY_BUCKETS, QUANTILES};
+use super::{LATENCY_BUCKETS, QUANTILES, STANDARD_QUANTILES};
 
 /// A cumulative histogram in the shape Prometheus exposes.
 #[derive(Debug, Clone)]
@@ -65,7 +67,8 @@ struct HopSeries {
     health_up: Option<bool>,
     source_unexpected: Option<bool>,
     /// The last few distinct TCP peers the target saw through this hop, most recent last.
-    sources: VecDeque<String>,
+    /// Addresses, not text: nothing is allocated for them while the agent probes.
+    sources: VecDeque<IpAddr>,
 }
 
 /// Distinct source IPs kept per hop: one per AZ of a load balancer fits, and a target behind
@@ -73,8 +76,12 @@ struct HopSeries {
 pub const SOURCES_PER_HOP: usize = 4;
 
 impl HopSeries {
+    /// A peer that is not an IP address is not a source (the reader passes addresses only).
     fn saw_source(&mut self, peer: &str) {
-        if let Some(at) = self.sources.iter().position(|ip| ip == peer) {
+        let Ok(peer) = peer.parse::<IpAddr>() else {
+            return;
+        };
+        if let Some(at) = self.sources.iter().position(|ip| *ip == peer) {
             if let Some(ip) = self.sources.remove(at) {
                 self.sources.push_back(ip);
             }
@@ -83,10 +90,12 @@ impl HopSeries {
         if self.sources.len() == SOURCES_PER_HOP {
             self.sources.pop_front();
         }
-        self.sources.push_back(peer.to_string());
+        self.sources.push_back(peer);
     }
 
-    fn new(chain: &str, hop: &str, role: &'static str) -> Self {
+    /// Everything a hop needs is allocated here, before it is first probed (see
+    /// [`Window::for_interval`]).
+    fn new(chain: &str, hop: &str, role: &'static str, interval: Duration) -> Self {
         let mut labels = String::with_capacity(chain.len() + hop.len() + 16);
         labels.push_str("chain=\"");
         escape_into(&mut labels, chain);
@@ -99,7 +108,7 @@ impl HopSeries {
             probes: [0; Outcome::ALL.len()],
             duration: Buckets::new(LATENCY_BUCKETS),
             phases: [(0.0, 0); 5],
-            window: Window::new(DEFAULT_WINDOW),
+            window: Window::for_interval(DEFAULT_WINDOW, interval),
             up: None,
             http_status: None,
             last_probe: None,
@@ -107,7 +116,36 @@ impl HopSeries {
             blind_spot: None,
             health_up: None,
             source_unexpected: None,
-            sources: VecDeque::new(),
+            sources: VecDeque::with_capacity(SOURCES_PER_HOP),
+        }
+    }
+}
+
+/// Everything exported for one chain: its own series and its hops'.
+#[derive(Debug)]
+struct ChainSeries {
+    chain: Arc<Chain>,
+    /// `chain="…"`, escaped once.
+    labels: String,
+    /// `hopwatch_chain_up`, `None` until the first round: the series appears then.
+    up: Option<bool>,
+    hops: Vec<HopSeries>,
+}
+
+impl ChainSeries {
+    /// Everything a chain needs is allocated here, before it is first probed: what the rounds
+    /// allocate and keep would land among their short-lived allocations and pin the heap (see
+    /// [`Window::for_interval`]).
+    fn new(chain: &Arc<Chain>) -> Self {
+        let mut labels = String::with_capacity(chain.name.len() + 8);
+        labels.push_str("chain=\"");
+        escape_into(&mut labels, &chain.name);
+        labels.push('"');
+        ChainSeries {
+            chain: chain.clone(),
+            labels,
+            up: None,
+            hops: series_of(chain),
         }
     }
 }
@@ -116,7 +154,11 @@ impl HopSeries {
 #[derive(Debug, Default)]
 pub struct HopTable {
     index: HashMap<String, usize>,
-    chains: Vec<(Arc<Chain>, Vec<HopSeries>)>,
+    chains: Vec<ChainSeries>,
+    /// What a scrape writes. Every hop keeps everything `full` needs whatever the level (a few
+    /// hundred bytes a hop), so a reload that changes the level applies at the next scrape and
+    /// the counters it adds carry every probe since the start.
+    detail: Detail,
 }
 
 fn same_hops(a: &Chain, b: &Chain) -> bool {
@@ -131,7 +173,7 @@ fn series_of(chain: &Chain) -> Vec<HopSeries> {
     chain
         .hops
         .iter()
-        .map(|h| HopSeries::new(&chain.name, &h.name, h.role.as_str()))
+        .map(|h| HopSeries::new(&chain.name, &h.name, h.role.as_str(), chain.interval))
         .collect()
 }
 
@@ -140,42 +182,51 @@ impl HopTable {
     /// its series (counters, histograms, window); the others start empty; chains no longer
     /// configured lose theirs.
     pub fn set_chains(&mut self, chains: &[Arc<Chain>]) {
-        let mut old: HashMap<String, (Arc<Chain>, Vec<HopSeries>)> = self
+        let mut old: HashMap<String, ChainSeries> = self
             .chains
             .drain(..)
-            .map(|(c, s)| (c.name.clone(), (c, s)))
+            .map(|c| (c.chain.name.clone(), c))
             .collect();
         self.index.clear();
         for chain in chains {
             let series = match old.remove(&chain.name) {
-                Some((before, series)) if same_hops(&before, chain) => series,
-                _ => series_of(chain),
+                Some(mut kept) if same_hops(&kept.chain, chain) => {
+                    // Its interval may have changed: the series say the configured one.
+                    kept.chain = chain.clone();
+                    kept
+                }
+                _ => ChainSeries::new(chain),
             };
             self.index.insert(chain.name.clone(), self.chains.len());
-            self.chains.push((chain.clone(), series));
+            self.chains.push(series);
         }
+    }
+
+    /// Sets what scrapes write from now on.
+    pub fn set_detail(&mut self, detail: Detail) {
+        self.detail = detail;
     }
 
     /// Names of the chains held.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.chains.iter().map(|(c, _)| c.name.as_str())
+        self.chains.iter().map(|c| c.chain.name.as_str())
     }
 
-    fn series(&mut self, chain: &Arc<Chain>) -> &mut Vec<HopSeries> {
+    fn series(&mut self, chain: &Arc<Chain>) -> &mut ChainSeries {
         let i = match self.index.get(&chain.name) {
-            Some(&i) if same_hops(&self.chains[i].0, chain) => i,
+            Some(&i) if same_hops(&self.chains[i].chain, chain) => i,
             Some(&i) => {
                 // The same name with other hops: a round of a chain that was just reloaded.
-                self.chains[i] = (chain.clone(), series_of(chain));
+                self.chains[i] = ChainSeries::new(chain);
                 i
             }
             None => {
                 self.index.insert(chain.name.clone(), self.chains.len());
-                self.chains.push((chain.clone(), series_of(chain)));
+                self.chains.push(ChainSeries::new(chain));
                 self.chains.len() - 1
             }
         };
-        &mut self.chains[i].1
+        &mut self.chains[i]
     }
 
     /// Records one observed round.
@@ -183,8 +234,9 @@ impl HopTable {
         let round = &observation.round;
         let probed = &round.probed;
         let verdict = &observation.verdict;
-        let hops = self.series(&round.chain);
-        for (i, s) in hops.iter_mut().enumerate() {
+        let chain = self.series(&round.chain);
+        chain.up = Some(verdict.up);
+        for (i, s) in chain.hops.iter_mut().enumerate() {
             s.up = Some(observation.up.get(i).copied().unwrap_or(false));
             s.broken = Some(verdict.broken == Some(i));
             s.blind_spot = Some(verdict.blind_spots.contains(&i));
@@ -225,7 +277,18 @@ impl HopTable {
     }
 
     fn all(&mut self) -> impl Iterator<Item = &mut HopSeries> {
-        self.chains.iter_mut().flat_map(|(_, s)| s.iter_mut())
+        self.chains.iter_mut().flat_map(|c| c.hops.iter_mut())
+    }
+
+    /// The chains whose first hop is among hops `from..from + take` of the whole table: a
+    /// per-chain family is written in the parts of the per-hop ones.
+    fn chains_starting_in(&self, from: usize, take: usize) -> impl Iterator<Item = &ChainSeries> {
+        let mut first = 0;
+        self.chains.iter().filter(move |c| {
+            let at = first;
+            first += c.hops.len();
+            at >= from && at < from + take
+        })
     }
 
     /// Appends the next part of the exposition: one family for at most `hops` hops from
@@ -236,7 +299,7 @@ impl HopTable {
         if cursor.family >= FAMILIES {
             return false;
         }
-        let total: usize = self.chains.iter().map(|(_, s)| s.len()).sum();
+        let total: usize = self.chains.iter().map(|c| c.hops.len()).sum();
         let from = cursor.hop;
         let take = hops.min(total.saturating_sub(from));
         self.render_family(cursor.family, from, take, out);
@@ -252,16 +315,26 @@ impl HopTable {
     fn render_family(&mut self, family: usize, from: usize, take: usize, out: &mut String) {
         let now = Instant::now();
         let first = from == 0;
+        let full = self.detail == Detail::Full;
+        // The buckets and the phases are most of a full exposition (28 of its ~38 series a
+        // hop) and no shipped alert, rule or default dashboard panel reads them.
+        if !full && (family == DURATION || family == PHASES) {
+            return;
+        }
+        if family == CHAIN_UP || family == CHAIN_INTERVAL {
+            self.render_chains(family, from, take, out);
+            return;
+        }
         let any_source = first
             && family == SOURCES
             && self
                 .chains
                 .iter()
-                .any(|(_, hops)| hops.iter().any(|s| !s.sources.is_empty()));
+                .any(|c| c.hops.iter().any(|s| !s.sources.is_empty()));
         let mut w = Writer { out };
         let hops = self.all().skip(from).take(take);
         match family {
-            0 => {
+            PROBES => {
                 if first {
                     w.family(
                         "hopwatch_probes_total",
@@ -282,7 +355,7 @@ impl HopTable {
                     }
                 }
             }
-            1 => {
+            DURATION => {
                 if first {
                     w.family(
                         "hopwatch_probe_duration_seconds",
@@ -295,7 +368,7 @@ impl HopTable {
                     w.histogram(&family, &s.labels, &s.duration);
                 }
             }
-            2 => {
+            PHASES => {
                 if first {
                     w.family(
                         "hopwatch_probe_phase_duration_seconds",
@@ -323,7 +396,7 @@ impl HopTable {
                     }
                 }
             }
-            3 => {
+            LATENCY => {
                 if first {
                     w.family(
                         "hopwatch_probe_latency_seconds",
@@ -331,10 +404,11 @@ impl HopTable {
                         "summary",
                     );
                 }
-                let quantiles: Vec<String> = QUANTILES.iter().map(|q| fmt_f64(*q)).collect();
-                let mut hist = scratch();
+                let wanted = if full { QUANTILES } else { STANDARD_QUANTILES };
+                let quantiles: Vec<String> = wanted.iter().map(|q| fmt_f64(*q)).collect();
+                let mut scratch = scratch();
                 for s in hops {
-                    let (_, values) = s.window.quantiles(now, QUANTILES, &mut hist);
+                    let (_, values) = s.window.quantiles(now, wanted, &mut scratch);
                     for (q, v) in quantiles.iter().zip(values) {
                         w.sample(
                             "hopwatch_probe_latency_seconds",
@@ -371,7 +445,7 @@ impl HopTable {
                         w.sample(
                             "hopwatch_target_source_info",
                             &s.labels,
-                            &[("source_ip", ip)],
+                            &[("source_ip", &ip.to_string())],
                             Value::Int(1),
                         );
                     }
@@ -379,20 +453,64 @@ impl HopTable {
             }
             _ => {
                 drop(hops);
-                let Some((name, help, get)) = GAUGES.get(family - 4) else {
+                let Some((name, help, get, standard)) = GAUGES.get(family - FIRST_GAUGE) else {
                     return;
                 };
+                let shown = |s: &HopSeries| -> Option<Value> {
+                    let v = get(s)?;
+                    match (full, standard) {
+                        (true, _) | (false, AtStandard::Kept) => Some(v),
+                        (false, AtStandard::Dropped) => None,
+                        (false, AtStandard::WhileOne) => v.is_one().then_some(v),
+                    }
+                };
                 // A gauge family no hop has a value for is left out, header and all.
-                if first && self.all().any(|s| get(s).is_some()) {
+                if first && self.all().any(|s| shown(s).is_some()) {
                     w.family(name, help, "gauge");
                 }
                 let hop_info = *name == "hopwatch_hop_info";
                 for s in self.all().skip(from).take(take) {
-                    let Some(v) = get(s) else { continue };
+                    let Some(v) = shown(s) else { continue };
                     let role = [("role", s.role)];
                     let extra: &[(&str, &str)] = if hop_info { &role } else { &[] };
                     w.sample(name, &s.labels, extra, v);
                 }
+            }
+        }
+    }
+}
+
+impl HopTable {
+    /// `hopwatch_chain_up` (chains with a round) or `hopwatch_chain_interval_seconds` (every
+    /// chain) for the chains that start in this part.
+    fn render_chains(&self, family: usize, from: usize, take: usize, out: &mut String) {
+        let up = family == CHAIN_UP;
+        let (name, help) = if up {
+            (
+                "hopwatch_chain_up",
+                "1 when the chain's outermost hop (the path users take) is up.",
+            )
+        } else {
+            (
+                "hopwatch_chain_interval_seconds",
+                "Configured round interval of the chain.",
+            )
+        };
+        let value = |c: &ChainSeries| -> Option<Value> {
+            if up {
+                c.up.map(Value::from)
+            } else {
+                Some(Value::Float(c.chain.interval.as_secs_f64()))
+            }
+        };
+        let mut w = Writer { out };
+        // A family no chain has a value for is left out, header and all.
+        if from == 0 && self.chains.iter().any(|c| value(c).is_some()) {
+            w.family(name, help, "gauge");
+        }
+        for c in self.chains_starting_in(from, take) {
+            if let Some(v) = value(c) {
+                w.sample(name, &c.labels, &[], v);
             }
         }
     }
@@ -405,7 +523,24 @@ pub struct Cursor {
     hop: usize,
 }
 
-type Gauge = (&'static str, &'static str, fn(&HopSeries) -> Option<Value>);
+/// What `[agent] detail = "standard"` keeps of a per-hop gauge (`full` keeps all of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtStandard {
+    /// Every series: an alert or a default dashboard panel reads it.
+    Kept,
+    /// None: nothing shipped reads it.
+    Dropped,
+    /// Only the series at 1: what is read is `== 1`, and 0 is what almost every hop says almost
+    /// always, so it is a series per hop that says nothing.
+    WhileOne,
+}
+
+type Gauge = (
+    &'static str,
+    &'static str,
+    fn(&HopSeries) -> Option<Value>,
+    AtStandard,
+);
 
 /// The per-hop gauges, in exposition order.
 const GAUGES: [Gauge; 8] = [
@@ -413,52 +548,77 @@ const GAUGES: [Gauge; 8] = [
         "hopwatch_hop_up",
         "1 when the hop's last probe passed, else 0.",
         |s| s.up.map(Value::from),
+        AtStandard::Kept,
     ),
     (
         "hopwatch_probe_http_status",
         "HTTP status of the hop's last probe; 0 when no response arrived.",
         |s| s.http_status.map(|v| Value::Int(i64::from(v))),
+        AtStandard::Dropped,
     ),
     (
         "hopwatch_last_probe_timestamp_seconds",
         "Unix time at which the hop's last probe started.",
         |s| s.last_probe.map(Value::Float),
+        AtStandard::Kept,
     ),
     (
         "hopwatch_chain_broken_hop",
         "1 on the hop blamed for the chain being down, 0 on the others.",
         |s| s.broken.map(Value::from),
+        AtStandard::WhileOne,
     ),
     (
         "hopwatch_hop_blind_spot",
         "1 when the hop fails from the agent while a hop outside it passes: users are served, the agent can't see it.",
         |s| s.blind_spot.map(Value::from),
+        AtStandard::WhileOne,
     ),
     (
         "hopwatch_health_check_up",
         "1 when the hop's health-check URL (the load balancer's health-check port) answers 2xx.",
         |s| s.health_up.map(Value::from),
+        AtStandard::Kept,
     ),
     (
         "hopwatch_source_unexpected",
         "1 when the source the target last saw through this hop broke expect_source or expect_forwarded.",
         |s| s.source_unexpected.map(Value::from),
+        AtStandard::Kept,
     ),
     (
         "hopwatch_hop_info",
         "Each configured hop and its role (gateway, nlb, alb, cloudmap, target); always 1.",
         |_| Some(Value::Int(1)),
+        AtStandard::Kept,
     ),
 ];
 
-/// Probes, duration, phases, latency, the gauges, then the sources.
-const FAMILIES: usize = 4 + GAUGES.len() + 1;
-const SOURCES: usize = FAMILIES - 1;
+/// The families in exposition order: the chains' own, probes, duration, phases, latency, the
+/// gauges, then the sources.
+const CHAIN_UP: usize = 0;
+const CHAIN_INTERVAL: usize = 1;
+const PROBES: usize = 2;
+const DURATION: usize = 3;
+const PHASES: usize = 4;
+const LATENCY: usize = 5;
+const FIRST_GAUGE: usize = 6;
+const SOURCES: usize = FIRST_GAUGE + GAUGES.len();
+const FAMILIES: usize = SOURCES + 1;
 
 #[derive(Debug, Clone, Copy)]
 enum Value {
     Int(i64),
     Float(f64),
+}
+
+impl Value {
+    fn is_one(self) -> bool {
+        match self {
+            Value::Int(i) => i == 1,
+            Value::Float(f) => f == 1.0,
+        }
+    }
 }
 
 impl From<bool> for Value {
@@ -640,6 +800,102 @@ mod tests {
     }
 
     #[test]
+    fn standard_detail_writes_what_is_read_and_full_everything() {
+        use crate::record::testing::{at, chain, observed, result, round, ECHO};
+        let chain = chain();
+        let mut table = HopTable::default();
+        table.set_chains(std::slice::from_ref(&chain));
+        let mut results = vec![result(Outcome::Ok, 3, at(1.0), ECHO); 3];
+        results[0].phases.connect = Some(std::time::Duration::from_millis(1));
+        let blamed = Verdict {
+            up: false,
+            broken: Some(2),
+            blind_spots: vec![1],
+            code: None,
+            reason: None,
+            contradictions: Vec::new(),
+        };
+        table.observe(&observed(
+            round(&chain, at(1.0), results, true),
+            &[true; 3],
+            blamed,
+        ));
+        let standard = rendered(&mut table, usize::MAX);
+        table.set_detail(Detail::Full);
+        let full = rendered(&mut table, usize::MAX);
+        let of = |text: &str, hop: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.contains(&format!("hop=\"{hop}\"")))
+                .map(str::to_string)
+                .collect()
+        };
+        for hop in ["gateway", "nlb", "target"] {
+            let lines = of(&standard, hop);
+            assert!(lines.len() <= 12, "{hop}: {lines:#?}");
+            assert!(of(&full, hop).len() > lines.len() + 20, "{hop}");
+            // Every standard line is a full line (values aside: the window moved on).
+            for line in &lines {
+                let series = line.rsplit_once(' ').map_or("", |(s, _)| s);
+                assert!(
+                    full.contains(series),
+                    "{series} is not in the full exposition"
+                );
+            }
+        }
+        for left_out in [
+            "hopwatch_probe_duration_seconds",
+            "hopwatch_probe_phase_duration_seconds",
+            "quantile=\"0.9\"",
+            "quantile=\"0.999\"",
+            "hopwatch_probe_http_status",
+        ] {
+            assert!(!standard.contains(left_out), "{left_out}");
+            assert!(full.contains(left_out), "{left_out}");
+        }
+        // The 0/1 gauges read as `== 1`: only their 1 at standard, every hop's at full.
+        for (family, one) in [
+            ("hopwatch_chain_broken_hop", "target"),
+            ("hopwatch_hop_blind_spot", "nlb"),
+        ] {
+            let lines: Vec<&str> = standard
+                .lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .collect();
+            assert_eq!(
+                lines,
+                [format!("{family}{{chain=\"orders\",hop=\"{one}\"}} 1").as_str()]
+            );
+            assert_eq!(
+                standard.matches(&format!("# TYPE {family} gauge")).count(),
+                1
+            );
+            assert_eq!(full.matches(&format!("{family}{{")).count(), 3);
+        }
+        // Nobody blamed, no blind spot: no series at all, and no header without one.
+        let up = Verdict {
+            up: true,
+            broken: None,
+            blind_spots: Vec::new(),
+            code: None,
+            reason: None,
+            contradictions: Vec::new(),
+        };
+        table.set_detail(Detail::Standard);
+        let r = round(
+            &chain,
+            at(2.0),
+            vec![result(Outcome::Ok, 3, at(2.0), ""); 3],
+            true,
+        );
+        table.observe(&observed(r, &[true; 3], up));
+        let healthy = rendered(&mut table, usize::MAX);
+        assert!(!healthy.contains("hopwatch_chain_broken_hop"), "{healthy}");
+        assert!(!healthy.contains("hopwatch_hop_blind_spot"), "{healthy}");
+        assert!(healthy.contains("hopwatch_hop_up{chain=\"orders\",hop=\"nlb\"} 1"));
+        assert!(healthy.contains("hopwatch_health_check_up{chain=\"orders\",hop=\"nlb\"} 1"));
+    }
+
+    #[test]
     fn reloading_keeps_unchanged_chains_and_drops_removed_ones() {
         use crate::record::testing::{at, chain, observed, result, round};
         let orders = chain();
@@ -674,15 +930,18 @@ mod tests {
 
     #[test]
     fn source_series_stay_bounded_and_keep_the_latest() {
-        let mut s = HopSeries::new("orders", "gateway", "gateway");
+        let mut s = HopSeries::new("orders", "gateway", "gateway", Duration::from_secs(30));
         for i in 1..=6 {
             s.saw_source(&format!("10.0.1.{i}"));
         }
         s.saw_source("10.0.1.3");
-        assert_eq!(s.sources, ["10.0.1.4", "10.0.1.5", "10.0.1.6", "10.0.1.3"]);
+        s.saw_source("not an address");
+        let shown =
+            |s: &HopSeries| -> Vec<String> { s.sources.iter().map(|ip| ip.to_string()).collect() };
+        assert_eq!(shown(&s), ["10.0.1.4", "10.0.1.5", "10.0.1.6", "10.0.1.3"]);
         // Seeing 10.0.1.3 again made it the newest: 10.0.1.4 goes first now.
         s.saw_source("10.0.1.7");
-        assert_eq!(s.sources, ["10.0.1.5", "10.0.1.6", "10.0.1.3", "10.0.1.7"]);
+        assert_eq!(shown(&s), ["10.0.1.5", "10.0.1.6", "10.0.1.3", "10.0.1.7"]);
     }
 
     #[test]

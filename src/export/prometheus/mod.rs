@@ -34,11 +34,15 @@ const LAG_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1,
     0.25, 0.5, 1.0,
 ];
-/// Quantiles of `hopwatch_probe_latency_seconds`.
+/// Quantiles of `hopwatch_probe_latency_seconds` (`[agent] detail = "full"`).
 pub const QUANTILES: &[f64] = &[0.5, 0.9, 0.99, 0.999];
+/// The quantiles `detail = "standard"` keeps: the dashboard's p50 and p99, and p99 is
+/// `HopLatencyHigh`'s.
+pub const STANDARD_QUANTILES: &[f64] = &[0.5, 0.99];
 
-/// Every metric the agent exports: the per-hop series in a [`HopTable`], the rest (per chain,
-/// per address, per source, the agent's own) in a `prometheus` registry.
+/// Every metric the agent exports: the per-hop series and each chain's `hopwatch_chain_up` and
+/// `hopwatch_chain_interval_seconds` in a [`HopTable`], the rest (reasons, facts, per address,
+/// the agent's own) in a `prometheus` registry.
 pub struct Metrics {
     registry: Registry,
     hops: Mutex<HopTable>,
@@ -61,9 +65,7 @@ pub struct Metrics {
     auth: Mutex<Option<(Arc<crate::auth::FetchCounts>, IntCounterVec)>>,
     /// The fact series exported per chain (label values), to remove those that went away.
     fact_series: Mutex<BTreeMap<String, FactSeries>>,
-    chain_up: IntGaugeVec,
     address_up: IntGaugeVec,
-    chain_interval: GaugeVec,
     reload_ok: IntGauge,
     reload_time: prometheus::Gauge,
     agent_info: IntGaugeVec,
@@ -123,17 +125,6 @@ impl Metrics {
             )
             .expect("valid"),
         );
-        let chain_up = reg(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "hopwatch_chain_up",
-                    "1 when the chain's outermost hop (the path users take) is up.",
-                ),
-                &["chain"],
-            )
-            .expect("valid"),
-        );
         let cert_expiry = reg(
             &registry,
             GaugeVec::new(
@@ -153,17 +144,6 @@ impl Metrics {
                     "1 when the probe of this address of the hop's host (one load balancer node or instance) passed (hops with per_address).",
                 ),
                 &["chain", "hop", "address"],
-            )
-            .expect("valid"),
-        );
-        let chain_interval = reg(
-            &registry,
-            GaugeVec::new(
-                Opts::new(
-                    "hopwatch_chain_interval_seconds",
-                    "Configured round interval of the chain.",
-                ),
-                &["chain"],
             )
             .expect("valid"),
         );
@@ -293,9 +273,7 @@ impl Metrics {
             fact_series: Mutex::default(),
             rounds_dropped,
             rounds_skipped,
-            chain_up,
             address_up,
-            chain_interval,
             reload_ok,
             reload_time,
             agent_info,
@@ -587,9 +565,6 @@ impl Metrics {
         self.facts(observation);
         self.reason(observation);
         self.lag.observe(round.lag().as_secs_f64());
-        self.chain_up
-            .with_label_values(&[chain])
-            .set(i64::from(observation.verdict.up));
         for (i, hop) in round.chain.hops.iter().enumerate() {
             let probes = round
                 .probed
@@ -644,11 +619,6 @@ impl Metrics {
     }
 
     fn describe(&self, chains: &[Arc<Chain>]) {
-        for c in chains {
-            self.chain_interval
-                .with_label_values(&[c.name.as_str()])
-                .set(c.interval.as_secs_f64());
-        }
         self.hops
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -762,6 +732,15 @@ impl Metrics {
         }
     }
 
+    /// Which per-hop series scrapes write (`[agent] detail`), from the next scrape on. Set at
+    /// start and on each reload.
+    pub fn set_detail(&self, detail: crate::config::Detail) {
+        self.hops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_detail(detail);
+    }
+
     /// Records the outcome of loading the config (at start, or a reload).
     /// Who this agent is among many: its vantage, zone and shard (`hopwatch_agent_info`), how
     /// many chains it runs and the hash of the group's config. Set at start and on each reload.
@@ -776,6 +755,7 @@ impl Metrics {
         self.config_hash.set(config.config_hash() as f64);
     }
 
+    /// Records the outcome of loading the config (at start, or a reload).
     pub fn config_loaded(&self, ok: bool) {
         self.reload_ok.set(i64::from(ok));
         if ok {
@@ -787,11 +767,9 @@ impl Metrics {
         }
     }
 
-    /// Removes every series of a chain that is no longer configured. Its per-hop series went
-    /// with [`Metrics::describe`]; these are the per-chain and per-address ones.
+    /// Removes every series of a chain that is no longer configured. Its own and its hops' went
+    /// with [`Metrics::describe`]; these are its reason, facts and per-address ones.
     fn forget_chain(&self, chain: &str) {
-        let _ = self.chain_up.remove_label_values(&[chain]);
-        let _ = self.chain_interval.remove_label_values(&[chain]);
         let mut reasons = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
         if let Some([hop, role, reason, code]) = reasons.remove(chain) {
             let _ = self
