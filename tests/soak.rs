@@ -174,10 +174,15 @@ fn scrape_until(
 }
 
 fn rss_kb(pid: &str) -> Option<u64> {
+    status_kb(pid, "VmRSS:")
+}
+
+/// A `kB` figure of `/proc/PID/status` (`VmRSS:`, `RssAnon:`, `RssFile:`).
+fn status_kb(pid: &str, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()
         .next()?
         .parse()
@@ -632,6 +637,78 @@ fn metrics_in(ns: &common::Netns) -> String {
         .unwrap_or_default()
 }
 
+/// One look at the churn soak's agent.
+struct ChurnSample {
+    at: Duration,
+    /// VmRSS, and its anonymous and file-backed parts, kB.
+    rss: u64,
+    anon: u64,
+    file: u64,
+    fds: usize,
+    series: usize,
+    walks: f64,
+    errors: f64,
+}
+
+/// `HOPWATCH_SOAK_WRAP`, split at whitespace: a command the churn soak starts the agent under
+/// (`heaptrack -o /tmp/churn`, `env MALLOC_ARENA_MAX=2`); empty when unset.
+fn soak_wrap() -> Vec<String> {
+    std::env::var("HOPWATCH_SOAK_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The agent's PID given the PID of what was started: itself, or the first descendant that
+/// runs this build's `hopwatch` (a wrapper such as heaptrack forks it). Waits up to 30 s.
+fn agent_pid(started: u32) -> u32 {
+    let bin = std::fs::canonicalize(BIN).expect("the hopwatch binary");
+    let runs_bin =
+        |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == bin);
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if runs_bin(started) {
+            return started;
+        }
+        let descendant = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| runs_bin(pid))
+            .find(|&pid| {
+                let mut at = pid;
+                for _ in 0..8 {
+                    match parent(at) {
+                        Some(p) if p == started => return true,
+                        Some(p) if p > 1 => at = p,
+                        _ => return false,
+                    }
+                }
+                false
+            });
+        if let Some(pid) = descendant {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no hopwatch process under the wrapper (PID {started}) within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The sum of a family's samples in an exposition.
 fn family_sum(text: &str, prefix: &str) -> f64 {
     text.lines()
@@ -648,6 +725,11 @@ fn family_sum(text: &str, prefix: &str) -> f64 {
 /// minute 2 of the default 4) to the end, RSS grew under 5 %, the open fds did not grow, and,
 /// once the churn stops and its APIs are deleted, no series of a removed chain is left.
 /// `scripts/soak --churn [--minutes 4]` runs it in release.
+///
+/// `HOPWATCH_SOAK_WRAP` (words split at whitespace) starts the agent under a wrapper, e.g.
+/// `heaptrack -o /tmp/churn` or `env MALLOC_ARENA_MAX=2`; the agent's own PID (the wrapper's
+/// descendant running this build's `hopwatch`) is what is measured, and at the end the agent is
+/// killed and the wrapper waited for (heaptrack writes its file then).
 #[test]
 #[ignore = "the churn soak runs for minutes: scripts/soak --churn"]
 fn churn() {
@@ -693,8 +775,18 @@ fn churn() {
     )
     .expect("config");
     let log = std::fs::File::create(dir.0.join("agent.log")).expect("log");
-    let agent = Kill(
-        ns.command(BIN)
+    let wrap = soak_wrap();
+    let mut command = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = ns.command(program);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => ns.command(BIN),
+    };
+    let agent_started = Instant::now();
+    let mut agent = Kill(
+        command
             .args(["run", "--config"])
             .arg(&config)
             .env("AWS_ACCESS_KEY_ID", "testing")
@@ -705,9 +797,10 @@ fn churn() {
             .spawn()
             .expect("start hopwatch run"),
     );
-    // `ip netns exec` execs the program: this PID is the agent's.
-    let pid = agent.0.id().to_string();
-    let churner = Kill(
+    // `ip netns exec` execs the program: this PID is the agent's, or its wrapper's, which
+    // starts the agent as itself (`env`) or as a descendant (`heaptrack`).
+    let pid = agent_pid(agent.0.id()).to_string();
+    let mut churner = Kill(
         ns.command(python.to_str().unwrap_or("python3"))
             .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto/churn.py"))
             .args(["--endpoint", &moto.endpoint])
@@ -716,6 +809,20 @@ fn churn() {
             .spawn()
             .expect("churn.py"),
     );
+    // churn.py prints a line per period: read them all, or it blocks once the pipe is full
+    // (about 200 periods, 10 minutes), and count them.
+    let periods = Arc::new(AtomicU64::new(0));
+    let churn_out = churner.0.stdout.take().expect("churn.py's stdout piped");
+    {
+        let periods = periods.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(churn_out).lines() {
+                if line.is_ok_and(|l| l.starts_with("{\"period\"")) {
+                    periods.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
     let started = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
     while family_sum(
@@ -726,21 +833,24 @@ fn churn() {
         assert!(Instant::now() < deadline, "no walk within 60 s");
         std::thread::sleep(Duration::from_millis(500));
     }
-    // RSS, fds, series and walks every 2 s.
-    let mut samples: Vec<(Duration, u64, usize, usize, f64, f64)> = Vec::new();
+    // RSS (and its anonymous and file-backed parts: heap, stacks and the allocator's arenas;
+    // the binary's pages as they are first run), fds, series and walks every 2 s.
+    let mut samples: Vec<ChurnSample> = Vec::new();
     let mut warm: Option<(u64, usize)> = None;
     while started.elapsed() < run {
         let text = metrics_in(&ns);
         let series = text.lines().filter(|l| !l.starts_with('#')).count();
-        if let (Some(rss), Some(n)) = (rss_kb(&pid), fds(&pid)) {
-            samples.push((
-                started.elapsed(),
+        if let (Some(rss), Some(fds)) = (rss_kb(&pid), fds(&pid)) {
+            samples.push(ChurnSample {
+                at: started.elapsed(),
                 rss,
-                n,
+                anon: status_kb(&pid, "RssAnon:").unwrap_or(0),
+                file: status_kb(&pid, "RssFile:").unwrap_or(0),
+                fds,
                 series,
-                family_sum(&text, "hopwatch_discovery_duration_seconds_count"),
-                family_sum(&text, "hopwatch_discovery_errors_total"),
-            ));
+                walks: family_sum(&text, "hopwatch_discovery_duration_seconds_count"),
+                errors: family_sum(&text, "hopwatch_discovery_errors_total"),
+            });
         }
         if warm.is_none() && started.elapsed() >= warmup {
             warm = Some((rss_kb(&pid).unwrap_or(0), fds_at_rest(&pid)));
@@ -776,21 +886,43 @@ fn churn() {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    drop(agent);
+    let churned = periods.load(Ordering::Relaxed);
+    if wrap.is_empty() {
+        drop(agent);
+    } else {
+        // The agent killed as without a wrapper; the wrapper then ends on its own (heaptrack
+        // writes its file), or is killed after 5 minutes.
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        let end = Instant::now() + Duration::from_secs(300);
+        while agent.0.try_wait().ok().flatten().is_none() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        drop(agent);
+    }
 
     let (warm_rss, warm_fds) = warm.unwrap_or((0, 0));
-    let max_rss = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let max_rss = samples.iter().map(|s| s.rss).max().unwrap_or(0);
     println!("churn soak: {:?} of churn, warm-up {:?}", run, warmup);
-    println!("  t(s)   RSS     fds  series  walks  discovery errors");
+    if !wrap.is_empty() {
+        println!(
+            "  agent PID {pid} run by HOPWATCH_SOAK_WRAP={:?}, started {:.1} s before t=0",
+            wrap.join(" "),
+            (started - agent_started).as_secs_f64()
+        );
+    }
+    println!("  churn periods (3 s each): {churned}");
+    println!("  t(s)   RSS       anon      file      fds  series  walks  discovery errors");
     for s in samples.iter().step_by(15) {
         println!(
-            "  {:>4}  {:>8}  {:>3}  {:>6}  {:>5}  {}",
-            s.0.as_secs(),
-            mb(s.1),
-            s.2,
-            s.3,
-            s.4,
-            s.5
+            "  {:>4}  {:>8}  {:>8}  {:>8}  {:>3}  {:>6}  {:>5}  {}",
+            s.at.as_secs(),
+            mb(s.rss),
+            mb(s.anon),
+            mb(s.file),
+            s.fds,
+            s.series,
+            s.walks,
+            s.errors
         );
     }
     let growth = pct(warm_rss, end_rss);

@@ -110,6 +110,44 @@ pub struct Memory {
     net: NetMemory,
 }
 
+impl Memory {
+    /// Forgets what nothing refers to any more, once a walk is over. The per-object readings
+    /// are dropped by a NotFound, but an object that is gone is usually never asked for again
+    /// (a deleted load balancer is not in the listing, a target group no listener forwards to
+    /// is not described, a deregistered target's interface is not looked up), so without this
+    /// the agent would keep every object it ever read: memory that grows with the account's
+    /// history, not its size. Kept: the load balancers of the last good listing, the
+    /// listeners of those, the rules of those listeners, the target groups those forward to,
+    /// the Cloud Map services this walk's integrations name, and every network object this
+    /// walk judged a path with (read now, or taken from here because the read failed).
+    fn forget_unused(&mut self, services: &BTreeSet<String>, network: &super::model::net::Network) {
+        if let Some(lbs) = &self.lbs {
+            self.lb_attributes
+                .retain(|arn, _| lbs.value.contains_key(arn));
+            self.listeners.retain(|arn, _| lbs.value.contains_key(arn));
+        }
+        let listeners: BTreeSet<&str> = self
+            .listeners
+            .values()
+            .flat_map(|d| d.value.iter().map(|l| l.arn.as_str()))
+            .collect();
+        self.rules.retain(|arn, _| listeners.contains(arn.as_str()));
+        let forwarded_to: BTreeSet<String> = self
+            .listeners
+            .values()
+            .flat_map(|d| d.value.iter().flat_map(|l| l.forward.iter().cloned()))
+            .chain(
+                self.rules
+                    .values()
+                    .flat_map(|d| d.value.iter().flat_map(forwarded)),
+            )
+            .collect();
+        self.tgs.retain(|arn, _| forwarded_to.contains(arn));
+        self.cloudmap.retain(|id, _| services.contains(id));
+        self.net.keep_only(network);
+    }
+}
+
 /// The stages of an API as change detection compares them.
 type Stamp = Vec<(String, Option<String>, Option<i64>)>;
 
@@ -261,10 +299,10 @@ pub async fn walk(
         .filter(|i| i.uri.contains(":servicediscovery:"))
         .filter_map(|i| assemble::cloudmap_service_id(&i.uri).map(str::to_string))
         .collect();
-    for id in services {
-        let read = read::cloudmap::service(&w.r, &id, &mut namespaces).await;
-        if let Some(s) = w.one(&id, read, &mut memory.cloudmap) {
-            world.cloudmap.insert(id, s);
+    for id in &services {
+        let read = read::cloudmap::service(&w.r, id, &mut namespaces).await;
+        if let Some(s) = w.one(id, read, &mut memory.cloudmap) {
+            world.cloudmap.insert(id.clone(), s);
         }
     }
     let instances: Vec<String> = world
@@ -326,6 +364,7 @@ pub async fn walk(
     for c in &mut chains {
         c.facts.path = super::explain::judge(c, &network).edges;
     }
+    memory.forget_unused(&services, &network);
     Estate {
         region: clients.region.clone(),
         chains,
@@ -647,4 +686,90 @@ fn forwarded(rule: &ListenerRule) -> Vec<String> {
             _ => Vec::new(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::model::net::Network;
+
+    fn dated<T>(value: T) -> Dated<T> {
+        Dated {
+            value,
+            read_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn listener(arn: &str, lb: &str, forward: &[&str]) -> Listener {
+        Listener {
+            arn: arn.into(),
+            lb_arn: lb.into(),
+            forward: forward.iter().map(|s| s.to_string()).collect(),
+            ..Listener::default()
+        }
+    }
+
+    #[test]
+    fn a_walk_forgets_what_nothing_refers_to_any_more() {
+        // One load balancer left in the listing; "gone" was deleted.
+        let mut m = Memory {
+            lbs: Some(dated(BTreeMap::from([("lb".to_string(), Lb::default())]))),
+            ..Memory::default()
+        };
+        for lb in ["lb", "gone"] {
+            m.lb_attributes.insert(lb.into(), dated(BTreeMap::new()));
+        }
+        m.listeners.insert(
+            "lb".into(),
+            dated(vec![listener("l1", "lb", &["tg-default"])]),
+        );
+        m.listeners.insert(
+            "gone".into(),
+            dated(vec![listener("l-gone", "gone", &["tg-gone"])]),
+        );
+        let rule = ListenerRule {
+            actions: vec![Action::Forward(vec![("tg-rule".into(), None)])],
+            ..ListenerRule::default()
+        };
+        m.rules.insert("l1".into(), dated(vec![rule]));
+        m.rules.insert("l-removed".into(), dated(Vec::new()));
+        m.rules.insert("l-gone".into(), dated(Vec::new()));
+        for tg in ["tg-default", "tg-rule", "tg-gone", "tg-unused"] {
+            m.tgs.insert(tg.into(), dated(Tg::default()));
+        }
+        for id in ["srv-used", "srv-gone"] {
+            m.cloudmap
+                .insert(id.into(), dated(CloudMapService::default()));
+        }
+
+        m.forget_unused(
+            &BTreeSet::from(["srv-used".to_string()]),
+            &Network::default(),
+        );
+
+        fn keys<T>(m: &HashMap<String, T>) -> BTreeSet<String> {
+            m.keys().cloned().collect()
+        }
+        assert_eq!(keys(&m.lb_attributes), BTreeSet::from(["lb".into()]));
+        assert_eq!(keys(&m.listeners), BTreeSet::from(["lb".into()]));
+        assert_eq!(keys(&m.rules), BTreeSet::from(["l1".into()]));
+        assert_eq!(
+            keys(&m.tgs),
+            BTreeSet::from(["tg-default".into(), "tg-rule".into()])
+        );
+        assert_eq!(keys(&m.cloudmap), BTreeSet::from(["srv-used".into()]));
+    }
+
+    #[test]
+    fn without_a_load_balancer_listing_nothing_is_judged_gone_by_it() {
+        let mut m = Memory::default();
+        m.lb_attributes.insert("lb".into(), dated(BTreeMap::new()));
+        m.listeners
+            .insert("lb".into(), dated(vec![listener("l1", "lb", &["tg"])]));
+        m.tgs.insert("tg".into(), dated(Tg::default()));
+        m.forget_unused(&BTreeSet::new(), &Network::default());
+        assert!(m.lb_attributes.contains_key("lb"));
+        assert!(m.listeners.contains_key("lb"));
+        assert!(m.tgs.contains_key("tg"));
+    }
 }

@@ -42,6 +42,36 @@ pub struct NetMemory {
     pub prefix_lists: HashMap<String, Dated<Vec<Cidr>>>,
 }
 
+impl NetMemory {
+    /// Keeps only the objects `used` (the network a walk just judged its paths with) holds:
+    /// what a walk read, or took from here because its read failed. What no path needs any
+    /// more (a deregistered target's interface, a group no rule or interface names) is never
+    /// asked for again, so nothing else would forget it.
+    pub fn keep_only(&mut self, used: &Network) {
+        self.groups.retain(|id, _| used.groups.contains_key(id));
+        self.subnets.retain(|id, _| used.subnets.contains_key(id));
+        // Keyed `nacl:SUBNET`, as in `unread` and `stale`.
+        self.nacls.retain(|key, _| {
+            let subnet = key.strip_prefix("nacl:").unwrap_or(key);
+            used.subnets.contains_key(subnet)
+                || used
+                    .nacls
+                    .iter()
+                    .any(|n| n.subnets.iter().any(|s| s == subnet))
+        });
+        self.hosts.retain(|id, _| used.hosts.contains_key(id));
+        self.lb_addresses
+            .retain(|arn, _| used.lb_addresses.contains_key(arn));
+        let lists: BTreeSet<&String> = used
+            .groups
+            .values()
+            .flat_map(|g| g.ingress.iter().chain(&g.egress))
+            .flat_map(|p| &p.prefix_lists)
+            .collect();
+        self.prefix_lists.retain(|id, _| lists.contains(id));
+    }
+}
+
 /// What the paths need read.
 #[derive(Debug, Default)]
 struct Wanted {
@@ -664,6 +694,103 @@ fn nacl_entry(e: &Node) -> Option<NaclEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net_memory_keeps_only_what_the_last_walk_used() {
+        let at = SystemTime::UNIX_EPOCH;
+        let dated = |value| Dated { value, read_at: at };
+        let group = |id: &str, lists: &[&str]| SecurityGroup {
+            id: id.into(),
+            name: id.into(),
+            ingress: vec![Permission {
+                protocol: "tcp".into(),
+                ports: Some((80, 80)),
+                cidrs: Vec::new(),
+                groups: Vec::new(),
+                prefix_lists: lists.iter().map(|s| s.to_string()).collect(),
+            }],
+            egress: Vec::new(),
+        };
+        let subnet = |id: &str| Subnet {
+            id: id.into(),
+            cidr: Cidr::parse("10.0.0.0/24").expect("cidr"),
+            vpc: "vpc-1".into(),
+        };
+        let nacl = |subnet: &str| Nacl {
+            id: format!("acl-{subnet}"),
+            subnets: vec![subnet.into()],
+            entries: Vec::new(),
+        };
+        let mut m = NetMemory::default();
+        for id in ["sg-used", "sg-gone"] {
+            m.groups.insert(id.into(), dated(group(id, &["pl-used"])));
+        }
+        for id in ["subnet-used", "subnet-gone"] {
+            m.subnets.insert(
+                id.into(),
+                Dated {
+                    value: subnet(id),
+                    read_at: at,
+                },
+            );
+            m.nacls.insert(
+                format!("nacl:{id}"),
+                Dated {
+                    value: nacl(id),
+                    read_at: at,
+                },
+            );
+        }
+        for id in ["i-used", "10.0.0.9"] {
+            m.hosts.insert(
+                id.into(),
+                Dated {
+                    value: Host::default(),
+                    read_at: at,
+                },
+            );
+        }
+        for arn in ["lb-used", "lb-gone"] {
+            m.lb_addresses.insert(
+                arn.into(),
+                Dated {
+                    value: Vec::new(),
+                    read_at: at,
+                },
+            );
+        }
+        for id in ["pl-used", "pl-gone"] {
+            m.prefix_lists.insert(
+                id.into(),
+                Dated {
+                    value: Vec::new(),
+                    read_at: at,
+                },
+            );
+        }
+        let mut used = Network::default();
+        used.groups
+            .insert("sg-used".into(), group("sg-used", &["pl-used"]));
+        used.subnets
+            .insert("subnet-used".into(), subnet("subnet-used"));
+        used.nacls.push(nacl("subnet-used"));
+        used.hosts.insert("i-used".into(), Host::default());
+        used.lb_addresses.insert("lb-used".into(), Vec::new());
+
+        m.keep_only(&used);
+
+        let keys = |m: Vec<&String>| -> Vec<String> {
+            let mut k: Vec<String> = m.into_iter().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(m.groups.keys().collect()), ["sg-used"]);
+        assert_eq!(keys(m.subnets.keys().collect()), ["subnet-used"]);
+        assert_eq!(keys(m.nacls.keys().collect()), ["nacl:subnet-used"]);
+        assert_eq!(keys(m.hosts.keys().collect()), ["i-used"]);
+        assert_eq!(keys(m.lb_addresses.keys().collect()), ["lb-used"]);
+        assert_eq!(keys(m.prefix_lists.keys().collect()), ["pl-used"]);
+    }
 
     #[test]
     fn interfaces_are_named_by_type_not_by_arn() {
