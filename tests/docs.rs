@@ -115,7 +115,8 @@ const TABLES: &[(&str, &str, &str)] = &[
 ];
 
 /// The keys the loader accepts in the table `toml` plants `zz_unknown` in, read from its
-/// "unknown field" problem (serde's `deny_unknown_fields`: "expected one of `a`, `b`, ...").
+/// problem for the unknown key ("unknown key `zz_unknown`, expected one of `a`, `b`, ...",
+/// from serde's `deny_unknown_fields`).
 fn accepted_keys(name: &str, toml: &str) -> Vec<String> {
     let line = toml
         .lines()
@@ -129,8 +130,8 @@ fn accepted_keys(name: &str, toml: &str) -> Vec<String> {
     };
     let problem = problems
         .iter()
-        .find(|p| p.message.contains("unknown field `zz_unknown`"))
-        .unwrap_or_else(|| panic!("{name}: no unknown-field problem in {problems:?}"));
+        .find(|p| p.message.contains("`zz_unknown`") && p.message.contains("expected"))
+        .unwrap_or_else(|| panic!("{name}: no unknown-key problem in {problems:?}"));
     assert_eq!(
         problem.line, line,
         "{name}: the unknown key was reported elsewhere than planted: {problem}"
