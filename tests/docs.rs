@@ -180,7 +180,10 @@ fn every_config_key_has_an_entry_in_its_table() {
 fn every_table_of_the_config_is_probed() {
     let raw = read("src/config/raw.rs");
     let strict = raw.matches("#[serde(deny_unknown_fields)]").count();
-    assert!(strict > 0, "src/config/raw.rs has no strict struct any more");
+    assert!(
+        strict > 0,
+        "src/config/raw.rs has no strict struct any more"
+    );
     let probed: BTreeSet<Vec<String>> = TABLES
         .iter()
         .map(|(name, _, toml)| accepted_keys(name, toml))
@@ -265,9 +268,9 @@ fn families_named_in_src(known: &BTreeSet<String>) -> BTreeSet<String> {
             let family = ["_sum", "_count", "_bucket"]
                 .iter()
                 .find_map(|s| {
-                    found
-                        .strip_suffix(s)
-                        .filter(|base| known.contains(*base) || text.contains(&format!("\"{base}\"")))
+                    found.strip_suffix(s).filter(|base| {
+                        known.contains(*base) || text.contains(&format!("\"{base}\""))
+                    })
                 })
                 .unwrap_or(found);
             out.insert(family.to_string());
@@ -517,7 +520,10 @@ fn every_relative_link_leads_somewhere() {
             }
         }
     }
-    assert!(checked > 20, "only {checked} relative links found: is the parser broken?");
+    assert!(
+        checked > 20,
+        "only {checked} relative links found: is the parser broken?"
+    );
     assert!(
         broken.is_empty(),
         "links that lead nowhere:\n  {}",
