@@ -11,7 +11,7 @@ and p99 from each, to show the detail is there.
 
     bench/native_histograms.py [--hops 1000] [--seconds 20] [--prometheus PATH]
 
-Not part of `bench/run` or CI: it informed a decision (README, Cost). Loopback only; every
+Not part of `bench/run` or CI: it informed a decision (docs/performance-and-cost.md, Cost). Loopback only; every
 process it starts is killed and its scratch directory removed.
 """
 

@@ -51,8 +51,8 @@ pub fn locate(pass: &[bool]) -> Location {
 
 /// Why a chain is down, as a small closed set: the `code` label of
 /// `hopwatch_chain_broken_reason_info`, `reason_code` in `check --json`, `ReasonCode` in EMF.
-/// Alerts and dashboards group by it; the README's reason table says what each means and the
-/// usual fix.
+/// Alerts and dashboards group by it; the reason table of docs/reason-codes.md says what each
+/// means and the usual fix (`tests/docs.rs` fails on a code it lacks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReasonCode {
@@ -112,7 +112,7 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
-    /// Every code, in the order of the README's table.
+    /// Every code, in the order of the table in docs/reason-codes.md.
     pub const ALL: [ReasonCode; 22] = [
         ReasonCode::GatewayUnreachable,
         ReasonCode::GatewayRefused,

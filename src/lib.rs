@@ -1,6 +1,6 @@
 //! hopwatch: watches private API integrations on AWS hop by hop.
 //!
-//! The stages, in the order data flows through them (see the README's Architecture section):
+//! The stages, in the order data flows through them (see docs/architecture.md):
 //! [`config`] → [`schedule`] → [`probe`] → [`diagnose`] / [`record`] → [`export`], with the
 //! commands ([`agent`], [`check`], [`demo`], [`cli`]) on top; [`auth`], below the probe, holds
 //! the agent's own credentials for hops that authenticate. A module imports only stages before

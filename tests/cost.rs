@@ -1,8 +1,8 @@
 //! What hopwatch costs, counted from a real run: Prometheus series per hop and CloudWatch
 //! metrics per healthy chain, at the default detail and at the full one, and the dollars those
-//! metrics come to at CloudWatch's list price. The README's cost table is this test's output
-//! (`HOPWATCH_BLESS=1 cargo test --test cost` rewrites it; read the diff), so the figures users
-//! read are measured, never computed by hand.
+//! metrics come to at CloudWatch's list price. The cost table of docs/performance-and-cost.md is
+//! this test's output (`HOPWATCH_BLESS=1 cargo test --test cost` rewrites it; read the diff), so
+//! the figures users read are measured, never computed by hand.
 //!
 //! Two agents run the same 25 healthy `rest-nlb-alb` chains (4 hops each, every hop a
 //! `hopwatch echo`, so each reports the source it saw) side by side, one with no `detail` keys
@@ -248,7 +248,7 @@ fn dollars(metrics: usize) -> String {
     format!("{:.2}", metrics as f64 * PRICE_PER_METRIC_MONTH)
 }
 
-/// The README's cost table, from the two runs.
+/// The cost table of docs/performance-and-cost.md, from the two runs.
 fn table(default: (&Figures, &Figures), full: (&Figures, &Figures)) -> String {
     let mut s = String::from(
         "| detail (`[agent]` / `[cloudwatch]`) | series per hop | series per hop with `health_url` and `expect_source` | series per chain | CloudWatch metrics per healthy 4-hop chain | $ per chain per month | $ per month for 100 chains |\n|---|---:|---:|---:|---:|---:|---:|\n",
@@ -396,19 +396,19 @@ async fn series_per_hop_and_cloudwatch_metrics_per_chain_at_each_detail() {
         );
     }
 
-    // The README shows exactly these figures.
-    let readme_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).expect("README");
-    let start = readme.find(BEGIN).expect("the README's cost table marker") + BEGIN.len();
-    let end = readme[start..].find(END).expect("its end marker") + start;
+    // The docs show exactly these figures.
+    let page_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/performance-and-cost.md");
+    let page = std::fs::read_to_string(&page_path).expect("docs/performance-and-cost.md");
+    let start = page.find(BEGIN).expect("the page's cost table marker") + BEGIN.len();
+    let end = page[start..].find(END).expect("its end marker") + start;
     if std::env::var_os("HOPWATCH_BLESS").is_some() {
-        let updated = format!("{}{table}{}", &readme[..start], &readme[end..]);
-        std::fs::write(&readme_path, updated).expect("write README");
+        let updated = format!("{}{table}{}", &page[..start], &page[end..]);
+        std::fs::write(&page_path, updated).expect("write docs/performance-and-cost.md");
     } else {
         assert_eq!(
-            &readme[start..end],
+            &page[start..end],
             table,
-            "README.md's cost table is not what was measured (HOPWATCH_BLESS=1 rewrites it)"
+            "docs/performance-and-cost.md's cost table is not what was measured (HOPWATCH_BLESS=1 rewrites it)"
         );
     }
 }
