@@ -346,7 +346,7 @@ impl Metrics {
             IntCounterVec::new(
                 Opts::new(
                     "hopwatch_discovery_errors_total",
-                    "Discovery calls that failed (after the SDK's retries), by AWS service; the last good facts stay.",
+                    "Discovery calls that failed (after discovery's own retries, with backoff), by AWS service; the last good facts stay.",
                 ),
                 &["service"],
             )
