@@ -64,6 +64,7 @@ fn result(us: u64, at: SystemTime) -> ProbeResult {
         body: bytes::Bytes::from_static(ECHO.as_bytes()),
         detail: None,
         trace_id: "Root=1-6565f000-000000000000000000000001".into(),
+        cert_not_after: None,
     }
 }
 
