@@ -343,23 +343,6 @@ fn wait_until_answers(addr: std::net::SocketAddr) {
     }
 }
 
-/// `/metrics` of the agent inside `ns`, as `series -> value`.
-fn metrics_in(ns: &Netns) -> BTreeMap<String, f64> {
-    let out = ns
-        .command("curl")
-        .args(["-sf", "--max-time", "3", "http://127.0.0.1:9464/metrics"])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 fn has(metrics: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)], value: f64) -> bool {
     metrics.iter().any(|(series, v)| {
         *v == value
@@ -379,7 +362,7 @@ fn wait_metrics(
 ) -> BTreeMap<String, f64> {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let m = metrics_in(ns);
+        let m = ns.metrics();
         if cond(&m) {
             return m;
         }
@@ -618,7 +601,8 @@ fn a_running_agent_follows_what_aws_holds() {
     });
 
     // moto down: every call fails, counted; the chains stay as they were.
-    let before: f64 = metrics_in(&ns)
+    let before: f64 = ns
+        .metrics()
         .iter()
         .filter(|(k, _)| k.starts_with("hopwatch_discovery_errors_total{"))
         .map(|(_, v)| v)

@@ -180,23 +180,6 @@ fn throttled_reads_are_unknown_never_missing_in_explain() {
     proxy.clear();
 }
 
-/// `/metrics` of an agent listening on 127.0.0.1:9464 inside `ns`.
-fn metrics_in(ns: &Netns) -> BTreeMap<String, f64> {
-    let out = ns
-        .command("curl")
-        .args(["-sf", "--max-time", "3", "http://127.0.0.1:9464/metrics"])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 fn sum(m: &BTreeMap<String, f64>, prefix: &str, labels: &[&str]) -> f64 {
     m.iter()
         .filter(|(k, _)| k.starts_with(prefix) && labels.iter().all(|l| k.contains(l)))
@@ -212,7 +195,7 @@ fn wait_metrics(
 ) -> BTreeMap<String, f64> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let m = metrics_in(ns);
+        let m = ns.metrics();
         if cond(&m) {
             return m;
         }

@@ -162,27 +162,7 @@ async fn mtls_server(server: &Pki, clients: &Pki) -> SocketAddr {
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![der], PrivateKeyDer::Pkcs8(key.serialize_der().into()))
         .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(mut tls) = acceptor.accept(stream).await {
-                    let mut buf = [0u8; 4096];
-                    let _ = tls.read(&mut buf).await;
-                    let _ = tls
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .await;
-                    let _ = tls.shutdown().await;
-                }
-            });
-        }
-    });
-    addr
+    common::tls::serve_with(config).await
 }
 
 fn keys(ca: &Path, client: Option<(&Path, &Path)>) -> String {

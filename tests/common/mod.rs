@@ -154,6 +154,24 @@ fn run(args: &[&str]) {
 }
 
 impl Netns {
+    /// `/metrics` of an agent listening on 127.0.0.1:9464 inside this namespace, as
+    /// `series -> value`; empty while nothing answers.
+    pub fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        let out = self
+            .command("curl")
+            .args(["-sf", "--max-time", "3", "http://127.0.0.1:9464/metrics"])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_string(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// Creates a namespace with loopback up. Its resolver points at 127.0.0.1 inside the
     /// namespace, where nothing listens: DNS fails fast and no query leaves the namespace.
     pub fn new(tag: &str) -> Netns {

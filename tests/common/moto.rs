@@ -138,10 +138,18 @@ impl Moto {
     /// Builds T1-T6 (tests/moto/fixture.py) with `targets` as the two target addresses; what
     /// was made, as JSON.
     pub fn fixture(&self, targets: [&str; 2]) -> serde_json::Value {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/moto/fixture.py");
+        self.build("fixture.py", targets)
+    }
+
+    /// Runs a builder of tests/moto/ (`fixture.py`, `routes.py`) against this moto with `targets`
+    /// as the two target addresses; what it made, as the JSON it prints.
+    fn build(&self, script: &str, targets: [&str; 2]) -> serde_json::Value {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/moto")
+            .join(script);
         let out = self
             .command(&self.python)
-            .arg(script)
+            .arg(path)
             .args([
                 "--endpoint",
                 &self.endpoint,
@@ -149,13 +157,14 @@ impl Moto {
                 &targets.join(","),
             ])
             .output()
-            .expect("run fixture.py");
+            .unwrap_or_else(|e| panic!("run {script}: {e}"));
         assert!(
             out.status.success(),
-            "fixture.py failed:\n{}",
+            "{script} failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("fixture.py prints JSON")
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{script} prints no JSON: {e}"))
     }
 }
 
@@ -360,23 +369,6 @@ impl Moto {
     /// the two target addresses; what was made, as JSON, with `moto_differs` (what moto stores
     /// or answers otherwise than AWS).
     pub fn routes(&self, targets: [&str; 2]) -> serde_json::Value {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/moto/routes.py");
-        let out = self
-            .command(&self.python)
-            .arg(script)
-            .args([
-                "--endpoint",
-                &self.endpoint,
-                "--targets",
-                &targets.join(","),
-            ])
-            .output()
-            .expect("run routes.py");
-        assert!(
-            out.status.success(),
-            "routes.py failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("routes.py prints JSON")
+        self.build("routes.py", targets)
     }
 }

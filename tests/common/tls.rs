@@ -45,6 +45,11 @@ pub async fn serve(chain: Vec<CertificateDer<'static>>, key: &rcgen::KeyPair) ->
         .with_no_client_auth()
         .with_single_cert(chain, PrivateKeyDer::Pkcs8(key.serialize_der().into()))
         .expect("server config");
+    serve_with(config).await
+}
+
+/// Serves `config` on 127.0.0.1, answering `200 ok` to each request whose handshake it accepts.
+pub async fn serve_with(config: rustls::ServerConfig) -> SocketAddr {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
